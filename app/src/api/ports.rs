@@ -1,0 +1,30 @@
+//! Port traits: what the UI needs from the engine, sized to the capability.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::model::{AppError, AppSummary};
+
+/// Read access to the applications Tidemark knows about.
+#[async_trait]
+pub trait Catalog: Send + Sync + 'static {
+    /// Every active application, sorted by name.
+    async fn list_applications(&self) -> Result<Vec<AppSummary>, AppError>;
+}
+
+/// The set of ports the server provides to every SSR render and server function call.
+#[derive(Clone)]
+pub struct Ports {
+    pub catalog: Arc<dyn Catalog>,
+}
+
+impl Ports {
+    /// The ports of the current request; missing ports are a wiring bug, reported opaquely.
+    pub fn from_context() -> Result<Self, AppError> {
+        leptos::prelude::use_context::<Ports>().ok_or_else(|| {
+            tracing::error!("Ports missing from the Leptos context");
+            AppError::Internal("ports-missing".into())
+        })
+    }
+}

@@ -1,0 +1,74 @@
+//! Tidemark's user interface: the Leptos app shell, its pages, the DTOs shared by browser and
+//! server, and the server functions (plus, under `ssr`, the port traits the server implements).
+
+#![recursion_limit = "256"]
+
+pub mod api;
+pub mod components;
+pub mod model;
+pub mod pages;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::{
+    components::{Route, Router, Routes},
+    path,
+};
+
+use crate::components::layout::Shell;
+use crate::pages::{
+    applications::ApplicationsPage, approvals::ApprovalsPage, audit::AuditPage,
+    not_found::NotFoundPage,
+};
+
+/// The HTML document the server renders around [`App`].
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8" />
+                <meta name="viewport" content="width=device-width, initial-scale=1" />
+                <meta name="color-scheme" content="light dark" />
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg" />
+                <AutoReload options=options.clone() />
+                <HydrationScripts options />
+                <MetaTags />
+            </head>
+            <body>
+                <App />
+            </body>
+        </html>
+    }
+}
+
+/// The root component: stylesheet, title, navigation and routes.
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+
+    view! {
+        <Stylesheet id="leptos" href="/pkg/tidemark.css" />
+        <Title formatter=|page: String| {
+            if page.is_empty() { "Tidemark".to_string() } else { format!("{page} · Tidemark") }
+        } />
+        <Router>
+            <Shell>
+                <Routes fallback=NotFoundPage>
+                    <Route path=path!("/") view=ApplicationsPage />
+                    <Route path=path!("/applications") view=ApplicationsPage />
+                    <Route path=path!("/approvals") view=ApprovalsPage />
+                    <Route path=path!("/audit") view=AuditPage />
+                </Routes>
+            </Shell>
+        </Router>
+    }
+}
+
+/// WASM entry point: attaches the client to the server-rendered DOM.
+#[cfg(feature = "hydrate")]
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(App);
+}

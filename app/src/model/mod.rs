@@ -1,0 +1,105 @@
+//! Data shared by the browser and the server (serde only, no I/O).
+
+mod error;
+
+pub use error::AppError;
+
+use serde::{Deserialize, Serialize};
+
+/// How an application is brought in line with Git.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncPolicy {
+    /// A person asks for (and approves) each sync.
+    Manual,
+    /// Tidemark syncs as soon as Git moves.
+    Auto,
+}
+
+impl SyncPolicy {
+    /// The stable lower-case name used in config, the database and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncPolicy::Manual => "manual",
+            SyncPolicy::Auto => "auto",
+        }
+    }
+}
+
+impl std::str::FromStr for SyncPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "manual" => Ok(SyncPolicy::Manual),
+            "auto" => Ok(SyncPolicy::Auto),
+            other => Err(format!(
+                "unknown sync policy `{other}` (expected manual or auto)"
+            )),
+        }
+    }
+}
+
+/// One row of the Applications list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppSummary {
+    pub name: String,
+    pub project: String,
+    pub repository: String,
+    pub repo_url: String,
+    pub path: String,
+    pub target_revision: String,
+    pub cluster: String,
+    pub namespace: String,
+    pub sync_policy: SyncPolicy,
+}
+
+impl AppSummary {
+    /// Whether a free-text filter (case-insensitive, every word must match) selects this row.
+    pub fn matches(&self, query: &str) -> bool {
+        let haystack = format!(
+            "{} {} {} {} {} {}",
+            self.name, self.project, self.repository, self.path, self.cluster, self.namespace
+        )
+        .to_lowercase();
+        query
+            .split_whitespace()
+            .all(|word| haystack.contains(&word.to_lowercase()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guestbook() -> AppSummary {
+        AppSummary {
+            name: "guestbook".into(),
+            project: "demo".into(),
+            repository: "examples".into(),
+            repo_url: "https://git.example/examples.git".into(),
+            path: "apps/guestbook".into(),
+            target_revision: "main".into(),
+            cluster: "sandbox".into(),
+            namespace: "web".into(),
+            sync_policy: SyncPolicy::Manual,
+        }
+    }
+
+    #[test]
+    fn filter_matches_every_word_case_insensitively() {
+        let app = guestbook();
+        assert!(app.matches(""));
+        assert!(app.matches("GUEST"));
+        assert!(app.matches("demo web"));
+        assert!(!app.matches("demo podinfo"));
+    }
+
+    #[test]
+    fn sync_policy_round_trips_through_its_name() {
+        for policy in [SyncPolicy::Manual, SyncPolicy::Auto] {
+            assert_eq!(policy.as_str().parse::<SyncPolicy>(), Ok(policy));
+        }
+        assert!("sometimes".parse::<SyncPolicy>().is_err());
+    }
+}

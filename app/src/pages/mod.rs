@@ -1,0 +1,6 @@
+//! One file per page; each page owns its resources and actions.
+
+pub mod applications;
+pub mod approvals;
+pub mod audit;
+pub mod not_found;

@@ -1,0 +1,375 @@
+//! Typed settings: `tidemark.toml` (optional) overlaid by `TIDEMARK__SECTION__KEY` environment
+//! variables. Unknown keys are rejected with their full path; secrets never appear in `Debug`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use app::model::SyncPolicy;
+use serde::Deserialize;
+
+/// Prefix of environment variables that override the file, e.g. `TIDEMARK__DATABASE__URL`.
+pub const ENV_PREFIX: &str = "TIDEMARK__";
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    #[error("invalid configuration at `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("environment variable {var} does not name a setting")]
+    BadEnvName { var: String },
+}
+
+/// Everything Tidemark can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    #[serde(default)]
+    pub server: ServerSettings,
+    #[serde(default)]
+    pub database: DatabaseSettings,
+    #[serde(default)]
+    pub repositories: Vec<RepositorySettings>,
+    #[serde(default)]
+    pub clusters: Vec<ClusterSettings>,
+    #[serde(default)]
+    pub applications: Vec<ApplicationSettings>,
+}
+
+/// The HTTP listener and the site's static files.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSettings {
+    /// Address to listen on; port 0 picks a free port (tests).
+    pub listen: SocketAddr,
+    /// The URL people use to reach Tidemark (links, cookies, Origin checks).
+    pub public_url: Option<String>,
+    /// Directory holding the compiled site (`pkg/`, CSS, assets) made by `cargo leptos build`.
+    pub site_root: PathBuf,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
+            public_url: None,
+            site_root: PathBuf::from("target/site"),
+        }
+    }
+}
+
+/// Where Tidemark keeps its state.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (embedded, created if missing) or `postgres://…`.
+    pub url: DatabaseUrl,
+    pub max_connections: u32,
+    /// How long start-up waits for the database before giving up.
+    pub connect_timeout_secs: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self {
+            url: DatabaseUrl("sqlite://data/tidemark.db".into()),
+            max_connections: 8,
+            connect_timeout_secs: 5,
+        }
+    }
+}
+
+/// A database URL; its password is masked whenever it is displayed or debug-printed.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    /// Wraps a URL string.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The real URL, for the driver only.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match url::Url::parse(&self.0) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("***"));
+                f.write_str(u.as_str())
+            }
+            Ok(_) => f.write_str(&self.0),
+            Err(_) => f.write_str("<unparseable database url>"),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// A Git repository applications are read from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RepositorySettings {
+    pub name: String,
+    pub url: String,
+}
+
+/// A Kubernetes cluster applications are deployed to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSettings {
+    pub name: String,
+    /// API server URL (for example the sandbox's `http://127.0.0.1:6443`).
+    pub url: String,
+}
+
+/// An application: a path in a repository deployed to a cluster namespace.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplicationSettings {
+    pub name: String,
+    #[serde(default = "default_project")]
+    pub project: String,
+    pub repository: String,
+    pub path: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    pub cluster: String,
+    pub namespace: String,
+    #[serde(default = "default_policy")]
+    pub sync_policy: SyncPolicy,
+}
+
+fn default_project() -> String {
+    "default".into()
+}
+fn default_revision() -> String {
+    "main".into()
+}
+fn default_policy() -> SyncPolicy {
+    SyncPolicy::Manual
+}
+
+impl Settings {
+    /// Loads the file (when given) and overlays `TIDEMARK__…` variables from `env`.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut root = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Syntax {
+                        path: path.to_owned(),
+                        message: e.message().to_string(),
+                    })?
+            }
+            None => toml::Table::new(),
+        };
+        let overrides: BTreeMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        for (var, value) in overrides {
+            overlay(&mut root, &var, &value)?;
+        }
+        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root))
+            .map_err(|e| ConfigError::Invalid {
+                key: e.path().to_string(),
+                message: e.inner().message().to_owned(),
+            })?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// Cross-field checks serde cannot express.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
+        for (i, app) in self.applications.iter().enumerate() {
+            if !self.repositories.iter().any(|r| r.name == app.repository) {
+                return invalid(
+                    format!("applications[{i}].repository"),
+                    format!("no repository named `{}` is declared", app.repository),
+                );
+            }
+            if !self.clusters.iter().any(|c| c.name == app.cluster) {
+                return invalid(
+                    format!("applications[{i}].cluster"),
+                    format!("no cluster named `{}` is declared", app.cluster),
+                );
+            }
+        }
+        let names = [
+            (
+                "repositories",
+                self.repositories
+                    .iter()
+                    .map(|r| &r.name)
+                    .collect::<Vec<_>>(),
+            ),
+            ("clusters", self.clusters.iter().map(|c| &c.name).collect()),
+            (
+                "applications",
+                self.applications.iter().map(|a| &a.name).collect(),
+            ),
+        ];
+        for (section, list) in names {
+            for (i, name) in list.iter().enumerate() {
+                if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+                    return invalid(
+                        format!("{section}[{i}].name"),
+                        format!("`{name}` must be non-empty letters, digits and `-`"),
+                    );
+                }
+                if list[..i].contains(name) {
+                    return invalid(
+                        format!("{section}[{i}].name"),
+                        format!("`{name}` is declared twice"),
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sets `TIDEMARK__A__B=value` as `a.b = value` in the table. Scalars that read as TOML
+/// integers, floats or booleans are typed; everything else stays a string.
+fn overlay(root: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let bad = || ConfigError::BadEnvName {
+        var: var.to_owned(),
+    };
+    let keys: Vec<String> = var[ENV_PREFIX.len()..]
+        .split("__")
+        .map(str::to_lowercase)
+        .collect();
+    let (last, parents) = keys.split_last().ok_or_else(bad)?;
+    if keys.iter().any(String::is_empty) {
+        return Err(bad());
+    }
+    let mut table = root;
+    for key in parents {
+        let entry = table
+            .entry(key.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        table = entry.as_table_mut().ok_or_else(bad)?;
+    }
+    table.insert(last.clone(), typed_scalar(value));
+    Ok(())
+}
+
+fn typed_scalar(raw: &str) -> toml::Value {
+    if let Ok(b) = raw.parse::<bool>() {
+        return toml::Value::Boolean(b);
+    }
+    if let Ok(i) = raw.parse::<i64>() {
+        return toml::Value::Integer(i);
+    }
+    toml::Value::String(raw.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(&mut f, text.as_bytes()).unwrap();
+        f
+    }
+
+    #[test]
+    fn defaults_are_embedded_sqlite_on_localhost_3000() {
+        let s = Settings::load(None, env(&[])).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:3000");
+        assert_eq!(s.database.url.expose(), "sqlite://data/tidemark.db");
+    }
+
+    #[test]
+    fn environment_overrides_the_file_and_is_typed() {
+        let f = write("[database]\nurl = \"sqlite://a.db\"\nmax_connections = 2\n");
+        let s = Settings::load(
+            Some(f.path()),
+            env(&[
+                ("TIDEMARK__DATABASE__URL", "postgres://u:pw@db/x"),
+                ("TIDEMARK__DATABASE__MAX_CONNECTIONS", "20"),
+                ("TIDEMARK__SERVER__LISTEN", "0.0.0.0:8080"),
+                ("UNRELATED", "1"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.database.url.expose(), "postgres://u:pw@db/x");
+        assert_eq!(s.database.max_connections, 20);
+        assert_eq!(s.server.listen.port(), 8080);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_with_their_path() {
+        let f = write("[server]\nlisten = \"127.0.0.1:1\"\nlistn = \"x\"\n");
+        let err = Settings::load(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("server.listn"), "{err}");
+
+        let err = Settings::load(None, env(&[("TIDEMARK__DATABSE__URL", "x")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("databse"), "{err}");
+    }
+
+    #[test]
+    fn database_password_never_appears_in_debug_or_display() {
+        let s = Settings::load(
+            None,
+            env(&[("TIDEMARK__DATABASE__URL", "postgres://me:s3cret@db:5432/t")]),
+        )
+        .unwrap();
+        let shown = format!("{s:?} {}", s.database.url);
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(shown.contains("postgres://me:***@db:5432/t"), "{shown}");
+    }
+
+    #[test]
+    fn applications_must_reference_declared_repositories_and_clusters() {
+        let f = write(
+            "[[repositories]]\nname = \"r\"\nurl = \"file:///tmp/r\"\n\
+             [[clusters]]\nname = \"c\"\nurl = \"http://127.0.0.1:6443\"\n\
+             [[applications]]\nname = \"a\"\nrepository = \"nope\"\npath = \"x\"\ncluster = \"c\"\nnamespace = \"n\"\n",
+        );
+        let err = Settings::load(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("applications[0].repository") && err.contains("nope"),
+            "{err}"
+        );
+    }
+}

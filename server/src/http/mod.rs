@@ -1,0 +1,99 @@
+//! Router assembly: Leptos pages and server functions, health, readiness and metrics.
+
+mod ports;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{FromRef, MatchedPath, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use leptos::prelude::*;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+pub use ports::internal_error;
+
+/// Everything a request handler may need; provided to SSR and server functions as context.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub leptos_options: LeptosOptions,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+}
+
+/// Builds the complete HTTP service.
+pub fn router(state: AppState) -> Router {
+    let routes = generate_route_list(app::App);
+    let ports = ports::ports(&state);
+    let context = move || provide_context(ports.clone());
+    let shell = {
+        let options = state.leptos_options.clone();
+        move || app::shell(options.clone())
+    };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .leptos_routes_with_context(&state, routes, context.clone(), shell)
+        .fallback(leptos_axum::file_and_error_handler_with_context::<
+            AppState,
+            _,
+        >(context, app::shell))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            track_requests,
+        ))
+        .with_state(state)
+}
+
+/// The process is up.
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+/// The process can serve: the database answers within two seconds.
+async fn readyz(State(store): State<Store>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), store.ping()).await {
+        Ok(Ok(())) => (StatusCode::OK, "ready\n").into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            (StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n").into_response()
+        }
+        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database timed out\n").into_response(),
+    }
+}
+
+async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}
+
+/// Counts and times every request by its matched route pattern.
+async fn track_requests(State(metrics): State<Arc<Metrics>>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().as_str().to_owned();
+    let route = match req.extensions().get::<MatchedPath>() {
+        Some(path) => path.as_str().to_owned(),
+        None if req.uri().path().starts_with("/pkg/") => "/pkg/{file}".to_owned(),
+        None => "fallback".to_owned(),
+    };
+    let response = next.run(req).await;
+    metrics.observe_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}

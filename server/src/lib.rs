@@ -1,0 +1,9 @@
+//! Tidemark's server: configuration, the store, the HTTP host and (in later modules) the engine
+//! and its adapters. `main.rs` is a thin CLI over [`startup::Application`].
+
+pub mod clock;
+pub mod config;
+pub mod http;
+pub mod startup;
+pub mod store;
+pub mod telemetry;

@@ -1,0 +1,130 @@
+//! Start-up as a library: `Application::build` wires settings into a running service, so tests
+//! start exactly what `tidemark serve` starts (on port 0).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use leptos::prelude::LeptosOptions;
+use tokio::net::TcpListener;
+
+use crate::config::Settings;
+use crate::http::{self, AppState};
+use crate::store::{DeclaredCatalog, Store, StoreError};
+use crate::telemetry::Metrics;
+
+/// Why Tidemark could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A built, bound, not-yet-serving Tidemark.
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    store: Store,
+    public_url: String,
+}
+
+impl Application {
+    /// Opens and migrates the store, records the declared catalog and binds the listener.
+    pub async fn build(settings: Settings) -> Result<Self, StartupError> {
+        let store = Store::connect(&settings.database).await?;
+        store.migrate().await?;
+        store
+            .sync_declared(
+                DeclaredCatalog {
+                    repositories: &settings.repositories,
+                    clusters: &settings.clusters,
+                    applications: &settings.applications,
+                },
+                crate::clock::now(),
+            )
+            .await?;
+
+        let addr = settings.server.listen;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartupError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| StartupError::Bind { addr, source })?;
+
+        let leptos_options = LeptosOptions::builder()
+            .output_name("tidemark")
+            .site_root(settings.server.site_root.to_string_lossy().into_owned())
+            .site_pkg_dir("pkg")
+            .site_addr(local)
+            .build();
+        let state = AppState {
+            leptos_options,
+            store: store.clone(),
+            metrics: Arc::new(Metrics::new()),
+        };
+        let public_url = settings
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        Ok(Self {
+            listener,
+            router: http::router(state),
+            store,
+            public_url,
+        })
+    }
+
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// The URL to print for people.
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests and closes the store.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        self.store.close().await;
+        Ok(())
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutdown requested: draining requests");
+}

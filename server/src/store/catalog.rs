@@ -1,0 +1,133 @@
+//! The catalog aggregate: repositories, clusters and applications.
+
+use app::model::{AppSummary, SyncPolicy};
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::clock::Millis;
+use crate::config::{ApplicationSettings, ClusterSettings, RepositorySettings};
+
+/// What `tidemark.toml` declares; stored as `source = 'config'`.
+#[derive(Debug, Clone, Copy)]
+pub struct DeclaredCatalog<'a> {
+    pub repositories: &'a [RepositorySettings],
+    pub clusters: &'a [ClusterSettings],
+    pub applications: &'a [ApplicationSettings],
+}
+
+impl Store {
+    /// Makes the stored config-declared catalog equal to `declared`, in one transaction:
+    /// upserts every entry, retires config-declared applications that are no longer declared
+    /// (their history stays) and brings back ones that are declared again.
+    #[tracing::instrument(skip_all, fields(apps = declared.applications.len()), err)]
+    pub async fn sync_declared(
+        &self,
+        declared: DeclaredCatalog<'_>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for repo in declared.repositories {
+            sqlx::query(
+                "INSERT INTO repositories (name, url, source, created_at, updated_at)
+                 VALUES ($1, $2, 'config', $3, $3)
+                 ON CONFLICT (name) DO UPDATE SET url = excluded.url, source = 'config',
+                     updated_at = excluded.updated_at",
+            )
+            .bind(&repo.name)
+            .bind(&repo.url)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for cluster in declared.clusters {
+            sqlx::query(
+                "INSERT INTO clusters (name, url, source, created_at, updated_at)
+                 VALUES ($1, $2, 'config', $3, $3)
+                 ON CONFLICT (name) DO UPDATE SET url = excluded.url, source = 'config',
+                     updated_at = excluded.updated_at",
+            )
+            .bind(&cluster.name)
+            .bind(&cluster.url)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        for app in declared.applications {
+            sqlx::query(
+                "INSERT INTO applications (name, project, repository, path, target_revision,
+                     cluster, namespace, sync_policy, source, created_at, updated_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'config', $9, $9, NULL)
+                 ON CONFLICT (name) DO UPDATE SET project = excluded.project,
+                     repository = excluded.repository, path = excluded.path,
+                     target_revision = excluded.target_revision, cluster = excluded.cluster,
+                     namespace = excluded.namespace, sync_policy = excluded.sync_policy,
+                     source = 'config', updated_at = excluded.updated_at, retired_at = NULL",
+            )
+            .bind(&app.name)
+            .bind(&app.project)
+            .bind(&app.repository)
+            .bind(&app.path)
+            .bind(&app.revision)
+            .bind(&app.cluster)
+            .bind(&app.namespace)
+            .bind(app.sync_policy.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        let active: Vec<(String,)> = sqlx::query_as(
+            "SELECT name FROM applications WHERE source = 'config' AND retired_at IS NULL",
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for (name,) in active {
+            if !declared.applications.iter().any(|a| a.name == name) {
+                sqlx::query(
+                    "UPDATE applications SET retired_at = $1, updated_at = $1 WHERE name = $2",
+                )
+                .bind(now)
+                .bind(&name)
+                .execute(&mut *tx)
+                .await?;
+                tracing::info!(app = %name, "application no longer declared in config: retired");
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every active (not retired) application, sorted by name.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn list_applications(&self) -> Result<Vec<AppSummary>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.name, a.project, a.repository, r.url AS repo_url, a.path, a.target_revision,
+                    a.cluster, a.namespace, a.sync_policy
+             FROM applications a JOIN repositories r ON r.name = a.repository
+             WHERE a.retired_at IS NULL
+             ORDER BY a.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let policy: String = row.try_get("sync_policy")?;
+                Ok(AppSummary {
+                    name: row.try_get("name")?,
+                    project: row.try_get("project")?,
+                    repository: row.try_get("repository")?,
+                    repo_url: row.try_get("repo_url")?,
+                    path: row.try_get("path")?,
+                    target_revision: row.try_get("target_revision")?,
+                    cluster: row.try_get("cluster")?,
+                    namespace: row.try_get("namespace")?,
+                    sync_policy: policy
+                        .parse::<SyncPolicy>()
+                        .map_err(|_| StoreError::Corrupt {
+                            column: "applications.sync_policy",
+                            value: policy,
+                        })?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,157 @@
+//! Shared fixtures: databases on both backends, settings, a running server.
+
+use server::config::{
+    ApplicationSettings, ClusterSettings, DatabaseUrl, RepositorySettings, Settings,
+};
+use server::startup::Application;
+use server::store::Store;
+
+/// PostgreSQL used by the tests; override with `TIDEMARK_TEST_POSTGRES_URL`.
+pub fn postgres_admin_url() -> String {
+    std::env::var("TIDEMARK_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned())
+}
+
+/// A fresh, empty database on one backend, removed by [`TestDb::drop_db`].
+pub struct TestDb {
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+    pg_name: Option<String>,
+}
+
+impl TestDb {
+    /// A new SQLite file in a temporary directory (the directory is created by the store).
+    pub fn sqlite() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}/nested/tidemark.db", dir.path().display());
+        Self {
+            url,
+            _dir: Some(dir),
+            pg_name: None,
+        }
+    }
+
+    /// A new database on the local PostgreSQL server. Panics with instructions when PostgreSQL
+    /// does not answer: a store suite that silently skips a backend proves nothing.
+    pub async fn postgres() -> Self {
+        use sqlx::Connection;
+        let admin = postgres_admin_url();
+        let mut conn = sqlx::PgConnection::connect(&admin)
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "PostgreSQL does not answer at {admin} ({e}). Start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` \
+                 or point TIDEMARK_TEST_POSTGRES_URL at a server."
+                )
+            });
+        let name = format!("tidemark_test_{}", uuid::Uuid::new_v4().simple());
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        Self {
+            url: url.to_string(),
+            _dir: None,
+            pg_name: Some(name),
+        }
+    }
+
+    /// Both backends, for suites that must run unchanged on each.
+    pub async fn both() -> [TestDb; 2] {
+        [TestDb::sqlite(), TestDb::postgres().await]
+    }
+
+    pub fn settings(&self) -> Settings {
+        let mut s = Settings::load(None, Vec::new()).unwrap();
+        s.database.url = DatabaseUrl::new(&self.url);
+        s.server.listen = "127.0.0.1:0".parse().unwrap();
+        s
+    }
+
+    pub async fn store(&self) -> Store {
+        let store = Store::connect(&self.settings().database).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// Drops the PostgreSQL database (SQLite files go with their temporary directory).
+    pub async fn drop_db(self) {
+        use sqlx::Connection;
+        if let Some(name) = &self.pg_name {
+            let mut conn = sqlx::PgConnection::connect(&postgres_admin_url())
+                .await
+                .unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// A small declared catalog: two applications in one repository on one cluster.
+pub fn catalog(settings: &mut Settings) {
+    settings.repositories = vec![RepositorySettings {
+        name: "examples".into(),
+        url: "https://git.example/examples.git".into(),
+    }];
+    settings.clusters = vec![ClusterSettings {
+        name: "sandbox".into(),
+        url: "http://127.0.0.1:6443".into(),
+    }];
+    settings.applications = ["guestbook", "podinfo"]
+        .into_iter()
+        .map(|name| ApplicationSettings {
+            name: name.into(),
+            project: "demo".into(),
+            repository: "examples".into(),
+            path: format!("apps/{name}"),
+            revision: "main".into(),
+            cluster: "sandbox".into(),
+            namespace: name.into(),
+            sync_policy: app::model::SyncPolicy::Manual,
+        })
+        .collect();
+}
+
+/// A running Tidemark on a free port; stops when dropped.
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl TestServer {
+    pub async fn start(settings: Settings) -> Self {
+        let app = Application::build(settings).await.unwrap();
+        let base = format!("http://{}", app.local_addr());
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(app.run_until_stopped(async {
+            let _ = rx.await;
+        }));
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}

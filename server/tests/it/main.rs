@@ -1,0 +1,9 @@
+//! The server's one integration-test binary (link time dominates on 2 cores: add modules here,
+//! not new binaries).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod cli;
+mod helpers;
+mod http;
+mod store;
