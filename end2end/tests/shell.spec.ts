@@ -1,0 +1,55 @@
+import { expect, test } from "@playwright/test";
+
+// The app shell is served by SSR and then hydrated: interactions run in the browser.
+
+test("the Applications page hydrates and filters as you type", async ({ page }) => {
+  const errors: string[] = [];
+  page.on("pageerror", (e) => errors.push(e.message));
+  page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+
+  await page.goto("/applications");
+  await expect(page.getByRole("heading", { name: "Applications" })).toBeVisible();
+  await expect(page.getByTestId("app-count")).toHaveText("Showing 3 of 3 applications");
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+
+  // After hydration the filter narrows the table on each keystroke, with no page load.
+  let navigations = 0;
+  page.on("framenavigated", () => navigations++);
+  await page.getByLabel("Filter").pressSequentially("demo pod");
+  await expect(page.getByTestId("app-count")).toHaveText("Showing 1 of 3 applications");
+  await expect(page.locator("tbody tr")).toHaveCount(1);
+  await expect(page.locator("tbody tr")).toContainText("podinfo");
+  expect(navigations).toBe(0);
+
+  await page.getByLabel("Filter").fill("");
+  await expect(page.locator("tbody tr")).toHaveCount(3);
+  await page.screenshot({ path: "artifacts/applications.png", fullPage: true });
+  expect(errors).toEqual([]);
+});
+
+test("navigation reaches every section client-side", async ({ page }) => {
+  await page.goto("/applications");
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  const nav = page.getByRole("navigation", { name: "Primary" });
+
+  await nav.getByRole("link", { name: "Approvals" }).click();
+  await expect(page).toHaveURL(/\/approvals$/);
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText("Approvals");
+  await expect(nav.getByRole("link", { name: "Approvals" })).toHaveAttribute("aria-current", "page");
+
+  await nav.getByRole("link", { name: "Audit" }).click();
+  await expect(page.getByRole("heading", { level: 1 })).toHaveText("Audit");
+  await expect(page).toHaveTitle("Audit · Tidemark");
+});
+
+test("without JavaScript the filter still works through the query string", async ({ browser }) => {
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await page.goto("/applications");
+  await page.getByLabel("Filter").fill("shop");
+  await page.getByLabel("Filter").press("Enter");
+  await expect(page).toHaveURL(/\?q=shop$/);
+  await expect(page.getByTestId("app-count")).toHaveText("Showing 1 of 3 applications");
+  await expect(page.locator("tbody tr")).toContainText("payments");
+  await context.close();
+});

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Installs what building and testing Tidemark needs, and only what is missing: the wasm32
+# target, cargo-leptos 0.3.10 (no_downloads), wasm-bindgen-cli matching Cargo.lock, the npm
+# packages of end2end/ (Playwright + binaryen's wasm-opt) and Debian's Chromium.
+# Idempotent: when everything is present it finishes in a few seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+say() { printf 'setup: %s\n' "$*"; }
+export PATH="$HOME/.cargo/bin:$PATH"
+
+# 1. wasm32 target
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  say "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+# 2. cargo-leptos: 0.3.11+ needs a newer rustc; no_downloads makes it use the tools on PATH.
+if ! cargo leptos --version 2>/dev/null | grep -q '0\.3\.10'; then
+  say "installing cargo-leptos 0.3.10 (about 18 minutes on 2 cores, once per machine)"
+  cargo install cargo-leptos --version 0.3.10 --locked --features no_downloads
+fi
+
+# 3. wasm-bindgen CLI: must equal the wasm-bindgen in Cargo.lock exactly. Not --locked: one of
+#    its locked dependency versions is missing from the registry mirror.
+want=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+have=$(wasm-bindgen --version 2>/dev/null | awk '{print $2}' || true)
+if [ "$want" != "$have" ]; then
+  say "installing wasm-bindgen-cli $want (found: ${have:-none})"
+  cargo install wasm-bindgen-cli --version "$want" --force
+fi
+
+# 4. npm packages: Playwright (tests) and binaryen (wasm-opt 132; Debian's 108 breaks the WASM).
+if [ ! -x end2end/node_modules/.bin/wasm-opt ] || [ ! -x end2end/node_modules/.bin/playwright ] \
+  || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
+  say "installing end2end npm packages"
+  (cd end2end && npm ci --no-audit --no-fund)
+fi
+
+# 5. Chromium from Debian (browsers downloaded by test tools cannot be fetched here).
+if [ ! -x /usr/bin/chromium ]; then
+  say "installing Debian chromium"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium
+fi
+
+say "toolchain ready (cargo-leptos $(cargo leptos --version | awk '{print $2}'), wasm-bindgen $want, wasm-opt $(end2end/node_modules/.bin/wasm-opt --version | awk '{print $3}'))"
