@@ -4,6 +4,7 @@
 pub mod clock;
 pub mod config;
 pub mod http;
+pub mod sandbox;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

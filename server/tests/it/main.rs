@@ -6,4 +6,6 @@
 mod cli;
 mod helpers;
 mod http;
+mod kubectl;
+mod sandbox;
 mod store;
