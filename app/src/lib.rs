@@ -12,7 +12,7 @@ use leptos::prelude::*;
 use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
 use leptos_router::{
     components::{Route, Router, Routes},
-    path,
+    path, SsrMode,
 };
 
 use crate::components::layout::Shell;
@@ -62,8 +62,13 @@ pub fn App() -> impl IntoView {
         <Router>
             <Shell>
                 <Routes fallback=NotFoundPage>
-                    <Route path=path!("/") view=ApplicationsPage />
-                    <Route path=path!("/applications") view=ApplicationsPage />
+                    // Async SSR: data pages arrive complete, so they also work without WASM.
+                    <Route path=path!("/") view=ApplicationsPage ssr=SsrMode::Async />
+                    <Route
+                        path=path!("/applications")
+                        view=ApplicationsPage
+                        ssr=SsrMode::Async
+                    />
                     <Route path=path!("/approvals") view=ApprovalsPage />
                     <Route path=path!("/audit") view=AuditPage />
                 </Routes>

@@ -53,3 +53,14 @@ test("without JavaScript the filter still works through the query string", async
   await expect(page.locator("tbody tr")).toContainText("payments");
   await context.close();
 });
+
+test("pages read well in the dark colour scheme", async ({ browser }) => {
+  const context = await browser.newContext({ colorScheme: "dark" });
+  const page = await context.newPage();
+  await page.goto("/approvals");
+  await expect(page.getByRole("heading", { name: "Nothing is waiting for approval" })).toBeVisible();
+  const background = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+  expect(background).toBe("rgb(15, 20, 25)");
+  await page.screenshot({ path: "artifacts/approvals-dark.png", fullPage: true });
+  await context.close();
+});
