@@ -530,7 +530,8 @@ async fn watch(sb: Sandbox, t: Target, req: Request) -> Response {
                 return;
             }
         }
-        let mut bookmark = tokio::time::interval(Duration::from_secs(1));
+        let second = Duration::from_secs(1);
+        let mut bookmark = tokio::time::interval_at(tokio::time::Instant::now() + second, second);
         loop {
             tokio::select! {
                 _ = &mut deadline => return,

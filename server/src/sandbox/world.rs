@@ -383,10 +383,7 @@ impl World {
         }
         strip_system_fields(&mut body);
         let set = fields::field_set(&body);
-        set_managed(
-            &mut body,
-            vec![managed_entry(&ctx.manager, "Update", rt, ctx.now, &set)],
-        );
+        set_managed(&mut body, rt, vec![Managed::new(ctx, "Update", set)]);
         self.finish(rt, key, body, None, ctx)
     }
 
@@ -524,16 +521,7 @@ impl World {
                 return Err(ApiError::not_found(rt, name));
             }
             let mut new = applied;
-            set_managed(
-                &mut new,
-                vec![managed_entry(
-                    &ctx.manager,
-                    "Apply",
-                    rt,
-                    ctx.now,
-                    &applied_set,
-                )],
-            );
+            set_managed(&mut new, rt, vec![Managed::new(ctx, "Apply", applied_set)]);
             return self.finish(rt, key, new, None, ctx);
         };
 
@@ -574,18 +562,8 @@ impl World {
             }
         }
         entries.retain(|e| !(e.manager == ctx.manager && e.operation == "Apply"));
-        entries.push(Managed {
-            manager: ctx.manager.clone(),
-            operation: "Apply".into(),
-            time: rfc3339(ctx.now),
-            set: applied_set,
-        });
-        let entries: Vec<Value> = entries
-            .into_iter()
-            .filter(|e| !e.set.is_empty())
-            .map(|e| managed_entry_with_time(&e.manager, &e.operation, rt, &e.time, &e.set))
-            .collect();
-        set_managed(&mut new, entries);
+        entries.push(Managed::new(ctx, "Apply", applied_set));
+        set_managed(&mut new, rt, entries);
         self.finish(rt, key, new, Some(old), ctx)
     }
 
@@ -1052,29 +1030,28 @@ fn managed_entries(obj: &Value) -> Vec<Managed> {
         .unwrap_or_default()
 }
 
-fn managed_entry(
-    manager: &str,
-    operation: &str,
-    rt: &ResourceType,
-    now: Millis,
-    set: &FieldSet,
-) -> Value {
-    managed_entry_with_time(manager, operation, rt, &rfc3339(now), set)
+impl Managed {
+    fn new(ctx: &WriteCtx, operation: &str, set: FieldSet) -> Self {
+        Self {
+            manager: ctx.manager.clone(),
+            operation: operation.to_owned(),
+            time: rfc3339(ctx.now),
+            set,
+        }
+    }
 }
 
-fn managed_entry_with_time(
-    manager: &str,
-    operation: &str,
-    rt: &ResourceType,
-    time: &str,
-    set: &FieldSet,
-) -> Value {
-    json!({"manager": manager, "operation": operation, "apiVersion": rt.api_version(), "time": time,
-           "fieldsType": "FieldsV1", "fieldsV1": fields::to_fields_v1(set)})
-}
-
-fn set_managed(obj: &mut Value, entries: Vec<Value>) {
-    obj["metadata"]["managedFields"] = Value::Array(entries);
+/// Writes the entries that still own something as `metadata.managedFields`.
+fn set_managed(obj: &mut Value, rt: &ResourceType, entries: Vec<Managed>) {
+    let encoded: Vec<Value> = entries
+        .into_iter()
+        .filter(|e| !e.set.is_empty())
+        .map(|e| {
+            json!({"manager": e.manager, "operation": e.operation, "apiVersion": rt.api_version(),
+                   "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": fields::to_fields_v1(&e.set)})
+        })
+        .collect();
+    obj["metadata"]["managedFields"] = Value::Array(encoded);
 }
 
 /// Ownership after a non-apply write: the writer takes the fields it changed (from everyone
@@ -1095,19 +1072,9 @@ fn update_ownership(old: &Value, mut new: Value, rt: &ResourceType, ctx: &WriteC
         e.set.retain(|p| present.contains(p));
     }
     if !found && !changed.is_empty() {
-        entries.push(Managed {
-            manager: ctx.manager.clone(),
-            operation: "Update".into(),
-            time: rfc3339(ctx.now),
-            set: changed,
-        });
+        entries.push(Managed::new(ctx, "Update", changed));
     }
-    let entries: Vec<Value> = entries
-        .into_iter()
-        .filter(|e| !e.set.is_empty())
-        .map(|e| managed_entry_with_time(&e.manager, &e.operation, rt, &e.time, &e.set))
-        .collect();
-    set_managed(&mut new, entries);
+    set_managed(&mut new, rt, entries);
     new
 }
 

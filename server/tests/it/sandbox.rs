@@ -641,6 +641,7 @@ async fn a_watch_resumes_from_a_resource_version_and_streams_changes() {
             kube::api::WatchEvent::Deleted(o) => {
                 events.push(format!("DELETED {}", o.metadata.name.unwrap()))
             }
+            kube::api::WatchEvent::Bookmark(_) => continue,
             other => events.push(format!("{other:?}")),
         }
         if events.len() == 2 {
