@@ -1081,7 +1081,13 @@ fn update_ownership(old: &Value, mut new: Value, rt: &ResourceType, ctx: &WriteC
 fn apply_conflict(rt: &ResourceType, name: &str, conflicts: &[(String, fields::Path)]) -> ApiError {
     let lines: Vec<String> = conflicts
         .iter()
-        .map(|(m, p)| format!("conflict with \"{m}\": {}", fields::display(p)))
+        .map(|(m, p)| {
+            format!(
+                "conflict with \"{m}\" using {}: {}",
+                rt.api_version(),
+                fields::display(p)
+            )
+        })
         .collect();
     let message = format!(
         "Apply failed with {} conflict{}: {}",

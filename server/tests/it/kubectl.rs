@@ -79,7 +79,7 @@ data:
 // Multi-threaded: the watch below is read with blocking calls while the sandbox keeps serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_applies_reads_patches_scales_watches_and_deletes() {
-    let c = TestCluster::start().await;
+    let c = TestCluster::sandbox().await;
     let k = Kubectl::new(&c.url);
 
     let resources = k.run(&["api-resources"]).await;

@@ -15,16 +15,29 @@ use kube::Client;
 use serde_json::{json, Value};
 use server::sandbox::{Sandbox, SandboxOptions};
 
-/// A sandbox served on a free TCP port; stops when dropped.
+/// The cluster under test: a sandbox on a free TCP port (stopped when dropped), or the real
+/// cluster named by `TIDEMARK_TEST_KUBECONFIG` for the cluster-agnostic tests.
 pub struct TestCluster {
     pub url: String,
     pub client: Client,
-    pub sandbox: Sandbox,
+    /// The namespace this test works in (`default` on a sandbox, a fresh one on a real cluster,
+    /// labelled `tidemark-test=true` for clean-up with `kubectl delete ns -l tidemark-test=true`).
+    pub ns: String,
+    pub sandbox: Option<Sandbox>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 impl TestCluster {
+    /// The cluster for a test whose assertions hold on any conformant cluster.
     pub async fn start() -> Self {
+        match std::env::var("TIDEMARK_TEST_KUBECONFIG") {
+            Ok(path) => Self::real(&path).await,
+            Err(_) => Self::sandbox().await,
+        }
+    }
+
+    /// A sandbox, always: for tests of sandbox-only features (simulated status, state file).
+    pub async fn sandbox() -> Self {
         Self::with(SandboxOptions::default()).await
     }
 
@@ -41,8 +54,37 @@ impl TestCluster {
         Self {
             url,
             client,
-            sandbox,
+            ns: "default".into(),
+            sandbox: Some(sandbox),
             stop: Some(tx),
+        }
+    }
+
+    async fn real(kubeconfig: &str) -> Self {
+        let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        let url = config.cluster_url.to_string();
+        let client = Client::try_from(config).unwrap();
+        let ns = format!(
+            "tidemark-test-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let nss: Api<Namespace> = Api::all(client.clone());
+        let body = json!({"metadata": {"name": ns, "labels": {"tidemark-test": "true"}}});
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(body).unwrap(),
+        )
+        .await
+        .unwrap();
+        Self {
+            url,
+            client,
+            ns,
+            sandbox: None,
+            stop: None,
         }
     }
 }
@@ -102,7 +144,7 @@ async fn discovery_lists_builtin_groups_and_kinds() {
 #[tokio::test]
 async fn crud_reports_the_exact_kubernetes_reasons() {
     let c = TestCluster::start().await;
-    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
     let created = cms
         .create(
             &PostParams::default(),
@@ -178,17 +220,29 @@ async fn crud_reports_the_exact_kubernetes_reasons() {
 #[tokio::test]
 async fn lists_filter_by_label_and_field_selectors_across_namespaces() {
     let c = TestCluster::start().await;
+    let other = format!("{}-other", c.ns);
     let nss: Api<Namespace> = Api::all(c.client.clone());
+    let ns_body = json!({"metadata": {"name": other, "labels": {"tidemark-test": "true"}}});
     nss.create(
         &PostParams::default(),
-        &serde_json::from_value(json!({"metadata": {"name": "other"}})).unwrap(),
+        &serde_json::from_value(ns_body).unwrap(),
     )
     .await
     .unwrap();
+    // Every object carries `run=<namespace>`, so lists across namespaces see only this test's.
+    let run = format!("run={}", c.ns);
     for (ns, name, labels) in [
-        ("default", "a", json!({"app": "web", "tier": "front"})),
-        ("default", "b", json!({"app": "db"})),
-        ("other", "c", json!({"app": "web", "env": "prod"})),
+        (
+            &c.ns,
+            "a",
+            json!({"app": "web", "tier": "front", "run": c.ns}),
+        ),
+        (&c.ns, "b", json!({"app": "db", "run": c.ns})),
+        (
+            &other,
+            "c",
+            json!({"app": "web", "env": "prod", "run": c.ns}),
+        ),
     ] {
         let api: Api<ConfigMap> = Api::namespaced(c.client.clone(), ns);
         api.create(&PostParams::default(), &cm(name, labels, json!({})))
@@ -196,11 +250,21 @@ async fn lists_filter_by_label_and_field_selectors_across_namespaces() {
             .unwrap();
     }
     let all: Api<ConfigMap> = Api::all(c.client.clone());
-    let names = |l: kube::api::ObjectList<ConfigMap>| {
-        l.items
-            .into_iter()
-            .map(|o| o.metadata.name.unwrap())
-            .collect::<Vec<_>>()
+    let list = |labels: String, fields: String| {
+        let all = all.clone();
+        async move {
+            let params = ListParams::default().labels(&labels).fields(&fields);
+            let mut names: Vec<String> = all
+                .list(&params)
+                .await
+                .unwrap()
+                .items
+                .into_iter()
+                .map(|o| o.metadata.name.unwrap())
+                .collect();
+            names.sort();
+            names
+        }
     };
     let cases = [
         ("app=web", vec!["a", "c"]),
@@ -211,32 +275,24 @@ async fn lists_filter_by_label_and_field_selectors_across_namespaces() {
         ("!tier,app=web", vec!["c"]),
     ];
     for (selector, want) in cases {
-        let got = names(
-            all.list(&ListParams::default().labels(selector))
-                .await
-                .unwrap(),
-        );
+        let got = list(format!("{run},{selector}"), String::new()).await;
         assert_eq!(got, want, "{selector}");
     }
-    let got = names(
-        all.list(&ListParams::default().fields("metadata.namespace=other"))
-            .await
-            .unwrap(),
-    );
+    let got = list(run.clone(), format!("metadata.namespace={other}")).await;
     assert_eq!(got, ["c"]);
-    let got = names(
-        all.list(&ListParams::default().fields("metadata.name!=a"))
-            .await
-            .unwrap(),
-    );
+    let got = list(run.clone(), "metadata.name!=a".into()).await;
     assert_eq!(got, ["b", "c"]);
 
-    // Deleting a namespace deletes what it contains.
-    nss.delete("other", &DeleteParams::default()).await.unwrap();
-    assert_eq!(
-        names(all.list(&ListParams::default()).await.unwrap()),
-        ["a", "b"]
-    );
+    // Deleting a namespace deletes what it contains (a real cluster does so asynchronously).
+    nss.delete(&other, &DeleteParams::default()).await.unwrap();
+    let emptied = async {
+        while list(run.clone(), String::new()).await != ["a", "b"] {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), emptied)
+        .await
+        .unwrap();
 }
 
 fn deployment(replicas: Option<i64>, image: &str, labels: Value) -> Value {
@@ -252,7 +308,7 @@ fn deployment(replicas: Option<i64>, image: &str, labels: Value) -> Value {
 #[tokio::test]
 async fn server_side_apply_tracks_generation_and_field_ownership() {
     let c = TestCluster::start().await;
-    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), &c.ns);
     let pp = PatchParams::apply("tidemark");
 
     let d = deploys
@@ -378,8 +434,8 @@ async fn server_side_apply_tracks_generation_and_field_ownership() {
 
 #[tokio::test]
 async fn workloads_report_health_and_broken_images_never_become_available() {
-    let c = TestCluster::start().await;
-    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let c = TestCluster::sandbox().await;
+    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), &c.ns);
     let pp = PatchParams::apply("tidemark");
     let d = deploys
         .patch(
@@ -416,11 +472,11 @@ async fn workloads_report_health_and_broken_images_never_become_available() {
         Some("ProgressDeadlineExceeded")
     );
 
-    let jobs: Api<Job> = Api::namespaced(c.client.clone(), "default");
+    let jobs: Api<Job> = Api::namespaced(c.client.clone(), &c.ns);
     let job = jobs.patch("once", &pp, &Patch::Apply(json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "once"},
         "spec": {"template": {"spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "busybox"}]}}}}))).await.unwrap();
     assert_eq!(job.status.unwrap().succeeded, Some(1));
-    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), "default");
+    let pvcs: Api<PersistentVolumeClaim> = Api::namespaced(c.client.clone(), &c.ns);
     let pvc = pvcs.patch("data", &pp, &Patch::Apply(json!({"apiVersion": "v1", "kind": "PersistentVolumeClaim",
         "metadata": {"name": "data"}, "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}))).await.unwrap();
     assert_eq!(pvc.status.unwrap().phase.as_deref(), Some("Bound"));
@@ -433,7 +489,7 @@ async fn a_readiness_delay_shows_progress_then_availability() {
         ..Default::default()
     })
     .await;
-    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), "default");
+    let deploys: Api<Deployment> = Api::namespaced(c.client.clone(), &c.ns);
     let d = deploys
         .patch(
             "web",
@@ -465,7 +521,7 @@ fn widget_crd(scope: &str) -> Value {
 
 #[tokio::test]
 async fn crds_register_and_unregister_their_kind() {
-    let c = TestCluster::start().await;
+    let c = TestCluster::sandbox().await;
     let crds: Api<DynamicObject> = Api::all_with(
         c.client.clone(),
         &ApiResource::from_gvk(&GroupVersionKind::gvk(
@@ -487,7 +543,7 @@ async fn crds_register_and_unregister_their_kind() {
         .resolve_gvk(&GroupVersionKind::gvk("example.com", "v1", "Widget"))
         .unwrap();
     assert_eq!(caps.scope, kube::discovery::Scope::Namespaced);
-    let widgets: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), "default", &ar);
+    let widgets: Api<DynamicObject> = Api::namespaced_with(c.client.clone(), &c.ns, &ar);
     let w: DynamicObject =
         serde_json::from_value(json!({"apiVersion": "example.com/v1", "kind": "Widget",
         "metadata": {"name": "w1"}, "spec": {"size": 3}}))
@@ -532,7 +588,7 @@ async fn crds_register_and_unregister_their_kind() {
 #[tokio::test]
 async fn a_watcher_over_a_thousand_objects_under_concurrent_applies_ends_with_the_servers_state() {
     let c = TestCluster::start().await;
-    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
     let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeMap::<
         String,
         String,
@@ -617,7 +673,7 @@ async fn a_watcher_over_a_thousand_objects_under_concurrent_applies_ends_with_th
 #[tokio::test]
 async fn a_watch_resumes_from_a_resource_version_and_streams_changes() {
     let c = TestCluster::start().await;
-    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
     let first = cms
         .create(&PostParams::default(), &cm("one", json!({}), json!({})))
         .await
@@ -660,17 +716,17 @@ async fn the_state_file_survives_a_restart() {
     };
     {
         let c = TestCluster::with(options.clone()).await;
-        let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+        let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
         cms.create(
             &PostParams::default(),
             &cm("kept", json!({}), json!({"k": "v"})),
         )
         .await
         .unwrap();
-        c.sandbox.persist().unwrap();
+        c.sandbox.as_ref().unwrap().persist().unwrap();
     }
     let c = TestCluster::with(options).await;
-    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), "default");
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
     let kept = cms.get("kept").await.unwrap();
     assert_eq!(kept.data.unwrap()["k"], "v");
     let next = cms
