@@ -37,6 +37,8 @@ pub struct Settings {
     #[serde(default)]
     pub database: DatabaseSettings,
     #[serde(default)]
+    pub git: GitSettings,
+    #[serde(default)]
     pub repositories: Vec<RepositorySettings>,
     #[serde(default)]
     pub clusters: Vec<ClusterSettings>,
@@ -123,12 +125,118 @@ impl fmt::Debug for DatabaseUrl {
     }
 }
 
+/// Git mirrors, rendering limits and webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GitSettings {
+    /// Where bare mirrors are kept.
+    pub cache_dir: PathBuf,
+    /// Largest manifest file a render reads.
+    pub max_file_bytes: u64,
+    /// Most manifest files under one application path.
+    pub max_files: usize,
+    /// Largest total input and output of one render.
+    pub max_total_bytes: u64,
+    /// `kubectl` (runs `kubectl kustomize`) or a `kustomize` binary (runs `kustomize build`).
+    pub kustomize_command: String,
+    pub kustomize_timeout_secs: u64,
+    /// Accepted webhooks per repository per minute (more answer 429).
+    pub webhook_rate_per_minute: u32,
+}
+
+impl Default for GitSettings {
+    fn default() -> Self {
+        let limits = crate::render::Limits::default();
+        Self {
+            cache_dir: PathBuf::from("data/git"),
+            max_file_bytes: limits.max_file_bytes,
+            max_files: limits.max_files,
+            max_total_bytes: limits.max_total_bytes,
+            kustomize_command: limits.kustomize_command,
+            kustomize_timeout_secs: limits.kustomize_timeout.as_secs(),
+            webhook_rate_per_minute: 30,
+        }
+    }
+}
+
+impl GitSettings {
+    /// The render limits these settings describe.
+    pub fn limits(&self) -> crate::render::Limits {
+        crate::render::Limits {
+            max_file_bytes: self.max_file_bytes,
+            max_files: self.max_files,
+            max_total_bytes: self.max_total_bytes,
+            kustomize_timeout: std::time::Duration::from_secs(self.kustomize_timeout_secs),
+            kustomize_command: self.kustomize_command.clone(),
+        }
+    }
+}
+
 /// A Git repository applications are read from.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RepositorySettings {
     pub name: String,
+    /// `https://…`, `ssh://…` / `git@host:path`, `file://…` or a local path.
     pub url: String,
+    /// User for HTTPS basic auth or SSH (default: from the URL, else `git`).
+    pub username: Option<String>,
+    /// Environment variable holding the HTTPS password or token (or the SSH key passphrase).
+    pub password_env: Option<String>,
+    /// File holding the HTTPS password or token (or the SSH key passphrase).
+    pub password_file: Option<PathBuf>,
+    /// Private key for SSH remotes.
+    pub ssh_key_file: Option<PathBuf>,
+    /// Seconds between polls of the remote (a webhook or refresh fetches at once).
+    #[serde(default = "default_fetch_interval")]
+    pub fetch_interval_secs: u64,
+    /// Environment variable holding the webhook secret (HMAC key or GitLab token).
+    pub webhook_secret_env: Option<String>,
+    /// File holding the webhook secret.
+    pub webhook_secret_file: Option<PathBuf>,
+}
+
+fn default_fetch_interval() -> u64 {
+    60
+}
+
+impl RepositorySettings {
+    /// A repository with defaults for everything but its name and URL.
+    pub fn new(name: impl Into<String>, url: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            url: url.into(),
+            username: None,
+            password_env: None,
+            password_file: None,
+            ssh_key_file: None,
+            fetch_interval_secs: default_fetch_interval(),
+            webhook_secret_env: None,
+            webhook_secret_file: None,
+        }
+    }
+
+    /// The credentials the Git layer uses (secrets are read at fetch time).
+    pub fn auth(&self) -> crate::git::Auth {
+        crate::git::Auth {
+            username: self.username.clone(),
+            password_env: self.password_env.clone(),
+            password_file: self.password_file.clone(),
+            ssh_key_file: self.ssh_key_file.clone(),
+        }
+    }
+
+    /// The webhook secret, if one is configured and readable.
+    pub fn webhook_secret(&self) -> Option<String> {
+        if let Some(var) = &self.webhook_secret_env {
+            return std::env::var(var).ok().filter(|s| !s.is_empty());
+        }
+        self.webhook_secret_file
+            .as_ref()
+            .and_then(|f| std::fs::read_to_string(f).ok())
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    }
 }
 
 /// A Kubernetes cluster applications are deployed to.

@@ -3,7 +3,9 @@
 
 pub mod clock;
 pub mod config;
+pub mod git;
 pub mod http;
+pub mod render;
 pub mod sandbox;
 pub mod startup;
 pub mod store;

@@ -9,6 +9,7 @@ use leptos::prelude::LeptosOptions;
 use tokio::net::TcpListener;
 
 use crate::config::Settings;
+use crate::git::sources::GitSources;
 use crate::http::{self, AppState};
 use crate::store::{DeclaredCatalog, Store, StoreError};
 use crate::telemetry::Metrics;
@@ -30,6 +31,7 @@ pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     store: Store,
+    git: Arc<GitSources>,
     public_url: String,
 }
 
@@ -63,10 +65,21 @@ impl Application {
             .site_pkg_dir("pkg")
             .site_addr(local)
             .build();
+        let git = GitSources::new(store.clone(), &settings);
+        let public_origin = settings
+            .server
+            .public_url
+            .as_deref()
+            .and_then(|u| url::Url::parse(u).ok())
+            .map(|u| u.origin().ascii_serialization());
         let state = AppState {
             leptos_options,
             store: store.clone(),
             metrics: Arc::new(Metrics::new()),
+            settings: Arc::new(settings.clone()),
+            git: git.clone(),
+            webhook_limits: Arc::default(),
+            public_origin,
         };
         let public_url = settings
             .server
@@ -77,6 +90,7 @@ impl Application {
             listener,
             router: http::router(state),
             store,
+            git,
             public_url,
         })
     }
@@ -98,9 +112,14 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, self.router)
+        let pollers = self.git.spawn();
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
-            .await?;
+            .await;
+        for poller in pollers {
+            poller.abort();
+        }
+        served?;
         self.store.close().await;
         Ok(())
     }

@@ -1,19 +1,25 @@
 //! Router assembly: Leptos pages and server functions, health, readiness and metrics.
 
 mod ports;
+mod rest;
+pub mod webhooks;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRef, MatchedPath, Request, State};
+use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 
+use crate::config::Settings;
+use crate::git::sources::GitSources;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
@@ -25,6 +31,11 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     pub store: Store,
     pub metrics: Arc<Metrics>,
+    pub settings: Arc<Settings>,
+    pub git: Arc<GitSources>,
+    pub webhook_limits: Arc<webhooks::RateLimiter>,
+    /// `scheme://host[:port]` of `server.public_url`, for Origin checks.
+    pub public_origin: Option<String>,
 }
 
 /// Builds the complete HTTP service.
@@ -40,6 +51,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/applications/{name}/commits", get(rest::commits))
+        .route("/api/v1/applications/{name}/refresh", post(rest::refresh))
+        .route(
+            "/api/v1/webhooks/{provider}",
+            post(webhooks::receive)
+                .layer(DefaultBodyLimit::max(webhooks::MAX_BODY))
+                .layer(middleware::from_fn(webhooks::limit_body)),
+        )
         .leptos_routes_with_context(&state, routes, context.clone(), shell)
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppState,
@@ -96,4 +115,24 @@ async fn track_requests(State(metrics): State<Arc<Metrics>>, req: Request, next:
         started.elapsed(),
     );
     response
+}
+
+/// Whether a state-changing request comes from this site: its `Origin` (or, without one,
+/// `Sec-Fetch-Site`) must be ours. Requests with neither header come from non-browser clients.
+pub fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
+    let get = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    match get(header::ORIGIN) {
+        Some(origin) => match public_origin {
+            Some(ours) => origin.eq_ignore_ascii_case(ours),
+            None => get(header::HOST).is_some_and(|host| {
+                origin
+                    .split_once("://")
+                    .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
+            }),
+        },
+        None => headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_none_or(|site| site == "same-origin" || site == "none"),
+    }
 }

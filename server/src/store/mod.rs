@@ -4,6 +4,7 @@
 //! BIGINT millisecond timestamps); each dialect has its own migration directory.
 
 mod catalog;
+mod git;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -15,6 +16,7 @@ use sqlx::{AnyPool, ConnectOptions, Connection};
 use crate::config::{DatabaseSettings, DatabaseUrl};
 
 pub use catalog::DeclaredCatalog;
+pub use git::{AppGitState, AppSource, IngestReport, StoredCommit};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

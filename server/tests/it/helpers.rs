@@ -94,10 +94,10 @@ impl TestDb {
 
 /// A small declared catalog: two applications in one repository on one cluster.
 pub fn catalog(settings: &mut Settings) {
-    settings.repositories = vec![RepositorySettings {
-        name: "examples".into(),
-        url: "https://git.example/examples.git".into(),
-    }];
+    settings.repositories = vec![RepositorySettings::new(
+        "examples",
+        "https://git.example/examples.git",
+    )];
     settings.clusters = vec![ClusterSettings {
         name: "sandbox".into(),
         url: "http://127.0.0.1:6443".into(),

@@ -1,0 +1,312 @@
+//! The Git engine: one poller per repository (interval, or at once on a trigger from a webhook
+//! or a refresh), each run fetching the mirror, ingesting every application's history and
+//! rendering its target revision into a stored snapshot. Failures are recorded on the
+//! repository and the applications' timelines, with credentials redacted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use git2::Oid;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::history;
+use super::{GitError, Mirror};
+use crate::clock;
+use crate::config::Settings;
+use crate::render::{self, Limits};
+use crate::store::{AppSource, IngestReport, Store, StoreError};
+
+/// Why a sync of one repository stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Git(#[from] GitError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What one application's ingest did.
+#[derive(Debug, Clone, Default)]
+pub struct AppIngest {
+    pub tip: String,
+    pub report: IngestReport,
+    pub rendered: Option<Result<String, String>>,
+}
+
+/// All configured repositories and their pollers.
+pub struct GitSources {
+    store: Store,
+    mirrors: HashMap<String, Arc<Mirror>>,
+    intervals: HashMap<String, Duration>,
+    limits: Limits,
+    triggers: std::sync::Mutex<HashMap<String, mpsc::Sender<String>>>,
+}
+
+impl GitSources {
+    /// Mirrors for every configured repository (nothing is fetched yet).
+    pub fn new(store: Store, settings: &Settings) -> Arc<Self> {
+        let cache = &settings.git.cache_dir;
+        Arc::new(Self {
+            store,
+            mirrors: settings
+                .repositories
+                .iter()
+                .map(|r| (r.name.clone(), Mirror::new(cache, r)))
+                .collect(),
+            intervals: settings
+                .repositories
+                .iter()
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        Duration::from_secs(r.fetch_interval_secs.max(1)),
+                    )
+                })
+                .collect(),
+            limits: settings.git.limits(),
+            triggers: std::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Starts one poller per repository; they stop when the returned handles are dropped
+    /// with the runtime or aborted.
+    pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for name in self.mirrors.keys() {
+            let (tx, mut rx) = mpsc::channel::<String>(16);
+            self.triggers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), tx);
+            let this = self.clone();
+            let name = name.clone();
+            let interval = self
+                .intervals
+                .get(&name)
+                .copied()
+                .unwrap_or(Duration::from_secs(60));
+            handles.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(interval);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = tick.tick() => {}
+                        reason = rx.recv() => {
+                            let Some(reason) = reason else { return };
+                            tracing::info!(repo = %name, %reason, "fetch triggered");
+                            while rx.try_recv().is_ok() {} // coalesce a burst of triggers
+                        }
+                    }
+                    if let Err(e) = this.sync_repository(&name).await {
+                        tracing::warn!(repo = %name, error = %e, "repository sync failed");
+                    }
+                }
+            }));
+        }
+        handles
+    }
+
+    /// Asks the repository's poller to fetch now. False when the repository is unknown or
+    /// its poller is not running.
+    pub fn trigger(&self, repository: &str, reason: &str) -> bool {
+        let triggers = self.triggers.lock().unwrap_or_else(|p| p.into_inner());
+        match triggers.get(repository) {
+            Some(tx) => {
+                let _ = tx.try_send(reason.to_owned());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Names of the configured repositories.
+    pub fn repositories(&self) -> impl Iterator<Item = &str> {
+        self.mirrors.keys().map(String::as_str)
+    }
+
+    /// Fetches `repository` and ingests every application reading from it. A fetch failure is
+    /// recorded on the repository and on each application's timeline.
+    #[tracing::instrument(skip(self), err)]
+    pub async fn sync_repository(
+        &self,
+        repository: &str,
+    ) -> Result<Vec<(String, AppIngest)>, SyncError> {
+        let mirror = self
+            .mirrors
+            .get(repository)
+            .ok_or_else(|| GitError::NotFetched {
+                repo: repository.to_owned(),
+            })?
+            .clone();
+        let apps = self.store.apps_of_repository(repository).await?;
+        let _guard = mirror.lock.lock().await;
+        let fetched = {
+            let m = mirror.clone();
+            tokio::task::spawn_blocking(move || m.fetch_blocking())
+                .await
+                .map_err(|e| GitError::Fetch {
+                    repo: repository.to_owned(),
+                    message: e.to_string(),
+                })?
+        };
+        let now = clock::now();
+        if let Err(e) = fetched {
+            let message = e.to_string();
+            let previous = self.store.repository_error(repository).await?;
+            self.store
+                .record_fetch(repository, Some(&message), now)
+                .await?;
+            if previous.as_deref() != Some(message.as_str()) {
+                for app in &apps {
+                    self.store
+                        .add_timeline(
+                            &app.name,
+                            "git_error",
+                            &message,
+                            &json!({"repository": repository}),
+                            now,
+                        )
+                        .await?;
+                }
+            }
+            return Err(e.into());
+        }
+        let recovered = self.store.repository_error(repository).await?.is_some();
+        self.store.record_fetch(repository, None, now).await?;
+        let mut out = Vec::new();
+        for app in apps {
+            if recovered {
+                self.store
+                    .add_timeline(
+                        &app.name,
+                        "git_recovered",
+                        &format!("fetching {repository} works again"),
+                        &json!({}),
+                        now,
+                    )
+                    .await?;
+            }
+            match self.ingest_app(&mirror, &app).await {
+                Ok(result) => out.push((app.name.clone(), result)),
+                Err(SyncError::Git(e)) => {
+                    let message = e.to_string();
+                    self.store
+                        .record_app_error(&app.name, Some(&message), now)
+                        .await?;
+                    self.store
+                        .add_timeline(&app.name, "git_error", &message, &json!({}), now)
+                        .await?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Walks the application's history from its target revision and renders that revision
+    /// unless its snapshot is already stored.
+    async fn ingest_app(
+        &self,
+        mirror: &Arc<Mirror>,
+        app: &AppSource,
+    ) -> Result<AppIngest, SyncError> {
+        let state = self.store.app_git_state(&app.name).await?;
+        let (m, a, limits) = (mirror.clone(), app.clone(), self.limits.clone());
+        let previous = state.ingested_tip.clone();
+        let already_rendered = state.target_sha.clone();
+        type Walk = (
+            String,
+            Vec<history::CommitInfo>,
+            bool,
+            Option<Result<render::Rendered, render::RenderError>>,
+        );
+        let walked: Result<Walk, GitError> = tokio::task::spawn_blocking(move || {
+            let repo = m.open()?;
+            let tip = m.resolve(&repo, &a.revision)?;
+            let git = |e: git2::Error| GitError::Git {
+                repo: m.name.clone(),
+                message: e.message().to_owned(),
+            };
+            let tip_s = tip.to_string();
+            let (commits, full) = if previous.as_deref() == Some(tip_s.as_str()) {
+                (Vec::new(), false)
+            } else {
+                // Incremental only when the previous tip is an ancestor (fast-forward).
+                let hide = previous
+                    .and_then(|p| Oid::from_str(&p).ok())
+                    .filter(|old| repo.graph_descendant_of(tip, *old).unwrap_or(false));
+                let full = hide.is_none();
+                (
+                    history::touching(&repo, tip, &a.path, hide).map_err(git)?,
+                    full,
+                )
+            };
+            let rendered = (already_rendered.as_deref() != Some(tip_s.as_str()))
+                .then(|| render::render(&repo, tip, &a.path, &limits));
+            Ok((tip_s, commits, full, rendered))
+        })
+        .await
+        .map_err(|e| GitError::Git {
+            repo: app.repository.clone(),
+            message: e.to_string(),
+        })?;
+        let (tip, commits, full, rendered) = walked?;
+        let now = clock::now();
+        let report = if commits.is_empty() && !full {
+            IngestReport::default()
+        } else {
+            self.store
+                .ingest_history(&app.name, &app.repository, &commits, full, &tip, now)
+                .await?
+        };
+        if report.now_unreachable > 0 {
+            let message = format!(
+                "{} commits are no longer reachable from {} (force push)",
+                report.now_unreachable, app.revision
+            );
+            self.store
+                .add_timeline(&app.name, "force_push", &message, &json!({"tip": tip}), now)
+                .await?;
+        }
+        let rendered = match rendered {
+            None => None,
+            Some(Ok(r)) => {
+                self.store
+                    .save_render(
+                        &app.name,
+                        &tip,
+                        &r.digest,
+                        &r.canonical,
+                        r.objects.len(),
+                        now,
+                    )
+                    .await?;
+                self.store.record_app_error(&app.name, None, now).await?;
+                Some(Ok(r.digest))
+            }
+            Some(Err(e)) => {
+                let message = format!("rendering {} failed: {e}", &tip[..12.min(tip.len())]);
+                self.store
+                    .record_app_error(&app.name, Some(&message), now)
+                    .await?;
+                self.store
+                    .add_timeline(
+                        &app.name,
+                        "render_error",
+                        &message,
+                        &json!({"revision": tip}),
+                        now,
+                    )
+                    .await?;
+                Some(Err(e.to_string()))
+            }
+        };
+        Ok(AppIngest {
+            tip,
+            report,
+            rendered,
+        })
+    }
+}

@@ -1,0 +1,401 @@
+//! Desired manifests at a revision, read straight from the object database: plain YAML/JSON
+//! files under the application path (multi-document), or Kustomize when the path holds a
+//! `kustomization.yaml`. Output: the objects sorted canonically and the SHA-256 of that form.
+//!
+//! Safety: nothing outside the application path is read for plain rendering (symlinks that
+//! leave it, `..` and absolute paths are errors naming the file); file size, file count, total
+//! size and YAML alias expansion are bounded; remote Kustomize bases are refused; any error
+//! fails the whole render (no partial output).
+
+mod canonical;
+mod kustomize;
+
+use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
+
+use git2::{ObjectType, Oid, Repository, Tree};
+use serde_json::Value;
+
+pub use canonical::{canonical_json, digest};
+
+/// Bounds on what one render may read and produce.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_file_bytes: u64,
+    pub max_files: usize,
+    pub max_total_bytes: u64,
+    pub kustomize_timeout: Duration,
+    /// Program that renders Kustomize: `kubectl` (as `kubectl kustomize`) or `kustomize`.
+    pub kustomize_command: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 5 * 1024 * 1024,
+            max_files: 2_000,
+            max_total_bytes: 50 * 1024 * 1024,
+            kustomize_timeout: Duration::from_secs(30),
+            kustomize_command: "kubectl".into(),
+        }
+    }
+}
+
+/// Why a revision could not be rendered. Each names the file at fault where there is one.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RenderError {
+    #[error("invalid application path `{path}`: {reason}")]
+    BadAppPath { path: String, reason: String },
+    #[error("{path} does not exist at this revision")]
+    MissingPath { path: String },
+    #[error("{file}: {reason}")]
+    UnsafePath { file: String, reason: String },
+    #[error("{file} is {size} bytes, over the {limit}-byte limit per file")]
+    FileTooLarge { file: String, size: u64, limit: u64 },
+    #[error("more than {limit} manifest files under the application path")]
+    TooManyFiles { limit: usize },
+    #[error("the rendered manifests exceed {limit} bytes")]
+    TooLarge { limit: u64 },
+    #[error("{file}: invalid YAML: {message}")]
+    Yaml { file: String, message: String },
+    #[error("{file}: document {doc} is not a Kubernetes object: {reason}")]
+    NotAnObject {
+        file: String,
+        doc: usize,
+        reason: String,
+    },
+    #[error("{object} is defined twice ({first} and {second})")]
+    Duplicate {
+        object: String,
+        first: String,
+        second: String,
+    },
+    #[error("kustomize: {message}")]
+    Kustomize { message: String },
+    #[error("git: {0}")]
+    Git(String),
+}
+
+impl From<git2::Error> for RenderError {
+    fn from(e: git2::Error) -> Self {
+        RenderError::Git(e.message().to_owned())
+    }
+}
+
+/// A render: objects in canonical order, their canonical JSON and its SHA-256 (hex).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub objects: Vec<Value>,
+    pub canonical: String,
+    pub digest: String,
+}
+
+/// Renders the application at `app_path` as of `commit`.
+pub fn render(
+    repo: &Repository,
+    commit: Oid,
+    app_path: &str,
+    limits: &Limits,
+) -> Result<Rendered, RenderError> {
+    let app_path = clean_app_path(app_path)?;
+    let root = repo.find_commit(commit)?.tree()?;
+    let tree = if app_path.as_os_str().is_empty() {
+        root.clone()
+    } else {
+        let entry = root
+            .get_path(&app_path)
+            .map_err(|_| RenderError::MissingPath {
+                path: app_path.display().to_string(),
+            })?;
+        if entry.kind() != Some(ObjectType::Tree) {
+            return Err(RenderError::MissingPath {
+                path: format!("{} (a directory)", app_path.display()),
+            });
+        }
+        repo.find_tree(entry.id())?
+    };
+    let mut docs: Vec<(String, usize, Value)> = Vec::new();
+    if ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+        .iter()
+        .any(|n| tree.get_name(n).is_some())
+    {
+        let text = kustomize::build(repo, &root, &app_path, limits)?;
+        parse_into(&text, "kustomize output", &mut docs)?;
+    } else {
+        let mut budget = Budget { files: 0, bytes: 0 };
+        read_tree(
+            repo,
+            &root,
+            &tree,
+            &app_path,
+            &app_path,
+            limits,
+            &mut budget,
+            &mut docs,
+        )?;
+    }
+    finish(docs, limits)
+}
+
+/// Normalises the configured path: relative, no `..`, no `.` segments.
+fn clean_app_path(path: &str) -> Result<PathBuf, RenderError> {
+    let bad = |reason: &str| RenderError::BadAppPath {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let p = Path::new(path.trim_end_matches('/'));
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::CurDir => {}
+            Component::ParentDir => return Err(bad("`..` is not allowed")),
+            Component::RootDir | Component::Prefix(_) => {
+                return Err(bad("must be relative to the repository root"))
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct Budget {
+    files: usize,
+    bytes: u64,
+}
+
+fn is_manifest(name: &str) -> bool {
+    !name.starts_with('.')
+        && [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_tree(
+    repo: &Repository,
+    root: &Tree<'_>,
+    tree: &Tree<'_>,
+    dir: &Path,
+    app_path: &Path,
+    limits: &Limits,
+    budget: &mut Budget,
+    docs: &mut Vec<(String, usize, Value)>,
+) -> Result<(), RenderError> {
+    for entry in tree.iter() {
+        let name = entry.name().unwrap_or_default().to_owned();
+        let file = dir.join(&name);
+        let shown = file.display().to_string();
+        match (entry.kind(), entry.filemode()) {
+            (Some(ObjectType::Tree), _) => {
+                let sub = repo.find_tree(entry.id())?;
+                read_tree(repo, root, &sub, &file, app_path, limits, budget, docs)?;
+            }
+            (Some(ObjectType::Blob), 0o120000) => {
+                if !is_manifest(&name) {
+                    continue;
+                }
+                // A symlink: its target must stay inside the application path.
+                let target =
+                    String::from_utf8_lossy(repo.find_blob(entry.id())?.content()).into_owned();
+                let resolved = resolve_link(dir, &target)
+                    .filter(|r| r.starts_with(app_path))
+                    .ok_or_else(|| RenderError::UnsafePath {
+                        file: shown.clone(),
+                        reason: format!("symlink to `{target}` leaves the application path"),
+                    })?;
+                let target_entry =
+                    root.get_path(&resolved)
+                        .map_err(|_| RenderError::UnsafePath {
+                            file: shown.clone(),
+                            reason: format!("symlink target `{target}` does not exist"),
+                        })?;
+                if target_entry.filemode() == 0o120000
+                    || target_entry.kind() != Some(ObjectType::Blob)
+                {
+                    return Err(RenderError::UnsafePath {
+                        file: shown,
+                        reason: "symlink must point to a regular file".into(),
+                    });
+                }
+                read_blob(repo, target_entry.id(), &shown, limits, budget, docs)?;
+            }
+            (Some(ObjectType::Blob), _) if is_manifest(&name) => {
+                read_blob(repo, entry.id(), &shown, limits, budget, docs)?
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn resolve_link(dir: &Path, target: &str) -> Option<PathBuf> {
+    if target.starts_with('/') {
+        return None;
+    }
+    let mut out = dir.to_path_buf();
+    for c in Path::new(target).components() {
+        match c {
+            Component::Normal(s) => out.push(s),
+            Component::CurDir => {}
+            Component::ParentDir => {
+                if !out.pop() {
+                    return None;
+                }
+            }
+            _ => return None,
+        }
+    }
+    Some(out)
+}
+
+fn read_blob(
+    repo: &Repository,
+    id: Oid,
+    file: &str,
+    limits: &Limits,
+    budget: &mut Budget,
+    docs: &mut Vec<(String, usize, Value)>,
+) -> Result<(), RenderError> {
+    budget.files += 1;
+    if budget.files > limits.max_files {
+        return Err(RenderError::TooManyFiles {
+            limit: limits.max_files,
+        });
+    }
+    // The header gives the size without inflating the object.
+    let (size, _) = repo.odb()?.read_header(id)?;
+    let size = size as u64;
+    if size > limits.max_file_bytes {
+        return Err(RenderError::FileTooLarge {
+            file: file.to_owned(),
+            size,
+            limit: limits.max_file_bytes,
+        });
+    }
+    budget.bytes += size;
+    if budget.bytes > limits.max_total_bytes {
+        return Err(RenderError::TooLarge {
+            limit: limits.max_total_bytes,
+        });
+    }
+    let blob = repo.find_blob(id)?;
+    let text = std::str::from_utf8(blob.content()).map_err(|_| RenderError::Yaml {
+        file: file.to_owned(),
+        message: "not UTF-8 text".into(),
+    })?;
+    parse_into(text, file, docs)
+}
+
+/// Parses a multi-document YAML (or JSON) text; `kind: List` documents are flattened.
+fn parse_into(
+    text: &str,
+    file: &str,
+    docs: &mut Vec<(String, usize, Value)>,
+) -> Result<(), RenderError> {
+    let parsed: Vec<Value> =
+        serde_saphyr::from_multiple_with_options(text, serde_saphyr::Options::default()).map_err(
+            |e| RenderError::Yaml {
+                file: file.to_owned(),
+                message: first_line(&e.to_string()),
+            },
+        )?;
+    for (i, doc) in parsed.into_iter().enumerate() {
+        match doc {
+            Value::Null => {}
+            Value::Object(ref m)
+                if m.get("kind")
+                    .and_then(Value::as_str)
+                    .is_some_and(|k| k.ends_with("List"))
+                    && m.get("items").is_some() =>
+            {
+                for item in m
+                    .get("items")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+                {
+                    docs.push((file.to_owned(), i + 1, item));
+                }
+            }
+            other => docs.push((file.to_owned(), i + 1, other)),
+        }
+    }
+    Ok(())
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_owned()
+}
+
+fn finish(docs: Vec<(String, usize, Value)>, limits: &Limits) -> Result<Rendered, RenderError> {
+    let mut keyed: Vec<((String, String, String, String), String, Value)> =
+        Vec::with_capacity(docs.len());
+    for (file, doc, obj) in docs {
+        let not_object = |reason: &str| RenderError::NotAnObject {
+            file: file.clone(),
+            doc,
+            reason: reason.to_owned(),
+        };
+        let api_version = obj
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .ok_or_else(|| not_object("apiVersion is missing"))?;
+        let kind = obj
+            .get("kind")
+            .and_then(Value::as_str)
+            .ok_or_else(|| not_object("kind is missing"))?;
+        let name = obj["metadata"]
+            .get("name")
+            .and_then(Value::as_str)
+            .ok_or_else(|| not_object("metadata.name is missing"))?;
+        let namespace = obj["metadata"]
+            .get("namespace")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let group = api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let key = (
+            group.to_owned(),
+            kind.to_owned(),
+            namespace.to_owned(),
+            name.to_owned(),
+        );
+        keyed.push((key, format!("{file}#{doc}"), obj));
+    }
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    for pair in keyed.windows(2) {
+        if pair[0].0 == pair[1].0 {
+            let (g, k, ns, n) = &pair[0].0;
+            let object = format!(
+                "{k}{} {}{n}",
+                if g.is_empty() {
+                    String::new()
+                } else {
+                    format!(".{g}")
+                },
+                if ns.is_empty() {
+                    String::new()
+                } else {
+                    format!("{ns}/")
+                }
+            );
+            return Err(RenderError::Duplicate {
+                object,
+                first: pair[0].1.clone(),
+                second: pair[1].1.clone(),
+            });
+        }
+    }
+    let objects: Vec<Value> = keyed.into_iter().map(|(_, _, o)| o).collect();
+    let canonical = canonical_json(&Value::Array(objects.clone()));
+    if canonical.len() as u64 > limits.max_total_bytes {
+        return Err(RenderError::TooLarge {
+            limit: limits.max_total_bytes,
+        });
+    }
+    let digest = digest(&canonical);
+    Ok(Rendered {
+        objects,
+        canonical,
+        digest,
+    })
+}

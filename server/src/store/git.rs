@@ -1,0 +1,436 @@
+//! The Git aggregate: commits, per-application history (with reachability), rendered snapshots
+//! (content-addressed), fetch state and timeline events.
+
+use sqlx::{Any, QueryBuilder, Row};
+
+use super::{Store, StoreError};
+use crate::clock::Millis;
+use crate::git::history::CommitInfo;
+
+/// Rows per multi-row INSERT (10 columns each stays under every backend's parameter limit).
+const BATCH: usize = 500;
+
+/// Where an application's Git ingest stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppGitState {
+    pub ingested_tip: Option<String>,
+    pub target_sha: Option<String>,
+    pub target_digest: Option<String>,
+    pub last_error: Option<String>,
+}
+
+/// One stored commit of an application's history.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StoredCommit {
+    pub sha: String,
+    pub parents: Vec<String>,
+    pub author_name: String,
+    pub author_email: String,
+    pub committer_name: String,
+    pub committer_email: String,
+    pub committed_at: Millis,
+    pub title: String,
+    pub body: String,
+    pub reachable: bool,
+}
+
+/// How an ingest changed the stored history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IngestReport {
+    pub new_commits: usize,
+    pub now_unreachable: usize,
+}
+
+/// An application as the Git engine needs it.
+#[derive(Debug, Clone)]
+pub struct AppSource {
+    pub name: String,
+    pub repository: String,
+    pub path: String,
+    pub revision: String,
+}
+
+impl Store {
+    /// Active applications reading from `repository`.
+    pub async fn apps_of_repository(&self, repository: &str) -> Result<Vec<AppSource>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT name, repository, path, target_revision FROM applications
+             WHERE repository = $1 AND retired_at IS NULL ORDER BY name",
+        )
+        .bind(repository)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AppSource {
+                    name: r.try_get("name")?,
+                    repository: r.try_get("repository")?,
+                    path: r.try_get("path")?,
+                    revision: r.try_get("target_revision")?,
+                })
+            })
+            .collect()
+    }
+
+    /// One active application's source, if it exists.
+    pub async fn app_source(&self, name: &str) -> Result<Option<AppSource>, StoreError> {
+        let row = sqlx::query(
+            "SELECT name, repository, path, target_revision FROM applications WHERE name = $1 AND retired_at IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(AppSource {
+                name: r.try_get("name")?,
+                repository: r.try_get("repository")?,
+                path: r.try_get("path")?,
+                revision: r.try_get("target_revision")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The application's ingest state (default when never ingested).
+    pub async fn app_git_state(&self, app: &str) -> Result<AppGitState, StoreError> {
+        let row = sqlx::query(
+            "SELECT ingested_tip, target_sha, target_digest, last_error FROM app_git_state WHERE application = $1",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(match row {
+            Some(r) => AppGitState {
+                ingested_tip: r.try_get("ingested_tip")?,
+                target_sha: r.try_get("target_sha")?,
+                target_digest: r.try_get("target_digest")?,
+                last_error: r.try_get("last_error")?,
+            },
+            None => AppGitState::default(),
+        })
+    }
+
+    /// Stores the commits of one walk of an application's history, in one transaction.
+    /// `full` walks (first ingest, or after a force push) also mark every stored commit the
+    /// walk did not reach as unreachable; incremental walks only add.
+    #[tracing::instrument(skip_all, fields(app = %app, commits = commits.len()), err)]
+    pub async fn ingest_history(
+        &self,
+        app: &str,
+        repository: &str,
+        commits: &[CommitInfo],
+        full: bool,
+        tip: &str,
+        now: Millis,
+    ) -> Result<IngestReport, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let before: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM app_commits WHERE application = $1")
+                .bind(app)
+                .fetch_one(&mut *tx)
+                .await?;
+        let unreachable_before: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM app_commits WHERE application = $1 AND reachable = 0",
+        )
+        .bind(app)
+        .fetch_one(&mut *tx)
+        .await?;
+        if full {
+            sqlx::query("UPDATE app_commits SET reachable = 0 WHERE application = $1")
+                .bind(app)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for chunk in commits.chunks(BATCH) {
+            let mut q: QueryBuilder<Any> = QueryBuilder::new(
+                "INSERT INTO commits (repository, sha, parents, author_name, author_email, committer_name,
+                 committer_email, committed_at, title, body) ",
+            );
+            q.push_values(chunk, |mut b, c| {
+                b.push_bind(repository)
+                    .push_bind(&c.sha)
+                    .push_bind(c.parents.join(" "))
+                    .push_bind(&c.author_name)
+                    .push_bind(&c.author_email)
+                    .push_bind(&c.committer_name)
+                    .push_bind(&c.committer_email)
+                    .push_bind(c.committed_at)
+                    .push_bind(&c.title)
+                    .push_bind(&c.body);
+            });
+            q.push(" ON CONFLICT (repository, sha) DO NOTHING");
+            q.build().execute(&mut *tx).await?;
+
+            let mut q: QueryBuilder<Any> = QueryBuilder::new(
+                "INSERT INTO app_commits (application, repository, sha, committed_at, reachable, first_seen_at) ",
+            );
+            q.push_values(chunk, |mut b, c| {
+                b.push_bind(app)
+                    .push_bind(repository)
+                    .push_bind(&c.sha)
+                    .push_bind(c.committed_at)
+                    .push_bind(1i64)
+                    .push_bind(now);
+            });
+            q.push(" ON CONFLICT (application, sha) DO UPDATE SET reachable = 1");
+            q.build().execute(&mut *tx).await?;
+        }
+        sqlx::query(
+            "INSERT INTO app_git_state (application, ingested_tip, last_error, updated_at) VALUES ($1, $2, NULL, $3)
+             ON CONFLICT (application) DO UPDATE SET ingested_tip = excluded.ingested_tip,
+                 last_error = NULL, updated_at = excluded.updated_at",
+        )
+        .bind(app)
+        .bind(tip)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let after: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM app_commits WHERE application = $1")
+                .bind(app)
+                .fetch_one(&mut *tx)
+                .await?;
+        let unreachable_after: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM app_commits WHERE application = $1 AND reachable = 0",
+        )
+        .bind(app)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(IngestReport {
+            new_commits: usize::try_from(after - before).unwrap_or(0),
+            now_unreachable: usize::try_from(unreachable_after - unreachable_before).unwrap_or(0),
+        })
+    }
+
+    /// A page of an application's history, newest first. `cursor` is the `next` of the previous
+    /// page.
+    pub async fn app_commits(
+        &self,
+        app: &str,
+        cursor: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<StoredCommit>, Option<String>), StoreError> {
+        let limit = i64::from(limit.clamp(1, 500));
+        let (at, sha) = match cursor.and_then(|c| c.split_once(':')) {
+            Some((at, sha)) => (at.parse::<i64>().unwrap_or(i64::MAX), sha.to_owned()),
+            None => (i64::MAX, String::new()),
+        };
+        let rows = sqlx::query(
+            "SELECT c.sha, c.parents, c.author_name, c.author_email, c.committer_name, c.committer_email,
+                    c.committed_at, c.title, c.body, ac.reachable
+             FROM app_commits ac JOIN commits c ON c.repository = ac.repository AND c.sha = ac.sha
+             WHERE ac.application = $1
+               AND (ac.committed_at < $2 OR (ac.committed_at = $2 AND ($3 = '' OR ac.sha < $3)))
+             ORDER BY ac.committed_at DESC, ac.sha DESC
+             LIMIT $4",
+        )
+        .bind(app)
+        .bind(at)
+        .bind(&sha)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut items = rows
+            .iter()
+            .map(|r| {
+                let parents: String = r.try_get("parents")?;
+                Ok(StoredCommit {
+                    sha: r.try_get("sha")?,
+                    parents: parents.split_whitespace().map(str::to_owned).collect(),
+                    author_name: r.try_get("author_name")?,
+                    author_email: r.try_get("author_email")?,
+                    committer_name: r.try_get("committer_name")?,
+                    committer_email: r.try_get("committer_email")?,
+                    committed_at: r.try_get("committed_at")?,
+                    title: r.try_get("title")?,
+                    body: r.try_get("body")?,
+                    reachable: r.try_get::<i64, _>("reachable")? != 0,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items
+                .last()
+                .map(|c| format!("{}:{}", c.committed_at, c.sha))
+        } else {
+            None
+        };
+        Ok((items, next))
+    }
+
+    /// Stores a render: the snapshot once per digest, and which revision produced it. Also
+    /// records the revision as the application's current target.
+    pub async fn save_render(
+        &self,
+        app: &str,
+        sha: &str,
+        digest: &str,
+        canonical: &str,
+        objects: usize,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "INSERT INTO snapshots (digest, content, objects, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (digest) DO NOTHING",
+        )
+        .bind(digest)
+        .bind(canonical)
+        .bind(i64::try_from(objects).unwrap_or(i64::MAX))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO renders (application, sha, digest, rendered_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (application, sha) DO UPDATE SET digest = excluded.digest, rendered_at = excluded.rendered_at",
+        )
+        .bind(app)
+        .bind(sha)
+        .bind(digest)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO app_git_state (application, target_sha, target_digest, updated_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (application) DO UPDATE SET target_sha = excluded.target_sha,
+                 target_digest = excluded.target_digest, updated_at = excluded.updated_at",
+        )
+        .bind(app)
+        .bind(sha)
+        .bind(digest)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The stored render of a revision: `(digest, canonical JSON)`; works without Git.
+    pub async fn rendered_snapshot(
+        &self,
+        app: &str,
+        sha: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.digest, s.content FROM renders r JOIN snapshots s ON s.digest = r.digest
+             WHERE r.application = $1 AND r.sha = $2",
+        )
+        .bind(app)
+        .bind(sha)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("digest")?, r.try_get("content")?)))
+            .transpose()
+    }
+
+    /// Number of distinct stored snapshots (content addressing check).
+    pub async fn snapshot_count(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM snapshots")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Records the outcome of a fetch of `repository`.
+    pub async fn record_fetch(
+        &self,
+        repository: &str,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        match error {
+            None => {
+                sqlx::query(
+                    "INSERT INTO repository_state (repository, last_fetch_at) VALUES ($1, $2)
+                     ON CONFLICT (repository) DO UPDATE SET last_fetch_at = excluded.last_fetch_at,
+                         last_error = NULL, last_error_at = NULL",
+                )
+                .bind(repository)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+            }
+            Some(message) => {
+                sqlx::query(
+                    "INSERT INTO repository_state (repository, last_error, last_error_at) VALUES ($1, $2, $3)
+                     ON CONFLICT (repository) DO UPDATE SET last_error = excluded.last_error,
+                         last_error_at = excluded.last_error_at",
+                )
+                .bind(repository)
+                .bind(message)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(())
+    }
+
+    /// The last fetch error of a repository, if the last fetch failed.
+    pub async fn repository_error(&self, repository: &str) -> Result<Option<String>, StoreError> {
+        let error: Option<Option<String>> =
+            sqlx::query_scalar("SELECT last_error FROM repository_state WHERE repository = $1")
+                .bind(repository)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(error.flatten())
+    }
+
+    /// Records an application-level Git error (unknown revision, render failure).
+    pub async fn record_app_error(
+        &self,
+        app: &str,
+        error: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO app_git_state (application, last_error, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (application) DO UPDATE SET last_error = excluded.last_error, updated_at = excluded.updated_at",
+        )
+        .bind(app)
+        .bind(error)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Appends an event to an application's timeline.
+    pub async fn add_timeline(
+        &self,
+        app: &str,
+        kind: &str,
+        message: &str,
+        detail: &serde_json::Value,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO timeline (application, kind, occurred_at, message, detail) VALUES ($1, $2, $3, $4, $5)")
+            .bind(app)
+            .bind(kind)
+            .bind(now)
+            .bind(message)
+            .bind(detail.to_string())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The newest timeline events of an application: `(kind, message)`, newest first.
+    pub async fn timeline(
+        &self,
+        app: &str,
+        limit: u32,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kind, message FROM timeline WHERE application = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(app)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("kind")?, r.try_get("message")?)))
+            .collect()
+    }
+}
