@@ -213,7 +213,7 @@ fn verify(provider: Provider, secret: &str, proof: &str, body: &[u8]) -> bool {
 }
 
 fn hex_decode(s: &str) -> Result<Vec<u8>, ()> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return Err(());
     }
     (0..s.len())

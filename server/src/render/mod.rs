@@ -327,9 +327,11 @@ fn first_line(s: &str) -> String {
     s.lines().next().unwrap_or_default().to_owned()
 }
 
+/// (group, kind, namespace, name): the canonical sort key of an object.
+type ObjectKey = (String, String, String, String);
+
 fn finish(docs: Vec<(String, usize, Value)>, limits: &Limits) -> Result<Rendered, RenderError> {
-    let mut keyed: Vec<((String, String, String, String), String, Value)> =
-        Vec::with_capacity(docs.len());
+    let mut keyed: Vec<(ObjectKey, String, Value)> = Vec::with_capacity(docs.len());
     for (file, doc, obj) in docs {
         let not_object = |reason: &str| RenderError::NotAnObject {
             file: file.clone(),

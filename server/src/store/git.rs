@@ -1,7 +1,7 @@
 //! The Git aggregate: commits, per-application history (with reachability), rendered snapshots
 //! (content-addressed), fetch state and timeline events.
 
-use sqlx::{Any, QueryBuilder, Row};
+use sqlx::Row;
 
 use super::{Store, StoreError};
 use crate::clock::Millis;
@@ -9,6 +9,23 @@ use crate::git::history::CommitInfo;
 
 /// Rows per multi-row INSERT (10 columns each stays under every backend's parameter limit).
 const BATCH: usize = 500;
+
+/// `($1,$2,…),($n+1,…)` for a multi-row INSERT (`$n` works on SQLite and PostgreSQL alike).
+fn placeholders(rows: usize, cols: usize) -> String {
+    let mut out = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        out.push_str(if r == 0 { "(" } else { ",(" });
+        for c in 0..cols {
+            if c > 0 {
+                out.push(',');
+            }
+            out.push('$');
+            out.push_str(&(r * cols + c + 1).to_string());
+        }
+        out.push(')');
+    }
+    out
+}
 
 /// Where an application's Git ingest stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -142,38 +159,43 @@ impl Store {
                 .await?;
         }
         for chunk in commits.chunks(BATCH) {
-            let mut q: QueryBuilder<Any> = QueryBuilder::new(
+            let sql = format!(
                 "INSERT INTO commits (repository, sha, parents, author_name, author_email, committer_name,
-                 committer_email, committed_at, title, body) ",
+                 committer_email, committed_at, title, body) VALUES {} ON CONFLICT (repository, sha) DO NOTHING",
+                placeholders(chunk.len(), 10)
             );
-            q.push_values(chunk, |mut b, c| {
-                b.push_bind(repository)
-                    .push_bind(&c.sha)
-                    .push_bind(c.parents.join(" "))
-                    .push_bind(&c.author_name)
-                    .push_bind(&c.author_email)
-                    .push_bind(&c.committer_name)
-                    .push_bind(&c.committer_email)
-                    .push_bind(c.committed_at)
-                    .push_bind(&c.title)
-                    .push_bind(&c.body);
-            });
-            q.push(" ON CONFLICT (repository, sha) DO NOTHING");
-            q.build().execute(&mut *tx).await?;
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                q = q
+                    .bind(repository)
+                    .bind(&c.sha)
+                    .bind(c.parents.join(" "))
+                    .bind(&c.author_name)
+                    .bind(&c.author_email)
+                    .bind(&c.committer_name)
+                    .bind(&c.committer_email)
+                    .bind(c.committed_at)
+                    .bind(&c.title)
+                    .bind(&c.body);
+            }
+            q.execute(&mut *tx).await?;
 
-            let mut q: QueryBuilder<Any> = QueryBuilder::new(
-                "INSERT INTO app_commits (application, repository, sha, committed_at, reachable, first_seen_at) ",
+            let sql = format!(
+                "INSERT INTO app_commits (application, repository, sha, committed_at, reachable, first_seen_at)
+                 VALUES {} ON CONFLICT (application, sha) DO UPDATE SET reachable = 1",
+                placeholders(chunk.len(), 6)
             );
-            q.push_values(chunk, |mut b, c| {
-                b.push_bind(app)
-                    .push_bind(repository)
-                    .push_bind(&c.sha)
-                    .push_bind(c.committed_at)
-                    .push_bind(1i64)
-                    .push_bind(now);
-            });
-            q.push(" ON CONFLICT (application, sha) DO UPDATE SET reachable = 1");
-            q.build().execute(&mut *tx).await?;
+            let mut q = sqlx::query(&sql);
+            for c in chunk {
+                q = q
+                    .bind(app)
+                    .bind(repository)
+                    .bind(&c.sha)
+                    .bind(c.committed_at)
+                    .bind(1i64)
+                    .bind(now);
+            }
+            q.execute(&mut *tx).await?;
         }
         sqlx::query(
             "INSERT INTO app_git_state (application, ingested_tip, last_error, updated_at) VALUES ($1, $2, NULL, $3)
