@@ -52,6 +52,10 @@ pub struct AppSummary {
     pub cluster: String,
     pub namespace: String,
     pub sync_policy: SyncPolicy,
+    /// The commit the target revision resolved to at the last successful ingest.
+    pub target_sha: Option<String>,
+    /// Why Tidemark cannot follow Git for this application right now (fetch or render error).
+    pub git_error: Option<String>,
 }
 
 impl AppSummary {
@@ -83,6 +87,8 @@ mod tests {
             cluster: "sandbox".into(),
             namespace: "web".into(),
             sync_policy: SyncPolicy::Manual,
+            target_sha: None,
+            git_error: None,
         }
     }
 

@@ -83,6 +83,15 @@ fn ApplicationTable(apps: Vec<AppSummary>, query: RwSignal<String>) -> impl Into
                             <span class="mono">{app.path.clone()}</span>
                             " @ "
                             <span class="mono">{app.target_revision.clone()}</span>
+                            {app.target_sha.clone().map(|sha| view! {
+                                " " <span class="mono muted" title=sha.clone()>{sha[..7.min(sha.len())].to_string()}</span>
+                            })}
+                            {app.git_error.clone().map(|e| view! {
+                                <p class="git-error" role="status">
+                                    <span aria-hidden="true">"⚠ "</span>
+                                    <strong>"Git: "</strong>{e}
+                                </p>
+                            })}
                         </td>
                         <td>{format!("{} / {}", app.cluster, app.namespace)}</td>
                         <td><span class="badge">{app.sync_policy.as_str()}</span></td>

@@ -101,8 +101,11 @@ impl Store {
     pub async fn list_applications(&self) -> Result<Vec<AppSummary>, StoreError> {
         let rows = sqlx::query(
             "SELECT a.name, a.project, a.repository, r.url AS repo_url, a.path, a.target_revision,
-                    a.cluster, a.namespace, a.sync_policy
+                    a.cluster, a.namespace, a.sync_policy, g.target_sha,
+                    COALESCE(rs.last_error, g.last_error) AS git_error
              FROM applications a JOIN repositories r ON r.name = a.repository
+             LEFT JOIN app_git_state g ON g.application = a.name
+             LEFT JOIN repository_state rs ON rs.repository = a.repository
              WHERE a.retired_at IS NULL
              ORDER BY a.name",
         )
@@ -126,6 +129,8 @@ impl Store {
                             column: "applications.sync_policy",
                             value: policy,
                         })?,
+                    target_sha: row.try_get("target_sha")?,
+                    git_error: row.try_get("git_error")?,
                 })
             })
             .collect()
