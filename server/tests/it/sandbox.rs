@@ -761,3 +761,67 @@ async fn the_sandbox_also_serves_in_process_as_a_tower_service() {
         1
     );
 }
+
+#[tokio::test]
+async fn malformed_requests_get_status_errors_with_kubernetes_reasons() {
+    let c = TestCluster::start().await;
+    let send = |method: &str, path: String, body: Value, content_type: &str| {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", content_type)
+            .body(kube::client::Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap();
+        let client = c.client.clone();
+        async move {
+            let resp = client.send(req).await.unwrap();
+            let code = resp.status().as_u16();
+            let bytes = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            let status: Value = serde_json::from_slice(&bytes).unwrap();
+            (
+                code,
+                status["reason"].as_str().unwrap_or_default().to_owned(),
+            )
+        }
+    };
+    let base = format!("/api/v1/namespaces/{}/configmaps", c.ns);
+    // The kind in the body does not match the URL.
+    let wrong_kind = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "x"}});
+    assert_eq!(
+        send("POST", base.clone(), wrong_kind, "application/json").await,
+        (400, "BadRequest".into())
+    );
+    // POST to an object's URL is not a verb Kubernetes serves.
+    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}});
+    assert_eq!(
+        send("POST", format!("{base}/x"), body, "application/json")
+            .await
+            .1,
+        "MethodNotAllowed"
+    );
+
+    // A delete whose precondition does not hold is a conflict and deletes nothing.
+    let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
+    cms.create(&PostParams::default(), &cm("kept", json!({}), json!({})))
+        .await
+        .unwrap();
+    let dp = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("not-the-uid".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    let e = api_error(cms.delete("kept", &dp).await.unwrap_err());
+    assert_eq!((e.code, e.reason.as_str()), (409, "Conflict"));
+    cms.delete("kept", &DeleteParams::default().dry_run())
+        .await
+        .unwrap();
+    assert!(
+        cms.get("kept").await.is_ok(),
+        "dry-run delete must keep the object"
+    );
+}
