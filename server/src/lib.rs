@@ -2,7 +2,9 @@
 //! and its adapters. `main.rs` is a thin CLI over [`startup::Application`].
 
 pub mod clock;
+pub mod cluster;
 pub mod config;
+pub mod diff;
 pub mod git;
 pub mod http;
 pub mod render;

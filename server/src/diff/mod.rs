@@ -1,0 +1,510 @@
+//! Desired vs live, as pure functions: per-resource status (Synced / OutOfSync / Missing /
+//! Extraneous) and field-level changes. Only fields present in the desired object are compared,
+//! so everything the API server adds (status, managedFields, uid, defaults) is ignored; ignore
+//! rules (JSON pointers per group/kind/name) drop more; Secret values never leave this module —
+//! a changed Secret field reads "(changed)".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Identity of a Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectRef {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// The identity of an object (empty strings for what it lacks).
+    pub fn of(obj: &Value) -> Self {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        Self {
+            group: api_version
+                .rsplit_once('/')
+                .map_or("", |(g, _)| g)
+                .to_owned(),
+            kind: obj["kind"].as_str().unwrap_or_default().to_owned(),
+            namespace: obj["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+            name: obj["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
+        }
+    }
+
+    fn is_secret(&self) -> bool {
+        self.group.is_empty() && self.kind == "Secret"
+    }
+}
+
+/// How one resource compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ResourceStatus {
+    Synced,
+    OutOfSync,
+    /// In Git, not in the cluster.
+    Missing,
+    /// In Tidemark's inventory for the application, no longer in Git, still in the cluster.
+    Extraneous,
+}
+
+/// One differing field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    /// `.spec.template.spec.containers[name=web].image`
+    pub path: String,
+    /// RFC 6901 pointer into the desired object (ignore rules match on it).
+    pub pointer: String,
+    pub desired: Option<Value>,
+    pub live: Option<Value>,
+}
+
+/// The comparison of one resource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResourceDiff {
+    pub object: ObjectRef,
+    pub status: ResourceStatus,
+    pub changes: Vec<FieldChange>,
+}
+
+/// Fields to leave out of comparisons, for the objects the rule selects (`None` = any).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IgnoreRule {
+    pub group: Option<String>,
+    pub kind: Option<String>,
+    pub name: Option<String>,
+    /// JSON pointers, e.g. `/spec/replicas`; a pointer also covers everything below it.
+    pub json_pointers: Vec<String>,
+}
+
+impl IgnoreRule {
+    fn selects(&self, o: &ObjectRef) -> bool {
+        self.group.as_ref().is_none_or(|g| *g == o.group)
+            && self.kind.as_ref().is_none_or(|k| *k == o.kind)
+            && self.name.as_ref().is_none_or(|n| *n == o.name)
+    }
+}
+
+/// Compares every desired object with its live counterpart, and reports inventory objects that
+/// left Git but remain live. Sorted by object identity.
+pub fn compare(
+    desired: &[Value],
+    live: &BTreeMap<ObjectRef, Value>,
+    inventory: &BTreeSet<ObjectRef>,
+    ignore: &[IgnoreRule],
+) -> Vec<ResourceDiff> {
+    let mut out = Vec::with_capacity(desired.len());
+    let mut wanted = BTreeSet::new();
+    for d in desired {
+        let object = ObjectRef::of(d);
+        wanted.insert(object.clone());
+        let pointers: Vec<&str> = ignore
+            .iter()
+            .filter(|r| r.selects(&object))
+            .flat_map(|r| r.json_pointers.iter().map(String::as_str))
+            .collect();
+        let diff = match live.get(&object) {
+            None => ResourceDiff {
+                object,
+                status: ResourceStatus::Missing,
+                changes: Vec::new(),
+            },
+            Some(l) => {
+                let changes = diff_object(&object, d, l, &pointers);
+                let status = if changes.is_empty() {
+                    ResourceStatus::Synced
+                } else {
+                    ResourceStatus::OutOfSync
+                };
+                ResourceDiff {
+                    object,
+                    status,
+                    changes,
+                }
+            }
+        };
+        out.push(diff);
+    }
+    for object in inventory
+        .iter()
+        .filter(|o| !wanted.contains(*o) && live.contains_key(*o))
+    {
+        out.push(ResourceDiff {
+            object: object.clone(),
+            status: ResourceStatus::Extraneous,
+            changes: Vec::new(),
+        });
+    }
+    out.sort_by(|a, b| a.object.cmp(&b.object));
+    out
+}
+
+/// Field changes between one desired object and its live state.
+pub fn diff_object(
+    object: &ObjectRef,
+    desired: &Value,
+    live: &Value,
+    ignore: &[&str],
+) -> Vec<FieldChange> {
+    let folded;
+    let desired = if object.is_secret() {
+        folded = secret_as_data(desired);
+        &folded
+    } else {
+        desired
+    };
+    let mut changes = Vec::new();
+    let mut path = Vec::new();
+    walk(desired, Some(live), &mut path, &mut changes);
+    changes.retain(|c| !ignore.iter().any(|p| covers(p, &c.pointer)));
+    if object.is_secret() {
+        for c in &mut changes {
+            if c.pointer.starts_with("/data/") || c.pointer == "/data" {
+                c.desired = c
+                    .desired
+                    .as_ref()
+                    .map(|_| Value::String("(changed)".into()));
+                c.live = c.live.as_ref().map(|_| Value::String("(changed)".into()));
+            }
+        }
+    }
+    changes
+}
+
+/// Whether ignore pointer `p` covers `pointer` (equal, or a parent of it).
+fn covers(p: &str, pointer: &str) -> bool {
+    pointer == p || (pointer.starts_with(p) && pointer.as_bytes().get(p.len()) == Some(&b'/'))
+}
+
+/// One step of the path being walked; labels are only formatted when a change is reported.
+#[derive(Clone)]
+enum Seg<'a> {
+    Key(&'a str),
+    Item {
+        index: usize,
+        key: &'static str,
+        value: &'a Value,
+    },
+}
+
+fn display(path: &[Seg<'_>]) -> (String, String) {
+    let mut shown = String::new();
+    let mut pointer = String::new();
+    for s in path {
+        match s {
+            Seg::Key(k) => {
+                shown.push('.');
+                shown.push_str(k);
+                pointer.push('/');
+                pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
+            }
+            Seg::Item { index, key, value } => {
+                let v = value
+                    .as_str()
+                    .map_or_else(|| value.to_string(), str::to_owned);
+                shown.push_str(&format!("[{key}={v}]"));
+                pointer.push_str(&format!("/{index}"));
+            }
+        }
+    }
+    (shown, pointer)
+}
+
+fn push_change(
+    path: &[Seg<'_>],
+    desired: Option<&Value>,
+    live: Option<&Value>,
+    out: &mut Vec<FieldChange>,
+) {
+    let (path, pointer) = display(path);
+    out.push(FieldChange {
+        path,
+        pointer,
+        desired: desired.cloned(),
+        live: live.cloned(),
+    });
+}
+
+const LIST_KEYS: [&str; 3] = ["name", "containerPort", "port"];
+
+fn list_key(items: &[Value]) -> Option<&'static str> {
+    (!items.is_empty())
+        .then(|| {
+            LIST_KEYS.into_iter().find(|k| {
+                items
+                    .iter()
+                    .all(|i| i.get(*k).is_some_and(|v| v.is_string() || v.is_number()))
+            })
+        })
+        .flatten()
+}
+
+fn walk<'a>(
+    desired: &'a Value,
+    live: Option<&Value>,
+    path: &mut Vec<Seg<'a>>,
+    out: &mut Vec<FieldChange>,
+) {
+    match (desired, live) {
+        (_, None) => push_change(path, Some(desired), None, out),
+        (Value::Object(d), Some(Value::Object(l))) => {
+            for (k, dv) in d {
+                if path.is_empty() && matches!(k.as_str(), "status") {
+                    continue;
+                }
+                path.push(Seg::Key(k));
+                walk(dv, l.get(k), path, out);
+                path.pop();
+            }
+        }
+        (Value::Array(d), Some(Value::Array(l))) => match list_key(d) {
+            Some(key) => {
+                for (index, item) in d.iter().enumerate() {
+                    let counterpart = l.iter().find(|li| {
+                        li.get(key)
+                            .zip(item.get(key))
+                            .is_some_and(|(a, b)| same_scalar(a, b))
+                    });
+                    path.push(Seg::Item {
+                        index,
+                        key,
+                        value: &item[key],
+                    });
+                    walk(item, counterpart, path, out);
+                    path.pop();
+                }
+            }
+            None => {
+                let equal = d.len() == l.len() && d.iter().zip(l).all(|(a, b)| contained(a, b));
+                if !equal {
+                    push_change(path, Some(desired), live, out);
+                }
+            }
+        },
+        (d, Some(l)) => {
+            if !same_scalar(d, l) {
+                push_change(path, Some(d), Some(l), out);
+            }
+        }
+    }
+}
+
+/// Whether every field of `desired` is present and equal in `live` (lists of maps compare
+/// their items this way too).
+fn contained(desired: &Value, live: &Value) -> bool {
+    let mut changes = Vec::new();
+    walk(desired, Some(live), &mut Vec::new(), &mut changes);
+    changes.is_empty()
+}
+
+fn same_scalar(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
+        // YAML authors write `"80"` where the API stores 80 (and the reverse for strings).
+        (Value::Number(n), Value::String(s)) | (Value::String(s), Value::Number(n)) => {
+            n.to_string() == *s
+        }
+        _ => a == b,
+    }
+}
+
+/// A Secret with `stringData` folded into base64 `data`, as the API server stores it.
+fn secret_as_data(desired: &Value) -> Value {
+    let mut d = desired.clone();
+    if let Some(Value::Object(string_data)) = d.get("stringData").cloned() {
+        for (k, v) in string_data {
+            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            d["data"][k] = Value::String(base64(text.as_bytes()));
+        }
+        if let Some(m) = d.as_object_mut() {
+            m.remove("stringData");
+        }
+    }
+    d
+}
+
+fn base64(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn deploy(image: &str, replicas: i64) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "shop"},
+               "spec": {"replicas": replicas, "template": {"spec": {"containers": [{"name": "web", "image": image, "ports": [{"containerPort": 80}]}]}}}})
+    }
+
+    fn live_of(desired: &Value) -> Value {
+        // What an API server returns: desired plus server-set and defaulted fields.
+        let mut l = desired.clone();
+        l["metadata"]["uid"] = json!("u-1");
+        l["metadata"]["resourceVersion"] = json!("42");
+        l["metadata"]["managedFields"] = json!([{"manager": "tidemark"}]);
+        l["spec"]["template"]["spec"]["containers"][0]["terminationMessagePath"] =
+            json!("/dev/termination-log");
+        l["spec"]["template"]["spec"]["containers"][0]["ports"][0]["protocol"] = json!("TCP");
+        l["spec"]["progressDeadlineSeconds"] = json!(600);
+        l["status"] = json!({"availableReplicas": 2});
+        l
+    }
+
+    fn one(desired: Value, live: Option<Value>, ignore: &[IgnoreRule]) -> ResourceDiff {
+        let mut map = BTreeMap::new();
+        if let Some(l) = live {
+            map.insert(ObjectRef::of(&l), l);
+        }
+        compare(&[desired], &map, &BTreeSet::new(), ignore).remove(0)
+    }
+
+    #[test]
+    fn server_set_and_defaulted_fields_are_not_drift() {
+        let d = deploy("nginx:1", 2);
+        let r = one(d.clone(), Some(live_of(&d)), &[]);
+        assert_eq!(r.status, ResourceStatus::Synced, "{:?}", r.changes);
+    }
+
+    #[test]
+    fn changed_fields_are_reported_with_paths_and_values() {
+        let d = deploy("nginx:2", 3);
+        let r = one(d, Some(live_of(&deploy("nginx:1", 2))), &[]);
+        assert_eq!(r.status, ResourceStatus::OutOfSync);
+        let paths: Vec<(&str, &str)> = r
+            .changes
+            .iter()
+            .map(|c| (c.path.as_str(), c.pointer.as_str()))
+            .collect();
+        assert_eq!(
+            paths,
+            [
+                (".spec.replicas", "/spec/replicas"),
+                (
+                    ".spec.template.spec.containers[name=web].image",
+                    "/spec/template/spec/containers/0/image"
+                ),
+            ]
+        );
+        assert_eq!(r.changes[1].desired, Some(json!("nginx:2")));
+        assert_eq!(r.changes[1].live, Some(json!("nginx:1")));
+    }
+
+    #[test]
+    fn missing_and_extraneous_resources() {
+        let d = deploy("nginx:1", 1);
+        assert_eq!(one(d.clone(), None, &[]).status, ResourceStatus::Missing);
+
+        let old = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "old", "namespace": "shop"}});
+        let live: BTreeMap<_, _> = [
+            (ObjectRef::of(&old), old.clone()),
+            (ObjectRef::of(&d), live_of(&d)),
+        ]
+        .into();
+        let inventory: BTreeSet<_> = [ObjectRef::of(&old), ObjectRef::of(&d)].into();
+        let statuses: Vec<_> = compare(&[d], &live, &inventory, &[])
+            .into_iter()
+            .map(|r| (r.object.name, r.status))
+            .collect();
+        assert_eq!(
+            statuses,
+            [
+                ("old".to_string(), ResourceStatus::Extraneous),
+                ("web".to_string(), ResourceStatus::Synced)
+            ]
+        );
+    }
+
+    #[test]
+    fn ignore_rules_drop_fields_for_the_objects_they_select() {
+        let rule = IgnoreRule {
+            kind: Some("Deployment".into()),
+            json_pointers: vec!["/spec/replicas".into()],
+            ..Default::default()
+        };
+        let r = one(
+            deploy("nginx:1", 5),
+            Some(live_of(&deploy("nginx:1", 2))),
+            &[rule],
+        );
+        assert_eq!(r.status, ResourceStatus::Synced);
+        let other = IgnoreRule {
+            name: Some("not-web".into()),
+            json_pointers: vec!["/spec".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            one(
+                deploy("nginx:1", 5),
+                Some(live_of(&deploy("nginx:1", 2))),
+                &[other]
+            )
+            .status,
+            ResourceStatus::OutOfSync
+        );
+    }
+
+    #[test]
+    fn secret_values_never_appear_in_a_diff() {
+        let desired = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"},
+                             "stringData": {"password": "hunter2", "user": "app"}});
+        let live = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"},
+                          "data": {"password": base64(b"old-secret"), "user": base64(b"app")}});
+        let r = one(desired.clone(), Some(live), &[]);
+        assert_eq!(r.status, ResourceStatus::OutOfSync);
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(
+            !text.contains("hunter2")
+                && !text.contains(&base64(b"hunter2"))
+                && !text.contains(&base64(b"old-secret")),
+            "{text}"
+        );
+        assert_eq!(r.changes.len(), 1);
+        assert_eq!(r.changes[0].path, ".data.password");
+        assert_eq!(r.changes[0].desired, Some(json!("(changed)")));
+
+        let same = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"},
+                          "data": {"password": base64(b"hunter2"), "user": base64(b"app")}});
+        assert_eq!(one(desired, Some(same), &[]).status, ResourceStatus::Synced);
+    }
+
+    #[test]
+    fn numbers_and_numeric_strings_compare_by_value() {
+        let d = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80, "targetPort": "8080"}]}});
+        let l = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}, "spec": {"ports": [{"port": 80.0, "targetPort": 8080, "protocol": "TCP"}]}});
+        assert_eq!(one(d, Some(l), &[]).status, ResourceStatus::Synced);
+    }
+
+    #[test]
+    fn base64_matches_the_standard_alphabet() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+    }
+}
