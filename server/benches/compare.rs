@@ -35,7 +35,7 @@ fn live(d: &Value, i: usize) -> Value {
     l["spec"]["strategy"] = json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": "25%"}});
     l["status"] =
         json!({"observedGeneration": 1, "replicas": 2, "readyReplicas": 2, "availableReplicas": 2});
-    if i % 10 == 0 {
+    if i.is_multiple_of(10) {
         l["spec"]["replicas"] = json!(3); // 10 % drift
     }
     l
