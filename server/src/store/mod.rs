@@ -5,6 +5,7 @@
 
 mod catalog;
 mod git;
+mod syncs;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -17,6 +18,7 @@ use crate::config::{DatabaseSettings, DatabaseUrl};
 
 pub use catalog::DeclaredCatalog;
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit};
+pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");
 static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/postgres");

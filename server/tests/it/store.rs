@@ -121,3 +121,117 @@ fn declared(s: &server::config::Settings) -> DeclaredCatalog<'_> {
         applications: &s.applications,
     }
 }
+
+#[tokio::test]
+async fn a_sync_is_written_ahead_and_closed_exactly_once() {
+    use server::store::{NewSync, SyncStatus};
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        let mut settings = db.settings();
+        catalog(&mut settings);
+        store
+            .sync_declared(declared(&settings), 1_000)
+            .await
+            .unwrap();
+        let new = NewSync {
+            application: "guestbook",
+            revision: "abc",
+            digest: "d1",
+            cause: "manual",
+            requested_by: "ada",
+        };
+        let first = store.begin_sync(new.clone(), 2_000).await.unwrap();
+        let results = serde_json::json!([{"object": "Deployment shop/web", "result": "applied"}]);
+        assert!(store
+            .finish_sync(first, SyncStatus::Succeeded, &results, None, 3_000)
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .finish_sync(first, SyncStatus::Failed, &results, Some("late"), 4_000)
+                .await
+                .unwrap(),
+            "on {}",
+            db.url
+        );
+
+        // A sync left running by a crash becomes interrupted at the next start, once.
+        let second = store.begin_sync(new, 5_000).await.unwrap();
+        assert_eq!(
+            store.interrupt_running_syncs(6_000).await.unwrap(),
+            ["guestbook"]
+        );
+        assert!(store
+            .interrupt_running_syncs(7_000)
+            .await
+            .unwrap()
+            .is_empty());
+        assert!(!store
+            .finish_sync(second, SyncStatus::Succeeded, &results, None, 8_000)
+            .await
+            .unwrap());
+
+        let syncs = store.syncs("guestbook", 10).await.unwrap();
+        let states: Vec<_> = syncs
+            .iter()
+            .map(|s| (s.id, s.status, s.finished_at))
+            .collect();
+        assert_eq!(
+            states,
+            [
+                (second, SyncStatus::Interrupted, Some(6_000)),
+                (first, SyncStatus::Succeeded, Some(3_000))
+            ],
+            "on {}",
+            db.url
+        );
+        assert_eq!(syncs[1].results, results);
+        store.close().await;
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn the_inventory_records_applied_objects_until_they_are_pruned() {
+    use server::store::InventoryItem;
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        let mut settings = db.settings();
+        catalog(&mut settings);
+        store
+            .sync_declared(declared(&settings), 1_000)
+            .await
+            .unwrap();
+        let item = |kind: &str, name: &str| InventoryItem {
+            api_version: "v1".into(),
+            kind: kind.into(),
+            namespace: "shop".into(),
+            name: name.into(),
+        };
+        store
+            .add_to_inventory(
+                "guestbook",
+                &[item("ConfigMap", "a"), item("Service", "web")],
+                1,
+            )
+            .await
+            .unwrap();
+        store
+            .add_to_inventory("guestbook", &[item("ConfigMap", "a")], 2)
+            .await
+            .unwrap();
+        store
+            .remove_from_inventory("guestbook", &[item("Service", "web")])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.inventory("guestbook").await.unwrap(),
+            [item("ConfigMap", "a")],
+            "on {}",
+            db.url
+        );
+        assert!(store.inventory("podinfo").await.unwrap().is_empty());
+        store.close().await;
+        db.drop_db().await;
+    }
+}

@@ -1,0 +1,243 @@
+//! The sync aggregate: write-ahead sync records (exactly one terminal state each) and the
+//! inventory of applied objects.
+
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::clock::Millis;
+
+/// Outcome states of a sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncStatus {
+    Running,
+    Succeeded,
+    Failed,
+    Interrupted,
+}
+
+impl SyncStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            SyncStatus::Running => "running",
+            SyncStatus::Succeeded => "succeeded",
+            SyncStatus::Failed => "failed",
+            SyncStatus::Interrupted => "interrupted",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        Ok(match s {
+            "running" => SyncStatus::Running,
+            "succeeded" => SyncStatus::Succeeded,
+            "failed" => SyncStatus::Failed,
+            "interrupted" => SyncStatus::Interrupted,
+            other => {
+                return Err(StoreError::Corrupt {
+                    column: "syncs.status",
+                    value: other.to_owned(),
+                })
+            }
+        })
+    }
+}
+
+/// A stored sync record.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct SyncRecord {
+    pub id: i64,
+    pub application: String,
+    pub revision: String,
+    pub digest: String,
+    pub cause: String,
+    pub requested_by: String,
+    pub status: SyncStatus,
+    pub started_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub results: Value,
+    pub message: Option<String>,
+}
+
+/// What starts a sync.
+#[derive(Debug, Clone)]
+pub struct NewSync<'a> {
+    pub application: &'a str,
+    pub revision: &'a str,
+    pub digest: &'a str,
+    pub cause: &'a str,
+    pub requested_by: &'a str,
+}
+
+/// One object in an application's inventory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct InventoryItem {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl Store {
+    /// Writes a sync ahead of applying anything; returns its id.
+    pub async fn begin_sync(&self, s: NewSync<'_>, now: Millis) -> Result<i64, StoreError> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO syncs (application, revision, digest, cause, requested_by, status, started_at)
+             VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING id",
+        )
+        .bind(s.application)
+        .bind(s.revision)
+        .bind(s.digest)
+        .bind(s.cause)
+        .bind(s.requested_by)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(id)
+    }
+
+    /// Closes a running sync. Returns false (and changes nothing) when it is already closed:
+    /// no sync ever gets two terminal records.
+    pub async fn finish_sync(
+        &self,
+        id: i64,
+        status: SyncStatus,
+        results: &Value,
+        message: Option<&str>,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE syncs SET status = $1, results = $2, message = $3, finished_at = $4
+             WHERE id = $5 AND status = 'running'",
+        )
+        .bind(status.as_str())
+        .bind(results.to_string())
+        .bind(message)
+        .bind(now)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// At start-up: every sync still `running` was cut short by a crash; marks them
+    /// `interrupted` and returns their applications (to be compared again).
+    pub async fn interrupt_running_syncs(&self, now: Millis) -> Result<Vec<String>, StoreError> {
+        let apps: Vec<String> =
+            sqlx::query_scalar("SELECT DISTINCT application FROM syncs WHERE status = 'running'")
+                .fetch_all(&self.pool)
+                .await?;
+        sqlx::query(
+            "UPDATE syncs SET status = 'interrupted', finished_at = $1,
+                 message = 'Tidemark stopped during this sync; the application is compared again'
+             WHERE status = 'running'",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(apps)
+    }
+
+    /// The newest syncs of an application.
+    pub async fn syncs(&self, app: &str, limit: u32) -> Result<Vec<SyncRecord>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, application, revision, digest, cause, requested_by, status, started_at, finished_at, results, message
+             FROM syncs WHERE application = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(app)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let results: String = r.try_get("results")?;
+                let status: String = r.try_get("status")?;
+                Ok(SyncRecord {
+                    id: r.try_get("id")?,
+                    application: r.try_get("application")?,
+                    revision: r.try_get("revision")?,
+                    digest: r.try_get("digest")?,
+                    cause: r.try_get("cause")?,
+                    requested_by: r.try_get("requested_by")?,
+                    status: SyncStatus::parse(&status)?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    results: serde_json::from_str(&results).unwrap_or(Value::Null),
+                    message: r.try_get("message")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds applied objects to the application's inventory.
+    pub async fn add_to_inventory(
+        &self,
+        app: &str,
+        items: &[InventoryItem],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for i in items {
+            sqlx::query(
+                "INSERT INTO inventory (application, api_version, kind, namespace, name, applied_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)
+                 ON CONFLICT (application, api_version, kind, namespace, name) DO UPDATE SET applied_at = excluded.applied_at",
+            )
+            .bind(app)
+            .bind(&i.api_version)
+            .bind(&i.kind)
+            .bind(&i.namespace)
+            .bind(&i.name)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Removes pruned objects from the inventory.
+    pub async fn remove_from_inventory(
+        &self,
+        app: &str,
+        items: &[InventoryItem],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for i in items {
+            sqlx::query(
+                "DELETE FROM inventory WHERE application = $1 AND api_version = $2 AND kind = $3
+                   AND namespace = $4 AND name = $5",
+            )
+            .bind(app)
+            .bind(&i.api_version)
+            .bind(&i.kind)
+            .bind(&i.namespace)
+            .bind(&i.name)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Everything Tidemark has applied for the application and not pruned, sorted.
+    pub async fn inventory(&self, app: &str) -> Result<Vec<InventoryItem>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT api_version, kind, namespace, name FROM inventory WHERE application = $1
+             ORDER BY api_version, kind, namespace, name",
+        )
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InventoryItem {
+                    api_version: r.try_get("api_version")?,
+                    kind: r.try_get("kind")?,
+                    namespace: r.try_get("namespace")?,
+                    name: r.try_get("name")?,
+                })
+            })
+            .collect()
+    }
+}
