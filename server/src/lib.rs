@@ -7,6 +7,7 @@ pub mod config;
 pub mod diff;
 pub mod git;
 pub mod http;
+pub mod reconcile;
 pub mod render;
 pub mod sandbox;
 pub mod startup;

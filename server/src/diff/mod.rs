@@ -331,7 +331,8 @@ fn secret_as_data(desired: &Value) -> Value {
     d
 }
 
-fn base64(bytes: &[u8]) -> String {
+/// Standard base64 (with padding), as Secret `data` values are stored.
+pub fn base64(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
     for chunk in bytes.chunks(3) {

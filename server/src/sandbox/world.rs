@@ -830,6 +830,9 @@ impl World {
             new["status"] = json!({"conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}],
                 "acceptedNames": new["spec"]["names"].clone()});
         }
+        if rt.group.is_empty() && rt.kind == "Secret" {
+            fold_string_data(&mut new);
+        }
         let generation = new["metadata"]["generation"].as_i64().unwrap_or(1);
         let mut schedule_ready = false;
         if status::simulated(&rt.kind) {
@@ -933,6 +936,20 @@ fn valid_name(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
         && bytes[0].is_ascii_alphanumeric()
         && bytes[bytes.len() - 1].is_ascii_alphanumeric()
+}
+
+/// Secrets store `stringData` as base64 `data`, as the API server does (`stringData` is
+/// write-only).
+fn fold_string_data(secret: &mut Value) {
+    let Some(Value::Object(string_data)) =
+        secret.as_object_mut().and_then(|m| m.remove("stringData"))
+    else {
+        return;
+    };
+    for (k, v) in string_data {
+        let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+        secret["data"][k] = json!(crate::diff::base64(text.as_bytes()));
+    }
 }
 
 /// Removes what only the server sets.

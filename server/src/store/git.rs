@@ -67,13 +67,15 @@ pub struct AppSource {
     pub repository: String,
     pub path: String,
     pub revision: String,
+    pub cluster: String,
+    pub namespace: String,
 }
 
 impl Store {
     /// Active applications reading from `repository`.
     pub async fn apps_of_repository(&self, repository: &str) -> Result<Vec<AppSource>, StoreError> {
         let rows = sqlx::query(
-            "SELECT name, repository, path, target_revision FROM applications
+            "SELECT name, repository, path, target_revision, cluster, namespace FROM applications
              WHERE repository = $1 AND retired_at IS NULL ORDER BY name",
         )
         .bind(repository)
@@ -86,6 +88,8 @@ impl Store {
                     repository: r.try_get("repository")?,
                     path: r.try_get("path")?,
                     revision: r.try_get("target_revision")?,
+                    cluster: r.try_get("cluster")?,
+                    namespace: r.try_get("namespace")?,
                 })
             })
             .collect()
@@ -94,7 +98,8 @@ impl Store {
     /// One active application's source, if it exists.
     pub async fn app_source(&self, name: &str) -> Result<Option<AppSource>, StoreError> {
         let row = sqlx::query(
-            "SELECT name, repository, path, target_revision FROM applications WHERE name = $1 AND retired_at IS NULL",
+            "SELECT name, repository, path, target_revision, cluster, namespace FROM applications
+             WHERE name = $1 AND retired_at IS NULL",
         )
         .bind(name)
         .fetch_optional(&self.pool)
@@ -105,6 +110,8 @@ impl Store {
                 repository: r.try_get("repository")?,
                 path: r.try_get("path")?,
                 revision: r.try_get("target_revision")?,
+                cluster: r.try_get("cluster")?,
+                namespace: r.try_get("namespace")?,
             })
         })
         .transpose()

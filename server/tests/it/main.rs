@@ -5,9 +5,10 @@
 
 mod cli;
 mod cluster;
-mod git;
+pub mod git;
 mod helpers;
 mod http;
 mod kubectl;
+mod reconcile;
 mod sandbox;
 mod store;
