@@ -20,6 +20,12 @@ pub struct GitRepo {
     tick: std::cell::Cell<i64>,
 }
 
+impl Default for GitRepo {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl GitRepo {
     pub fn new() -> Self {
         let repo = Self {
