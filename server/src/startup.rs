@@ -8,6 +8,7 @@ use std::sync::Arc;
 use leptos::prelude::LeptosOptions;
 use tokio::net::TcpListener;
 
+use crate::cluster::client::ClusterClient;
 use crate::config::Settings;
 use crate::git::sources::GitSources;
 use crate::http::{self, AppState};
@@ -19,6 +20,8 @@ use crate::telemetry::Metrics;
 pub enum StartupError {
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::client::ClusterError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -51,6 +54,26 @@ impl Application {
             )
             .await?;
 
+        // Syncs a crash cut short are closed as interrupted, once, before anything else runs.
+        for app in store.interrupt_running_syncs(crate::clock::now()).await? {
+            let message = "sync interrupted: Tidemark stopped while it ran; the application will be compared again";
+            store
+                .add_timeline(
+                    &app,
+                    "sync_interrupted",
+                    message,
+                    &serde_json::json!({}),
+                    crate::clock::now(),
+                )
+                .await?;
+            tracing::warn!(%app, "sync interrupted by a restart");
+        }
+        let mut clusters = std::collections::HashMap::new();
+        for c in &settings.clusters {
+            let client = ClusterClient::connect(c).map_err(StartupError::Cluster)?;
+            clusters.insert(c.name.clone(), Arc::new(client));
+        }
+
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -78,6 +101,7 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             settings: Arc::new(settings.clone()),
             git: git.clone(),
+            clusters: Arc::new(clusters),
             webhook_limits: Arc::default(),
             public_origin,
         };

@@ -18,6 +18,7 @@ use axum::Router;
 use leptos::prelude::*;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 
+use crate::cluster::client::ClusterClient;
 use crate::config::Settings;
 use crate::git::sources::GitSources;
 use crate::store::Store;
@@ -33,6 +34,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub settings: Arc<Settings>,
     pub git: Arc<GitSources>,
+    /// One client per configured cluster, by name.
+    pub clusters: Arc<std::collections::HashMap<String, Arc<ClusterClient>>>,
     pub webhook_limits: Arc<webhooks::RateLimiter>,
     /// `scheme://host[:port]` of `server.public_url`, for Origin checks.
     pub public_origin: Option<String>,
@@ -52,6 +55,7 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/applications/{name}/commits", get(rest::commits))
+        .route("/api/v1/applications/{name}/diff", get(rest::diff))
         .route("/api/v1/applications/{name}/refresh", post(rest::refresh))
         .route(
             "/api/v1/webhooks/{provider}",

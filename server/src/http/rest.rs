@@ -1,4 +1,5 @@
-//! REST API v1 for Git: an application's commits (keyset-paged) and an immediate refresh.
+//! REST API v1: an application's commits (keyset-paged), an immediate refresh, and its diff
+//! against the cluster.
 //!
 //! Until sign-in exists (identity issue) these endpoints are open; refresh only schedules a
 //! fetch, and it is refused when the request carries a foreign `Origin`.
@@ -84,4 +85,38 @@ pub async fn refresh(
         Json(json!({"status": "fetch scheduled", "repository": source.repository})),
     )
         .into_response()
+}
+
+/// `GET /api/v1/applications/{name}/diff`: every resource of the target revision compared with
+/// the cluster (status and field changes; Secret values redacted).
+pub async fn diff(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let source = match state.store.app_source(&name).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return AppError::NotFound(format!("application {name}")).into_response(),
+        Err(e) => return internal_error(&e).into_response(),
+    };
+    let Some(cluster) = state.clusters.get(&source.cluster).cloned() else {
+        return AppError::NotFound(format!("cluster {}", source.cluster)).into_response();
+    };
+    let result = async {
+        let (revision, digest, desired) =
+            crate::reconcile::desired(&state.store, &cluster, &source).await?;
+        let resources =
+            crate::reconcile::compare(&state.store, &cluster, &source, &desired, &[]).await?;
+        Ok::<_, crate::reconcile::ReconcileError>(
+            json!({"revision": revision, "digest": digest, "resources": resources}),
+        )
+    }
+    .await;
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(crate::reconcile::ReconcileError::NotRendered(app)) => {
+            AppError::Conflict(format!("application {app} has no rendered revision yet"))
+                .into_response()
+        }
+        Err(crate::reconcile::ReconcileError::Cluster(e)) => {
+            AppError::Unavailable(e.to_string()).into_response()
+        }
+        Err(e) => internal_error(&e).into_response(),
+    }
 }

@@ -19,6 +19,7 @@ const EXTRA: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n";
 
 struct Fixture {
+    settings: Settings,
     _db: TestDb,
     _cluster: TestCluster,
     _cache: tempfile::TempDir,
@@ -66,6 +67,7 @@ async fn fixture() -> Fixture {
     let cluster = ClusterClient::connect(&s.clusters[0]).unwrap();
     let kube = c.client.clone();
     Fixture {
+        settings: s,
         _db: db,
         _cluster: c,
         _cache: cache,
@@ -227,4 +229,74 @@ async fn a_failing_resource_fails_the_sync_with_the_api_message_and_prunes_nothi
     let syncs = f.store.syncs("guestbook", 1).await.unwrap();
     assert_eq!(syncs[0].status, SyncStatus::Failed);
     assert_eq!(syncs[0].message.as_deref(), Some("1 of 5 resources failed"));
+}
+
+#[tokio::test]
+async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_interrupts_running_syncs(
+) {
+    let f = fixture().await;
+    // A sync left running, as a crash would leave it.
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    let new = server::store::NewSync {
+        application: "guestbook",
+        revision: "abc",
+        digest: "d",
+        cause: "manual",
+        requested_by: "ada",
+    };
+    let running = f.store.begin_sync(new, 1).await.unwrap();
+
+    let server = crate::helpers::TestServer::start(f.settings.clone()).await;
+    let syncs = f.store.syncs("guestbook", 1).await.unwrap();
+    assert_eq!(
+        (syncs[0].id, syncs[0].status),
+        (running, SyncStatus::Interrupted)
+    );
+    let events = f.store.timeline("guestbook", 10).await.unwrap();
+    assert!(
+        events.iter().any(|(k, _)| k == "sync_interrupted"),
+        "{events:?}"
+    );
+
+    let body: serde_json::Value = server
+        .get("/api/v1/applications/guestbook/diff")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = body["resources"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["Missing"; 4], "{body}");
+    let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    reconcile::sync(
+        &f.store, &f.cluster, &app, &sha, &digest, &desired, false, "manual", "ada",
+    )
+    .await
+    .unwrap();
+    let body: serde_json::Value = server
+        .get("/api/v1/applications/guestbook/diff")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "Synced"),
+        "{body}"
+    );
+    assert_eq!(body["digest"], digest);
+    assert!(!body.to_string().contains("hunter2"));
+    assert_eq!(
+        server.get("/api/v1/applications/nope/diff").await.status(),
+        404
+    );
 }
