@@ -1123,41 +1123,30 @@ fn apply_conflict(rt: &ResourceType, name: &str, conflicts: &[(String, fields::P
 
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &Value, patch: &Value) -> Value {
-    match patch {
-        Value::Object(p) => {
-            let mut out = target.as_object().cloned().unwrap_or_else(Map::new);
-            for (k, v) in p {
-                if v.is_null() {
-                    out.remove(k);
-                } else {
-                    let merged = merge_patch(out.get(k).unwrap_or(&Value::Null), v);
-                    out.insert(k.clone(), merged);
-                }
-            }
-            Value::Object(out)
-        }
-        other => other.clone(),
-    }
+    merge_with(target, patch, false)
 }
 
 /// Merge patch in which lists of keyed maps merge item by item (an approximation of strategic
 /// merge patch without per-type schemas; `$patch` directives are not supported).
 fn strategic_merge(target: &Value, patch: &Value) -> Value {
+    merge_with(target, patch, true)
+}
+
+fn merge_with(target: &Value, patch: &Value, keyed_lists: bool) -> Value {
     match (target, patch) {
-        (Value::Object(t), Value::Object(p)) => {
-            let mut out = t.clone();
+        (_, Value::Object(p)) => {
+            let mut out = target.as_object().cloned().unwrap_or_else(Map::new);
             for (k, v) in p {
                 if v.is_null() {
                     out.remove(k);
                 } else {
-                    let merged = strategic_merge(t.get(k).unwrap_or(&Value::Null), v);
+                    let merged = merge_with(out.get(k).unwrap_or(&Value::Null), v, keyed_lists);
                     out.insert(k.clone(), merged);
                 }
             }
             Value::Object(out)
         }
-        (Value::Array(_), Value::Array(_)) => fields::merge(target, patch),
-        (_, Value::Object(_)) => merge_patch(&Value::Null, patch),
+        (Value::Array(_), Value::Array(_)) if keyed_lists => fields::merge(target, patch),
         _ => patch.clone(),
     }
 }

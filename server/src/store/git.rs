@@ -29,6 +29,21 @@ fn placeholders(rows: usize, cols: usize) -> String {
     out
 }
 
+/// Stored commits of an application: (all, unreachable).
+async fn history_counts(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    app: &str,
+) -> Result<(i64, i64), StoreError> {
+    let row = sqlx::query(
+        "SELECT COUNT(*) AS total, COUNT(CASE WHEN reachable = 0 THEN 1 END) AS unreachable
+         FROM app_commits WHERE application = $1",
+    )
+    .bind(app)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok((row.try_get("total")?, row.try_get("unreachable")?))
+}
+
 /// Where an application's Git ingest stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppGitState {
@@ -150,17 +165,7 @@ impl Store {
         now: Millis,
     ) -> Result<IngestReport, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let before: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM app_commits WHERE application = $1")
-                .bind(app)
-                .fetch_one(&mut *tx)
-                .await?;
-        let unreachable_before: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM app_commits WHERE application = $1 AND reachable = 0",
-        )
-        .bind(app)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (before, unreachable_before) = history_counts(&mut tx, app).await?;
         if full {
             sqlx::query("UPDATE app_commits SET reachable = 0 WHERE application = $1")
                 .bind(app)
@@ -216,17 +221,7 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let after: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM app_commits WHERE application = $1")
-                .bind(app)
-                .fetch_one(&mut *tx)
-                .await?;
-        let unreachable_after: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM app_commits WHERE application = $1 AND reachable = 0",
-        )
-        .bind(app)
-        .fetch_one(&mut *tx)
-        .await?;
+        let (after, unreachable_after) = history_counts(&mut tx, app).await?;
         tx.commit().await?;
         Ok(IngestReport {
             new_commits: usize::try_from(after - before).unwrap_or(0),
