@@ -99,6 +99,8 @@ fn settings(repo: &Path, db: &Path, cache: &Path) -> Settings {
         cluster: "c".into(),
         namespace: "bench".into(),
         sync_policy: app::model::SyncPolicy::Manual,
+        self_heal: false,
+        prune: false,
     }];
     s
 }

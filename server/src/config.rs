@@ -263,6 +263,12 @@ pub struct ApplicationSettings {
     pub namespace: String,
     #[serde(default = "default_policy")]
     pub sync_policy: SyncPolicy,
+    /// With `auto`: re-apply Git when the live state drifts.
+    #[serde(default)]
+    pub self_heal: bool,
+    /// Delete objects Tidemark applied earlier that left Git.
+    #[serde(default)]
+    pub prune: bool,
 }
 
 fn default_project() -> String {

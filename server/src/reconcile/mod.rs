@@ -9,8 +9,11 @@ use serde_json::{json, Value};
 
 use crate::clock;
 use crate::cluster::client::{sync_order, ClusterClient, ClusterError};
-use crate::diff::{self, IgnoreRule, ObjectRef, ResourceDiff};
-use crate::store::{AppSource, InventoryItem, NewSync, Store, StoreError, SyncStatus};
+use crate::cluster::health::{self, Assessment, Health};
+use crate::diff::{self, IgnoreRule, ObjectRef, ResourceDiff, ResourceStatus};
+use crate::store::{
+    AppSource, AppStatus, InventoryItem, NewSync, OpenDrift, Store, StoreError, SyncStatus,
+};
 
 /// Why a reconcile step could not run at all (per-resource failures are results, not errors).
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,17 @@ pub async fn compare(
     desired: &[Value],
     ignore: &[IgnoreRule],
 ) -> Result<Vec<ResourceDiff>, ReconcileError> {
+    Ok(observe(store, cluster, app, desired, ignore).await?.0)
+}
+
+/// [`compare`], also returning the live objects it read.
+pub async fn observe(
+    store: &Store,
+    cluster: &ClusterClient,
+    app: &AppSource,
+    desired: &[Value],
+    ignore: &[IgnoreRule],
+) -> Result<(Vec<ResourceDiff>, BTreeMap<ObjectRef, Value>), ReconcileError> {
     let inventory = store.inventory(&app.name).await?;
     let mut live = BTreeMap::new();
     for o in desired {
@@ -123,7 +137,7 @@ pub async fn compare(
         }
         inv.insert(key);
     }
-    Ok(diff::compare(desired, &live, &inv, ignore))
+    Ok((diff::compare(desired, &live, &inv, ignore), live))
 }
 
 /// Applies the desired objects in order (Namespaces, CRDs, the rest), records each result and
@@ -239,6 +253,16 @@ pub async fn sync(
             now,
         )
         .await?;
+    if status == SyncStatus::Succeeded {
+        if let Some(open) = store.open_drift(&app.name).await? {
+            let reason = match cause {
+                "self_heal" => "self_healed",
+                "rollback" => "rollback",
+                _ => "synced",
+            };
+            close_drift(store, &app.name, &open, reason, now).await?;
+        }
+    }
     Ok((id, status, results))
 }
 
@@ -247,4 +271,182 @@ fn display_name(o: &Value) -> String {
         Some(ns) => format!("{ns}/{}", o["metadata"]["name"].as_str().unwrap_or("?")),
         None => o["metadata"]["name"].as_str().unwrap_or("?").to_owned(),
     }
+}
+
+async fn close_drift(
+    store: &Store,
+    app: &str,
+    open: &OpenDrift,
+    reason: &str,
+    now: i64,
+) -> Result<(), StoreError> {
+    if store.close_drift_episode(open.id, reason, now).await? {
+        let secs = (now - open.opened_at).max(0) / 1000;
+        let how = match reason {
+            "self_healed" => "self-healed",
+            "reverted" => "reverted in cluster",
+            "rollback" => "closed by a rollback",
+            _ => "closed by a sync",
+        };
+        let message = format!("drift episode ended: {how} after {secs}s");
+        store
+            .add_timeline(
+                app,
+                "drift_closed",
+                &message,
+                &json!({"episode": open.id, "reason": reason}),
+                now,
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+/// What one reconcile step found and did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Outcome {
+    pub sync_status: &'static str,
+    pub health: Health,
+    /// The sync this step ran, if any.
+    pub synced: Option<(i64, SyncStatus)>,
+    /// Whether a drift episode is open after this step.
+    pub drifting: bool,
+}
+
+/// One reconcile step for one application: compare its target with the cluster, record health
+/// and drift episodes, and sync when policy says so (`auto`: a new revision; `self_heal`:
+/// drift). Deterministic given the store and the cluster; the loop only schedules it.
+#[tracing::instrument(skip_all, fields(app = %app.name), err)]
+pub async fn reconcile_app(
+    store: &Store,
+    cluster: &ClusterClient,
+    app: &AppSource,
+) -> Result<Outcome, ReconcileError> {
+    let (sha, digest, desired_objects) = desired(store, cluster, app).await?;
+    let (mut diffs, mut live) = observe(store, cluster, app, &desired_objects, &[]).await?;
+    let deployed = store.last_successful_sync(&app.name).await?;
+    let out_of_sync = diffs.iter().any(|d| d.status != ResourceStatus::Synced);
+    let new_revision = deployed.as_ref().is_none_or(|(_, d)| *d != digest);
+    let drifting = out_of_sync && !new_revision;
+    let now = clock::now();
+
+    let open = store.open_drift(&app.name).await?;
+    if drifting && open.is_none() {
+        let drifted: Vec<&ResourceDiff> = diffs
+            .iter()
+            .filter(|d| d.status != ResourceStatus::Synced)
+            .collect();
+        let id = store
+            .open_drift_episode(&app.name, &json!(drifted), now)
+            .await?;
+        let names: Vec<String> = drifted
+            .iter()
+            .map(|d| format!("{} {}", d.object.kind, d.object.name))
+            .collect();
+        let message = format!(
+            "drift detected: {} differ from the last sync ({})",
+            drifted.len(),
+            names.join(", ")
+        );
+        store
+            .add_timeline(
+                &app.name,
+                "drift_opened",
+                &message,
+                &json!({"episode": id, "resources": drifted}),
+                now,
+            )
+            .await?;
+    } else if !out_of_sync {
+        if let Some(open) = &open {
+            close_drift(store, &app.name, open, "reverted", now).await?;
+        }
+    }
+
+    let mut synced = None;
+    let should_sync = app.auto_sync && out_of_sync && (new_revision || app.self_heal);
+    if should_sync {
+        let cause = if drifting { "self_heal" } else { "auto" };
+        let (id, status, _) = sync(
+            store,
+            cluster,
+            app,
+            &sha,
+            &digest,
+            &desired_objects,
+            app.prune,
+            cause,
+            "tidemark",
+        )
+        .await?;
+        synced = Some((id, status));
+        (diffs, live) = observe(store, cluster, app, &desired_objects, &[]).await?;
+    }
+
+    let assessments: Vec<(ObjectRef, Assessment)> = desired_objects
+        .iter()
+        .map(|o| {
+            (
+                ObjectRef::of(o),
+                health::assess(live.get(&ObjectRef::of(o))),
+            )
+        })
+        .collect();
+    let app_health = health::worst(assessments.iter().map(|(_, a)| a));
+    let worst_message = assessments
+        .iter()
+        .filter(|(_, a)| a.health == app_health && app_health != Health::Healthy)
+        .map(|(o, a)| format!("{} {}: {}", o.kind, o.name, a.message))
+        .next()
+        .unwrap_or_default();
+    let in_sync = diffs.iter().all(|d| d.status == ResourceStatus::Synced);
+    let resources: Vec<Value> = diffs
+        .iter()
+        .map(|d| {
+            let a = assessments
+                .iter()
+                .find(|(o, _)| *o == d.object)
+                .map(|(_, a)| a.clone());
+            json!({"object": d.object, "status": d.status, "changes": d.changes,
+                   "health": a.as_ref().map(|a| a.health), "health_message": a.map(|a| a.message)})
+        })
+        .collect();
+    let deployed_sha = store
+        .last_successful_sync(&app.name)
+        .await?
+        .map(|(rev, _)| rev);
+    let sync_status = if in_sync { "Synced" } else { "OutOfSync" };
+    let previous = store.app_status(&app.name).await?;
+    let health_name = format!("{app_health:?}");
+    if previous.as_ref().is_some_and(|p| p.health != health_name) {
+        let message = format!(
+            "health changed: {} → {health_name}",
+            previous.as_ref().map(|p| p.health.as_str()).unwrap_or("?")
+        );
+        store
+            .add_timeline(
+                &app.name,
+                "health",
+                &message,
+                &json!({"health": app_health}),
+                now,
+            )
+            .await?;
+    }
+    let status = AppStatus {
+        sync_status: sync_status.into(),
+        health: health_name,
+        health_message: worst_message,
+        target_sha: Some(sha),
+        deployed_sha,
+        resources: Value::Array(resources),
+        compared_at: now,
+    };
+    store.save_status(&app.name, &status).await?;
+    Ok(Outcome {
+        sync_status,
+        health: app_health,
+        synced,
+        drifting: store.open_drift(&app.name).await?.is_some(),
+    })
 }

@@ -55,12 +55,13 @@ impl Store {
         for app in declared.applications {
             sqlx::query(
                 "INSERT INTO applications (name, project, repository, path, target_revision,
-                     cluster, namespace, sync_policy, source, created_at, updated_at, retired_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'config', $9, $9, NULL)
+                     cluster, namespace, sync_policy, self_heal, prune, source, created_at, updated_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, 'config', $9, $9, NULL)
                  ON CONFLICT (name) DO UPDATE SET project = excluded.project,
                      repository = excluded.repository, path = excluded.path,
                      target_revision = excluded.target_revision, cluster = excluded.cluster,
                      namespace = excluded.namespace, sync_policy = excluded.sync_policy,
+                     self_heal = excluded.self_heal, prune = excluded.prune,
                      source = 'config', updated_at = excluded.updated_at, retired_at = NULL",
             )
             .bind(&app.name)
@@ -72,6 +73,8 @@ impl Store {
             .bind(&app.namespace)
             .bind(app.sync_policy.as_str())
             .bind(now)
+            .bind(i64::from(app.self_heal))
+            .bind(i64::from(app.prune))
             .execute(&mut *tx)
             .await?;
         }

@@ -84,52 +84,61 @@ pub struct AppSource {
     pub revision: String,
     pub cluster: String,
     pub namespace: String,
+    pub auto_sync: bool,
+    pub self_heal: bool,
+    pub prune: bool,
 }
+
+fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
+    let policy: String = r.try_get("sync_policy")?;
+    Ok(AppSource {
+        name: r.try_get("name")?,
+        repository: r.try_get("repository")?,
+        path: r.try_get("path")?,
+        revision: r.try_get("target_revision")?,
+        cluster: r.try_get("cluster")?,
+        namespace: r.try_get("namespace")?,
+        auto_sync: policy == "auto",
+        self_heal: r.try_get::<i64, _>("self_heal")? != 0,
+        prune: r.try_get::<i64, _>("prune")? != 0,
+    })
+}
+
+const APP_SOURCE_COLUMNS: &str =
+    "name, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune";
 
 impl Store {
     /// Active applications reading from `repository`.
     pub async fn apps_of_repository(&self, repository: &str) -> Result<Vec<AppSource>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT name, repository, path, target_revision, cluster, namespace FROM applications
-             WHERE repository = $1 AND retired_at IS NULL ORDER BY name",
-        )
-        .bind(repository)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AppSource {
-                    name: r.try_get("name")?,
-                    repository: r.try_get("repository")?,
-                    path: r.try_get("path")?,
-                    revision: r.try_get("target_revision")?,
-                    cluster: r.try_get("cluster")?,
-                    namespace: r.try_get("namespace")?,
-                })
-            })
-            .collect()
+        let sql = format!(
+            "SELECT {APP_SOURCE_COLUMNS} FROM applications WHERE repository = $1 AND retired_at IS NULL ORDER BY name"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(repository)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(app_source).collect()
+    }
+
+    /// Every active application.
+    pub async fn app_sources(&self) -> Result<Vec<AppSource>, StoreError> {
+        let sql = format!(
+            "SELECT {APP_SOURCE_COLUMNS} FROM applications WHERE retired_at IS NULL ORDER BY name"
+        );
+        let rows = sqlx::query(&sql).fetch_all(&self.pool).await?;
+        rows.iter().map(app_source).collect()
     }
 
     /// One active application's source, if it exists.
     pub async fn app_source(&self, name: &str) -> Result<Option<AppSource>, StoreError> {
-        let row = sqlx::query(
-            "SELECT name, repository, path, target_revision, cluster, namespace FROM applications
-             WHERE name = $1 AND retired_at IS NULL",
-        )
-        .bind(name)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.map(|r| {
-            Ok(AppSource {
-                name: r.try_get("name")?,
-                repository: r.try_get("repository")?,
-                path: r.try_get("path")?,
-                revision: r.try_get("target_revision")?,
-                cluster: r.try_get("cluster")?,
-                namespace: r.try_get("namespace")?,
-            })
-        })
-        .transpose()
+        let sql = format!(
+            "SELECT {APP_SOURCE_COLUMNS} FROM applications WHERE name = $1 AND retired_at IS NULL"
+        );
+        let row = sqlx::query(&sql)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(app_source).transpose()
     }
 
     /// The application's ingest state (default when never ingested).

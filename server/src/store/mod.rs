@@ -5,6 +5,7 @@
 
 mod catalog;
 mod git;
+mod status;
 mod syncs;
 
 use std::str::FromStr;
@@ -18,6 +19,7 @@ use crate::config::{DatabaseSettings, DatabaseUrl};
 
 pub use catalog::DeclaredCatalog;
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit};
+pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};
 
 static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("../migrations/sqlite");

@@ -333,6 +333,8 @@ fn settings_for(repo: &GitRepo, db: &TestDb, cache: &Path) -> Settings {
         cluster: "sandbox".into(),
         namespace: "guestbook".into(),
         sync_policy: app::model::SyncPolicy::Manual,
+        self_heal: false,
+        prune: false,
     }];
     s
 }

@@ -113,6 +113,8 @@ pub fn catalog(settings: &mut Settings) {
             cluster: "sandbox".into(),
             namespace: name.into(),
             sync_policy: app::model::SyncPolicy::Manual,
+            self_heal: false,
+            prune: false,
         })
         .collect();
 }

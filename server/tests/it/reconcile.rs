@@ -31,6 +31,10 @@ struct Fixture {
 }
 
 async fn fixture() -> Fixture {
+    fixture_with(app::model::SyncPolicy::Manual, false).await
+}
+
+async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixture {
     let db = TestDb::sqlite();
     let c = TestCluster::sandbox().await;
     let cache = tempfile::tempdir().unwrap();
@@ -53,7 +57,9 @@ async fn fixture() -> Fixture {
         revision: "main".into(),
         cluster: "sandbox".into(),
         namespace: "guestbook".into(),
-        sync_policy: app::model::SyncPolicy::Manual,
+        sync_policy: policy,
+        self_heal,
+        prune: true,
     }];
     let store = db.store().await;
     let catalog = DeclaredCatalog {
@@ -298,5 +304,165 @@ async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_in
     assert_eq!(
         server.get("/api/v1/applications/nope/diff").await.status(),
         404
+    );
+}
+
+async fn scale_by_hand(kube: &kube::Client, replicas: i64) {
+    let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(kube.clone(), "guestbook");
+    let patch = kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}}));
+    deploys
+        .patch("web", &kube::api::PatchParams::default(), &patch)
+        .await
+        .unwrap();
+}
+
+async fn live_replicas(kube: &kube::Client) -> i32 {
+    let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(kube.clone(), "guestbook");
+    deploys.get("web").await.unwrap().spec.replicas.unwrap()
+}
+
+#[tokio::test]
+async fn auto_sync_deploys_each_new_revision_and_reports_health() {
+    use server::cluster::health::Health;
+    let f = fixture_with(app::model::SyncPolicy::Auto, false).await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    let first = reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    assert_eq!(first.synced.map(|s| s.1), Some(SyncStatus::Succeeded));
+    assert_eq!(
+        (first.sync_status, first.health),
+        ("Synced", Health::Healthy)
+    );
+    // Nothing changed: nothing to do.
+    assert_eq!(
+        reconcile::reconcile_app(&f.store, &f.cluster, &app)
+            .await
+            .unwrap()
+            .synced,
+        None
+    );
+
+    // A new commit with an image that never becomes available: deployed, and Degraded.
+    let broken = APP.replace("nginx:1.27", "nginx:broken");
+    f.repo.write("apps/guestbook/app.yaml", &broken);
+    let sha = f.repo.commit("bad image");
+    f.git.sync_repository("demo").await.unwrap();
+    let second = reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    assert_eq!(second.synced.map(|s| s.1), Some(SyncStatus::Succeeded));
+    assert_eq!(second.health, Health::Degraded);
+    let status = f.store.app_status("guestbook").await.unwrap().unwrap();
+    assert_eq!(status.deployed_sha.as_deref(), Some(sha.as_str()));
+    assert!(
+        status.health_message.contains("Deployment web"),
+        "{}",
+        status.health_message
+    );
+    let timeline = f.store.timeline("guestbook", 20).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|(k, m)| k == "health" && m.contains("Healthy → Degraded")),
+        "{timeline:?}"
+    );
+}
+
+#[tokio::test]
+async fn drift_opens_an_episode_that_closes_when_reverted_in_the_cluster_or_by_a_sync() {
+    let f = fixture().await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    reconcile::sync(
+        &f.store, &f.cluster, &app, &sha, &digest, &desired, true, "manual", "ada",
+    )
+    .await
+    .unwrap();
+    assert!(
+        !reconcile::reconcile_app(&f.store, &f.cluster, &app)
+            .await
+            .unwrap()
+            .drifting
+    );
+
+    scale_by_hand(&f.kube, 5).await;
+    let o = reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    assert!(
+        o.drifting && o.synced.is_none(),
+        "manual policy never syncs by itself: {o:?}"
+    );
+    assert_eq!(o.sync_status, "OutOfSync");
+    // Still drifting: no second episode.
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    scale_by_hand(&f.kube, 2).await;
+    assert!(
+        !reconcile::reconcile_app(&f.store, &f.cluster, &app)
+            .await
+            .unwrap()
+            .drifting
+    );
+
+    scale_by_hand(&f.kube, 7).await;
+    assert!(
+        reconcile::reconcile_app(&f.store, &f.cluster, &app)
+            .await
+            .unwrap()
+            .drifting
+    );
+    reconcile::sync(
+        &f.store, &f.cluster, &app, &sha, &digest, &desired, true, "manual", "ada",
+    )
+    .await
+    .unwrap();
+    assert!(f.store.open_drift("guestbook").await.unwrap().is_none());
+
+    let timeline = f.store.timeline("guestbook", 30).await.unwrap();
+    let drift: Vec<&str> = timeline
+        .iter()
+        .rev()
+        .filter(|(k, _)| k.starts_with("drift"))
+        .map(|(_, m)| m.as_str())
+        .collect();
+    assert_eq!(drift.len(), 4, "{drift:?}");
+    assert!(
+        drift[0].starts_with("drift detected: 1 differ") && drift[0].contains("Deployment web"),
+        "{drift:?}"
+    );
+    assert!(drift[1].contains("reverted in cluster"), "{drift:?}");
+    assert!(drift[3].contains("closed by a sync"), "{drift:?}");
+}
+
+#[tokio::test]
+async fn self_heal_reapplies_git_and_closes_the_episode() {
+    let f = fixture_with(app::model::SyncPolicy::Auto, true).await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    scale_by_hand(&f.kube, 9).await;
+    let o = reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    assert_eq!(o.synced.map(|s| s.1), Some(SyncStatus::Succeeded));
+    assert!(!o.drifting);
+    assert_eq!(o.sync_status, "Synced");
+    assert_eq!(live_replicas(&f.kube).await, 2);
+    let syncs = f.store.syncs("guestbook", 1).await.unwrap();
+    assert_eq!(syncs[0].cause, "self_heal");
+    let timeline = f.store.timeline("guestbook", 10).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|(k, m)| k == "drift_closed" && m.contains("self-healed")),
+        "{timeline:?}"
     );
 }

@@ -1,0 +1,141 @@
+//! The status aggregate: each application's last comparison and its drift episodes.
+
+use serde_json::Value;
+use sqlx::Row;
+
+use super::{Store, StoreError};
+use crate::clock::Millis;
+
+/// An application's last comparison with the cluster.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct AppStatus {
+    pub sync_status: String,
+    pub health: String,
+    pub health_message: String,
+    pub target_sha: Option<String>,
+    pub deployed_sha: Option<String>,
+    pub resources: Value,
+    pub compared_at: Millis,
+}
+
+/// An open drift episode.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenDrift {
+    pub id: i64,
+    pub opened_at: Millis,
+}
+
+impl Store {
+    /// Records the latest comparison.
+    pub async fn save_status(&self, app: &str, s: &AppStatus) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO app_status (application, sync_status, health, health_message, target_sha, deployed_sha, resources, compared_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+             ON CONFLICT (application) DO UPDATE SET sync_status = excluded.sync_status, health = excluded.health,
+                 health_message = excluded.health_message, target_sha = excluded.target_sha,
+                 deployed_sha = excluded.deployed_sha, resources = excluded.resources, compared_at = excluded.compared_at",
+        )
+        .bind(app)
+        .bind(&s.sync_status)
+        .bind(&s.health)
+        .bind(&s.health_message)
+        .bind(&s.target_sha)
+        .bind(&s.deployed_sha)
+        .bind(s.resources.to_string())
+        .bind(s.compared_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The latest comparison, if the application was ever compared.
+    pub async fn app_status(&self, app: &str) -> Result<Option<AppStatus>, StoreError> {
+        let row = sqlx::query(
+            "SELECT sync_status, health, health_message, target_sha, deployed_sha, resources, compared_at
+             FROM app_status WHERE application = $1",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let resources: String = r.try_get("resources")?;
+            Ok(AppStatus {
+                sync_status: r.try_get("sync_status")?,
+                health: r.try_get("health")?,
+                health_message: r.try_get("health_message")?,
+                target_sha: r.try_get("target_sha")?,
+                deployed_sha: r.try_get("deployed_sha")?,
+                resources: serde_json::from_str(&resources).unwrap_or(Value::Null),
+                compared_at: r.try_get("compared_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// The revision and digest of the application's last successful sync.
+    pub async fn last_successful_sync(
+        &self,
+        app: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT revision, digest FROM syncs WHERE application = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("revision")?, r.try_get("digest")?)))
+            .transpose()
+    }
+
+    /// The application's open drift episode, if any.
+    pub async fn open_drift(&self, app: &str) -> Result<Option<OpenDrift>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, opened_at FROM drift_episodes WHERE application = $1 AND closed_at IS NULL",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(OpenDrift {
+                id: r.try_get("id")?,
+                opened_at: r.try_get("opened_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Opens a drift episode with the drifted resources at onset.
+    pub async fn open_drift_episode(
+        &self,
+        app: &str,
+        changes: &Value,
+        now: Millis,
+    ) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO drift_episodes (application, opened_at, changes) VALUES ($1, $2, $3) RETURNING id",
+        )
+        .bind(app)
+        .bind(now)
+        .bind(changes.to_string())
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// Closes an open episode (no-op when already closed).
+    pub async fn close_drift_episode(
+        &self,
+        id: i64,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE drift_episodes SET closed_at = $1, close_reason = $2 WHERE id = $3 AND closed_at IS NULL",
+        )
+        .bind(now)
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+}
