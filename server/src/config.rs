@@ -39,6 +39,8 @@ pub struct Settings {
     #[serde(default)]
     pub git: GitSettings,
     #[serde(default)]
+    pub reconcile: ReconcileSettings,
+    #[serde(default)]
     pub repositories: Vec<RepositorySettings>,
     #[serde(default)]
     pub clusters: Vec<ClusterSettings>,
@@ -122,6 +124,20 @@ impl fmt::Display for DatabaseUrl {
 impl fmt::Debug for DatabaseUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DatabaseUrl({self})")
+    }
+}
+
+/// How often applications are compared with their clusters.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconcileSettings {
+    /// Seconds between comparisons of every application (a new revision compares at once).
+    pub interval_secs: u64,
+}
+
+impl Default for ReconcileSettings {
+    fn default() -> Self {
+        Self { interval_secs: 60 }
     }
 }
 

@@ -35,6 +35,8 @@ pub struct Application {
     router: axum::Router,
     store: Store,
     git: Arc<GitSources>,
+    clusters: Arc<std::collections::HashMap<String, Arc<ClusterClient>>>,
+    reconcile_interval: std::time::Duration,
     public_url: String,
 }
 
@@ -74,6 +76,7 @@ impl Application {
             clusters.insert(c.name.clone(), Arc::new(client));
         }
 
+        let clusters = Arc::new(clusters);
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -101,7 +104,7 @@ impl Application {
             metrics: Arc::new(Metrics::new()),
             settings: Arc::new(settings.clone()),
             git: git.clone(),
-            clusters: Arc::new(clusters),
+            clusters: clusters.clone(),
             webhook_limits: Arc::default(),
             public_origin,
         };
@@ -115,6 +118,10 @@ impl Application {
             router: http::router(state),
             store,
             git,
+            clusters,
+            reconcile_interval: std::time::Duration::from_secs(
+                settings.reconcile.interval_secs.max(1),
+            ),
             public_url,
         })
     }
@@ -136,7 +143,13 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let pollers = self.git.spawn();
+        let mut pollers = self.git.spawn();
+        pollers.push(crate::reconcile::spawn_loop(
+            self.store.clone(),
+            self.clusters.clone(),
+            self.reconcile_interval,
+            self.git.changes(),
+        ));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;

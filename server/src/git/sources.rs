@@ -42,6 +42,8 @@ pub struct GitSources {
     intervals: HashMap<String, Duration>,
     limits: Limits,
     triggers: std::sync::Mutex<HashMap<String, mpsc::Sender<String>>>,
+    /// Signalled when an application's target revision was rendered anew.
+    changed: Arc<tokio::sync::Notify>,
 }
 
 impl GitSources {
@@ -67,6 +69,7 @@ impl GitSources {
                 .collect(),
             limits: settings.git.limits(),
             triggers: std::sync::Mutex::new(HashMap::new()),
+            changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -119,6 +122,11 @@ impl GitSources {
             }
             None => false,
         }
+    }
+
+    /// Signalled whenever a new target revision has been rendered (the reconciler listens).
+    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
+        self.changed.clone()
     }
 
     /// Names of the configured repositories.
@@ -284,6 +292,7 @@ impl GitSources {
                     )
                     .await?;
                 self.store.record_app_error(&app.name, None, now).await?;
+                self.changed.notify_one();
                 Some(Ok(r.digest))
             }
             Some(Err(e)) => {

@@ -450,3 +450,53 @@ pub async fn reconcile_app(
         drifting: store.open_drift(&app.name).await?.is_some(),
     })
 }
+
+/// Compares every application every `interval` (and at once when `changed` is signalled),
+/// running [`reconcile_app`] for each; failures are logged and recorded on the status, never
+/// fatal to the loop.
+pub fn spawn_loop(
+    store: Store,
+    clusters: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<ClusterClient>>>,
+    interval: std::time::Duration,
+    changed: std::sync::Arc<tokio::sync::Notify>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = changed.notified() => {}
+            }
+            let apps = match store.app_sources().await {
+                Ok(apps) => apps,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot list applications");
+                    continue;
+                }
+            };
+            for app in apps {
+                let Some(cluster) = clusters.get(&app.cluster) else {
+                    continue;
+                };
+                match reconcile_app(&store, cluster, &app).await {
+                    Ok(_) | Err(ReconcileError::NotRendered(_)) => {}
+                    Err(e) => {
+                        let status = AppStatus {
+                            sync_status: "Unknown".into(),
+                            health: "Unknown".into(),
+                            health_message: e.to_string(),
+                            target_sha: None,
+                            deployed_sha: None,
+                            resources: Value::Array(Vec::new()),
+                            compared_at: clock::now(),
+                        };
+                        if let Err(e) = store.save_status(&app.name, &status).await {
+                            tracing::error!(app = %app.name, error = %e, "cannot record status");
+                        }
+                    }
+                }
+            }
+        }
+    })
+}

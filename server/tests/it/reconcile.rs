@@ -466,3 +466,47 @@ async fn self_heal_reapplies_git_and_closes_the_episode() {
         "{timeline:?}"
     );
 }
+
+#[tokio::test]
+async fn a_running_tidemark_deploys_an_auto_application_and_follows_new_commits() {
+    let f = fixture_with(app::model::SyncPolicy::Auto, true).await;
+    let mut settings = f.settings.clone();
+    settings.reconcile.interval_secs = 3600; // only the "new revision" signal and the first tick drive it
+    let server = crate::helpers::TestServer::start(settings).await;
+    wait_deployed(&f.store, None).await;
+    assert_eq!(live_replicas(&f.kube).await, 2);
+
+    f.repo.write(
+        "apps/guestbook/app.yaml",
+        &APP.replace("replicas: 2", "replicas: 4"),
+    );
+    let sha = f.repo.commit("scale to 4");
+    // The server's own poller runs hourly here; a refresh through the API triggers it, and
+    // the new render wakes the reconciler.
+    let refresh = reqwest::Client::new()
+        .post(format!(
+            "{}/api/v1/applications/guestbook/refresh",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refresh.status(), 202);
+    wait_deployed(&f.store, Some(&sha)).await;
+    assert_eq!(live_replicas(&f.kube).await, 4);
+}
+
+/// Waits until the application is Synced (at `sha`, when given) as the running server sees it.
+async fn wait_deployed(store: &Store, sha: Option<&str>) {
+    for _ in 0..100 {
+        if let Ok(Some(s)) = store.app_status("guestbook").await {
+            if s.sync_status == "Synced"
+                && sha.is_none_or(|want| s.deployed_sha.as_deref() == Some(want))
+            {
+                return;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("guestbook did not reach Synced at {sha:?}");
+}
