@@ -56,6 +56,12 @@ pub struct AppSummary {
     pub target_sha: Option<String>,
     /// Why Tidemark cannot follow Git for this application right now (fetch or render error).
     pub git_error: Option<String>,
+    /// `Synced`, `OutOfSync` or `Unknown`; `None` before the first comparison.
+    pub sync_status: Option<String>,
+    /// `Healthy`, `Progressing`, `Degraded`, `Missing` or `Unknown`.
+    pub health: Option<String>,
+    /// Why the application is not healthy (its worst resource).
+    pub health_message: Option<String>,
 }
 
 impl AppSummary {
@@ -89,6 +95,9 @@ mod tests {
             sync_policy: SyncPolicy::Manual,
             target_sha: None,
             git_error: None,
+            sync_status: None,
+            health: None,
+            health_message: None,
         }
     }
 

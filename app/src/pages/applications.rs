@@ -69,6 +69,7 @@ fn ApplicationTable(apps: Vec<AppSummary>, query: RwSignal<String>) -> impl Into
                     <th scope="col">"Project"</th>
                     <th scope="col">"Source"</th>
                     <th scope="col">"Destination"</th>
+                    <th scope="col">"Status"</th>
                     <th scope="col">"Sync policy"</th>
                 </tr>
             </thead>
@@ -94,6 +95,7 @@ fn ApplicationTable(apps: Vec<AppSummary>, query: RwSignal<String>) -> impl Into
                             })}
                         </td>
                         <td>{format!("{} / {}", app.cluster, app.namespace)}</td>
+                        <td><StatusBadges app=app.clone() /></td>
                         <td><span class="badge">{app.sync_policy.as_str()}</span></td>
                     </tr>
                 </For>
@@ -101,6 +103,41 @@ fn ApplicationTable(apps: Vec<AppSummary>, query: RwSignal<String>) -> impl Into
         </table>
     }
     .into_any()
+}
+
+/// Sync status and health as icon + label (never colour alone).
+#[component]
+fn StatusBadges(app: AppSummary) -> impl IntoView {
+    let sync = app
+        .sync_status
+        .clone()
+        .unwrap_or_else(|| "Not compared".into());
+    let (sync_icon, sync_class) = match sync.as_str() {
+        "Synced" => ("✓", "ok"),
+        "OutOfSync" => ("≠", "warn"),
+        _ => ("?", "unknown"),
+    };
+    let health = app.health.clone().unwrap_or_else(|| "Unknown".into());
+    let (health_icon, health_class) = match health.as_str() {
+        "Healthy" => ("♥", "ok"),
+        "Progressing" => ("◔", "info"),
+        "Degraded" | "Missing" => ("✕", "bad"),
+        _ => ("?", "unknown"),
+    };
+    let title = app
+        .health_message
+        .clone()
+        .filter(|m| !m.is_empty())
+        .unwrap_or_default();
+    view! {
+        <span class=format!("status {sync_class}")>
+            <span aria-hidden="true">{sync_icon}" "</span>{sync}
+        </span>
+        " "
+        <span class=format!("status {health_class}") title=title>
+            <span aria-hidden="true">{health_icon}" "</span>{health}
+        </span>
+    }
 }
 
 #[component]

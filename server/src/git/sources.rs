@@ -136,7 +136,8 @@ impl GitSources {
 
     /// Fetches `repository` and ingests every application reading from it. A fetch failure is
     /// recorded on the repository and on each application's timeline.
-    #[tracing::instrument(skip(self), err)]
+    // Errors are logged once, by the poller (or returned to the caller).
+    #[tracing::instrument(skip(self))]
     pub async fn sync_repository(
         &self,
         repository: &str,

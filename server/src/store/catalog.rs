@@ -105,10 +105,12 @@ impl Store {
         let rows = sqlx::query(
             "SELECT a.name, a.project, a.repository, r.url AS repo_url, a.path, a.target_revision,
                     a.cluster, a.namespace, a.sync_policy, g.target_sha,
-                    COALESCE(rs.last_error, g.last_error) AS git_error
+                    COALESCE(rs.last_error, g.last_error) AS git_error,
+                    st.sync_status, st.health, st.health_message
              FROM applications a JOIN repositories r ON r.name = a.repository
              LEFT JOIN app_git_state g ON g.application = a.name
              LEFT JOIN repository_state rs ON rs.repository = a.repository
+             LEFT JOIN app_status st ON st.application = a.name
              WHERE a.retired_at IS NULL
              ORDER BY a.name",
         )
@@ -134,6 +136,9 @@ impl Store {
                         })?,
                     target_sha: row.try_get("target_sha")?,
                     git_error: row.try_get("git_error")?,
+                    sync_status: row.try_get("sync_status")?,
+                    health: row.try_get("health")?,
+                    health_message: row.try_get("health_message")?,
                 })
             })
             .collect()
