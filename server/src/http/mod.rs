@@ -54,6 +54,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/api/v1/applications", get(rest::applications))
+        .route("/api/v1/applications/{name}", get(rest::application))
+        .route(
+            "/api/v1/applications/{name}/resources",
+            get(rest::resources),
+        )
+        .route("/api/v1/applications/{name}/timeline", get(rest::timeline))
+        .route("/api/v1/applications/{name}/sync", post(rest::sync))
         .route("/api/v1/applications/{name}/commits", get(rest::commits))
         .route("/api/v1/applications/{name}/diff", get(rest::diff))
         .route("/api/v1/applications/{name}/refresh", post(rest::refresh))

@@ -1,5 +1,6 @@
-//! REST API v1: an application's commits (keyset-paged), an immediate refresh, and its diff
-//! against the cluster.
+//! REST API v1: applications, their status, resources, diff, timeline and commits (keyset-paged),
+//! refresh and sync. Every handler is a plain function of the state so that one guard (the
+//! identity issue) can wrap the router.
 //!
 //! Until sign-in exists (identity issue) these endpoints are open; refresh only schedules a
 //! fetch, and it is refused when the request carries a foreign `Origin`.
@@ -119,4 +120,156 @@ pub async fn diff(State(state): State<AppState>, Path(name): Path<String>) -> Re
         }
         Err(e) => internal_error(&e).into_response(),
     }
+}
+
+fn respond<T: serde::Serialize>(result: Result<T, AppError>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn source_of(state: &AppState, name: &str) -> Result<crate::store::AppSource, AppError> {
+    state
+        .store
+        .app_source(name)
+        .await
+        .map_err(|e| internal_error(&e))?
+        .ok_or_else(|| AppError::NotFound(format!("application {name}")))
+}
+
+/// `GET /api/v1/applications`
+pub async fn applications(State(state): State<AppState>) -> Response {
+    respond(
+        state
+            .store
+            .list_applications()
+            .await
+            .map_err(|e| internal_error(&e)),
+    )
+}
+
+/// `GET /api/v1/applications/{name}`: the application with its last comparison and open drift.
+pub async fn application(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let result = async {
+        source_of(&state, &name).await?;
+        let summary = state
+            .store
+            .list_applications()
+            .await
+            .map_err(|e| internal_error(&e))?
+            .into_iter()
+            .find(|a| a.name == name)
+            .ok_or_else(|| AppError::NotFound(format!("application {name}")))?;
+        let status = state.store.app_status(&name).await.map_err(|e| internal_error(&e))?;
+        let drift = state.store.open_drift(&name).await.map_err(|e| internal_error(&e))?;
+        Ok(json!({
+            "application": summary,
+            "status": status.as_ref().map(|s| json!({"sync_status": s.sync_status, "health": s.health,
+                "health_message": s.health_message, "target_revision": s.target_sha,
+                "deployed_revision": s.deployed_sha, "compared_at": s.compared_at})),
+            "open_drift": drift.map(|d| json!({"id": d.id, "since": d.opened_at})),
+        }))
+    }
+    .await;
+    respond(result)
+}
+
+/// `GET /api/v1/applications/{name}/resources`: each resource's status and health from the last
+/// comparison.
+pub async fn resources(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let result = async {
+        source_of(&state, &name).await?;
+        let status = state
+            .store
+            .app_status(&name)
+            .await
+            .map_err(|e| internal_error(&e))?;
+        Ok(json!({"resources": status.map(|s| s.resources).unwrap_or_else(|| json!([]))}))
+    }
+    .await;
+    respond(result)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TimelineQuery {
+    cursor: Option<i64>,
+    limit: Option<u32>,
+    /// Comma-separated kinds, e.g. `sync,drift_opened`.
+    kinds: Option<String>,
+}
+
+/// `GET /api/v1/applications/{name}/timeline?cursor=&limit=&kinds=`
+pub async fn timeline(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<TimelineQuery>,
+) -> Response {
+    let result = async {
+        source_of(&state, &name).await?;
+        let kinds: Vec<String> = q
+            .kinds
+            .as_deref()
+            .unwrap_or_default()
+            .split(',')
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .map(str::to_owned)
+            .collect();
+        let (items, next) = state
+            .store
+            .timeline_page(&name, q.cursor, q.limit.unwrap_or(50), &kinds)
+            .await
+            .map_err(|e| internal_error(&e))?;
+        Ok(json!({"items": items, "next": next}))
+    }
+    .await;
+    respond(result)
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyncBody {
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// `POST /api/v1/applications/{name}/sync` (`{"dry_run": true}` previews: the exact diff the UI
+/// shows, nothing applied).
+pub async fn sync(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    body: Option<Json<SyncBody>>,
+) -> Response {
+    if !super::same_origin(&headers, state.public_origin.as_deref()) {
+        return AppError::Forbidden("cross-origin request refused".into()).into_response();
+    }
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let result = async {
+        let source = source_of(&state, &name).await?;
+        let cluster = state
+            .clusters
+            .get(&source.cluster)
+            .cloned()
+            .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
+        let reconcile_err = |e: crate::reconcile::ReconcileError| match e {
+            crate::reconcile::ReconcileError::NotRendered(app) => AppError::Conflict(format!("application {app} has no rendered revision yet")),
+            crate::reconcile::ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
+            other => internal_error(&other),
+        };
+        let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_err)?;
+        if body.dry_run {
+            let resources = crate::reconcile::compare(&state.store, &cluster, &source, &desired, &[]).await.map_err(reconcile_err)?;
+            return Ok(json!({"dry_run": true, "revision": revision, "digest": digest, "resources": resources}));
+        }
+        let (id, status, results) = crate::reconcile::sync(
+            &state.store, &cluster, &source, &revision, &digest, &desired, source.prune, "manual", "api",
+        )
+        .await
+        .map_err(reconcile_err)?;
+        Ok(json!({"sync": id, "status": status, "revision": revision, "results": results}))
+    }
+    .await;
+    respond(result)
 }

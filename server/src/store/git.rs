@@ -68,6 +68,16 @@ pub struct StoredCommit {
     pub reachable: bool,
 }
 
+/// One event of an application's timeline.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct TimelineEntry {
+    pub id: i64,
+    pub kind: String,
+    pub occurred_at: Millis,
+    pub message: String,
+    pub detail: serde_json::Value,
+}
+
 /// How an ingest changed the stored history.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct IngestReport {
@@ -449,6 +459,54 @@ impl Store {
             .execute(&self.pool)
             .await?;
         Ok(())
+    }
+
+    /// A page of an application's timeline, newest first, optionally only some kinds. `cursor`
+    /// is the `next` of the previous page.
+    pub async fn timeline_page(
+        &self,
+        app: &str,
+        cursor: Option<i64>,
+        limit: u32,
+        kinds: &[String],
+    ) -> Result<(Vec<TimelineEntry>, Option<i64>), StoreError> {
+        let limit = i64::from(limit.clamp(1, 500));
+        let mut sql = String::from(
+            "SELECT id, kind, occurred_at, message, detail FROM timeline WHERE application = $1 AND id < $2",
+        );
+        if !kinds.is_empty() {
+            let list: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
+            sql.push_str(&format!(" AND kind IN ({})", list.join(", ")));
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT $3");
+        let mut q = sqlx::query(&sql)
+            .bind(app)
+            .bind(cursor.unwrap_or(i64::MAX))
+            .bind(limit + 1);
+        for k in kinds {
+            q = q.bind(k);
+        }
+        let rows = q.fetch_all(&self.pool).await?;
+        let mut items = rows
+            .iter()
+            .map(|r| {
+                let detail: String = r.try_get("detail")?;
+                Ok(TimelineEntry {
+                    id: r.try_get("id")?,
+                    kind: r.try_get("kind")?,
+                    occurred_at: r.try_get("occurred_at")?,
+                    message: r.try_get("message")?,
+                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::Null),
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let next = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|e| e.id)
+        } else {
+            None
+        };
+        Ok((items, next))
     }
 
     /// The newest timeline events of an application: `(kind, message)`, newest first.

@@ -510,3 +510,137 @@ async fn wait_deployed(store: &Store, sha: Option<&str>) {
     }
     panic!("guestbook did not reach Synced at {sha:?}");
 }
+
+#[tokio::test]
+async fn the_rest_api_previews_syncs_and_pages_the_timeline() {
+    let f = fixture().await;
+    let server = crate::helpers::TestServer::start(f.settings.clone()).await;
+    let url = |p: &str| format!("{}/api/v1/applications{p}", server.base);
+    let client = reqwest::Client::new();
+
+    let list: serde_json::Value = client
+        .get(url(""))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list[0]["name"], "guestbook");
+
+    // Dry run: the diff, nothing applied.
+    let preview: serde_json::Value = client
+        .post(url("/guestbook/sync"))
+        .json(&json!({"dry_run": true}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        preview["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "Missing"),
+        "{preview}"
+    );
+    assert!(f.store.syncs("guestbook", 1).await.unwrap().is_empty());
+
+    let foreign = client
+        .post(url("/guestbook/sync"))
+        .header("origin", "https://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(
+        client
+            .post(url("/nope/sync"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+
+    let done: serde_json::Value = client
+        .post(url("/guestbook/sync"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(live_replicas(&f.kube).await, 2);
+
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    let detail: serde_json::Value = client
+        .get(url("/guestbook"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["status"]["sync_status"], "Synced", "{detail}");
+    assert_eq!(detail["status"]["health"], "Healthy");
+    let resources: serde_json::Value = client
+        .get(url("/guestbook/resources"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(resources["resources"].as_array().unwrap().len(), 4);
+    assert!(!resources.to_string().contains("hunter2"));
+
+    let page: serde_json::Value = client
+        .get(url("/guestbook/timeline?limit=1&kinds=sync"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page["items"].as_array().unwrap().len(), 1);
+    assert!(
+        page["items"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("sync of"),
+        "{page}"
+    );
+    assert!(page["next"].is_null(), "one sync only: {page}");
+    // Drift adds a second event, so a page of one has a next page.
+    scale_by_hand(&f.kube, 3).await;
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    let all: serde_json::Value = client
+        .get(url("/guestbook/timeline?limit=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let next = all["next"].as_i64().unwrap();
+    let older: serde_json::Value = client
+        .get(url(&format!("/guestbook/timeline?limit=1&cursor={next}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(all["items"][0]["kind"], "drift_opened", "{all}");
+    assert_ne!(older["items"][0]["kind"], "drift_opened", "{older}");
+    assert!(older["items"][0]["id"].as_i64().unwrap() < all["items"][0]["id"].as_i64().unwrap());
+}
