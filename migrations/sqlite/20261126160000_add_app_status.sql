@@ -2,6 +2,7 @@
 
 ALTER TABLE applications ADD COLUMN self_heal BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE applications ADD COLUMN prune BIGINT NOT NULL DEFAULT 0;
+ALTER TABLE applications ADD COLUMN ignore_rules TEXT NOT NULL DEFAULT '[]';  -- JSON list of rules
 
 CREATE TABLE app_status (
     application      TEXT PRIMARY KEY NOT NULL REFERENCES applications (name),

@@ -101,6 +101,7 @@ fn settings(repo: &Path, db: &Path, cache: &Path) -> Settings {
         sync_policy: app::model::SyncPolicy::Manual,
         self_heal: false,
         prune: false,
+        ignore: Vec::new(),
     }];
     s
 }

@@ -285,6 +285,10 @@ pub struct ApplicationSettings {
     /// Delete objects Tidemark applied earlier that left Git.
     #[serde(default)]
     pub prune: bool,
+    /// Fields never compared: `[[applications.ignore]]` with optional `group`, `kind`, `name`
+    /// and `json_pointers = ["/spec/replicas"]`.
+    #[serde(default)]
+    pub ignore: Vec<crate::diff::IgnoreRule>,
 }
 
 fn default_project() -> String {

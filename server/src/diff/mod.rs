@@ -75,7 +75,7 @@ pub struct ResourceDiff {
 }
 
 /// Fields to leave out of comparisons, for the objects the rule selects (`None` = any).
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IgnoreRule {
     pub group: Option<String>,

@@ -103,7 +103,8 @@ pub async fn diff(State(state): State<AppState>, Path(name): Path<String>) -> Re
         let (revision, digest, desired) =
             crate::reconcile::desired(&state.store, &cluster, &source).await?;
         let resources =
-            crate::reconcile::compare(&state.store, &cluster, &source, &desired, &[]).await?;
+            crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore)
+                .await?;
         Ok::<_, crate::reconcile::ReconcileError>(
             json!({"revision": revision, "digest": digest, "resources": resources}),
         )
@@ -260,7 +261,7 @@ pub async fn sync(
         };
         let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_err)?;
         if body.dry_run {
-            let resources = crate::reconcile::compare(&state.store, &cluster, &source, &desired, &[]).await.map_err(reconcile_err)?;
+            let resources = crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore).await.map_err(reconcile_err)?;
             return Ok(json!({"dry_run": true, "revision": revision, "digest": digest, "resources": resources}));
         }
         let (id, status, results) = crate::reconcile::sync(

@@ -323,7 +323,7 @@ pub async fn reconcile_app(
     app: &AppSource,
 ) -> Result<Outcome, ReconcileError> {
     let (sha, digest, desired_objects) = desired(store, cluster, app).await?;
-    let (mut diffs, mut live) = observe(store, cluster, app, &desired_objects, &[]).await?;
+    let (mut diffs, mut live) = observe(store, cluster, app, &desired_objects, &app.ignore).await?;
     let deployed = store.last_successful_sync(&app.name).await?;
     let out_of_sync = diffs.iter().any(|d| d.status != ResourceStatus::Synced);
     let new_revision = deployed.as_ref().is_none_or(|(_, d)| *d != digest);
@@ -380,7 +380,7 @@ pub async fn reconcile_app(
         )
         .await?;
         synced = Some((id, status));
-        (diffs, live) = observe(store, cluster, app, &desired_objects, &[]).await?;
+        (diffs, live) = observe(store, cluster, app, &desired_objects, &app.ignore).await?;
     }
 
     let assessments: Vec<(ObjectRef, Assessment)> = desired_objects

@@ -55,13 +55,13 @@ impl Store {
         for app in declared.applications {
             sqlx::query(
                 "INSERT INTO applications (name, project, repository, path, target_revision,
-                     cluster, namespace, sync_policy, self_heal, prune, source, created_at, updated_at, retired_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, 'config', $9, $9, NULL)
+                     cluster, namespace, sync_policy, self_heal, prune, ignore_rules, source, created_at, updated_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, 'config', $9, $9, NULL)
                  ON CONFLICT (name) DO UPDATE SET project = excluded.project,
                      repository = excluded.repository, path = excluded.path,
                      target_revision = excluded.target_revision, cluster = excluded.cluster,
                      namespace = excluded.namespace, sync_policy = excluded.sync_policy,
-                     self_heal = excluded.self_heal, prune = excluded.prune,
+                     self_heal = excluded.self_heal, prune = excluded.prune, ignore_rules = excluded.ignore_rules,
                      source = 'config', updated_at = excluded.updated_at, retired_at = NULL",
             )
             .bind(&app.name)
@@ -75,6 +75,7 @@ impl Store {
             .bind(now)
             .bind(i64::from(app.self_heal))
             .bind(i64::from(app.prune))
+            .bind(serde_json::to_string(&app.ignore).unwrap_or_else(|_| "[]".into()))
             .execute(&mut *tx)
             .await?;
         }

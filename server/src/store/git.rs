@@ -97,6 +97,7 @@ pub struct AppSource {
     pub auto_sync: bool,
     pub self_heal: bool,
     pub prune: bool,
+    pub ignore: Vec<crate::diff::IgnoreRule>,
 }
 
 fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
@@ -111,11 +112,18 @@ fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
         auto_sync: policy == "auto",
         self_heal: r.try_get::<i64, _>("self_heal")? != 0,
         prune: r.try_get::<i64, _>("prune")? != 0,
+        ignore: {
+            let rules: String = r.try_get("ignore_rules")?;
+            serde_json::from_str(&rules).map_err(|_| StoreError::Corrupt {
+                column: "applications.ignore_rules",
+                value: rules,
+            })?
+        },
     })
 }
 
 const APP_SOURCE_COLUMNS: &str =
-    "name, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune";
+    "name, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules";
 
 impl Store {
     /// Active applications reading from `repository`.

@@ -335,6 +335,7 @@ fn settings_for(repo: &GitRepo, db: &TestDb, cache: &Path) -> Settings {
         sync_policy: app::model::SyncPolicy::Manual,
         self_heal: false,
         prune: false,
+        ignore: Vec::new(),
     }];
     s
 }

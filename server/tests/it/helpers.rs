@@ -115,6 +115,7 @@ pub fn catalog(settings: &mut Settings) {
             sync_policy: app::model::SyncPolicy::Manual,
             self_heal: false,
             prune: false,
+            ignore: Vec::new(),
         })
         .collect();
 }

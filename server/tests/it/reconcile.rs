@@ -60,6 +60,7 @@ async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixtur
         sync_policy: policy,
         self_heal,
         prune: true,
+        ignore: Vec::new(),
     }];
     let store = db.store().await;
     let catalog = DeclaredCatalog {
@@ -643,4 +644,36 @@ async fn the_rest_api_previews_syncs_and_pages_the_timeline() {
     assert_eq!(all["items"][0]["kind"], "drift_opened", "{all}");
     assert_ne!(older["items"][0]["kind"], "drift_opened", "{older}");
     assert!(older["items"][0]["id"].as_i64().unwrap() < all["items"][0]["id"].as_i64().unwrap());
+}
+
+#[tokio::test]
+async fn ignore_rules_keep_hand_scaled_replicas_out_of_drift() {
+    let mut f = fixture().await;
+    f.settings.applications[0].ignore = vec![server::diff::IgnoreRule {
+        kind: Some("Deployment".into()),
+        json_pointers: vec!["/spec/replicas".into()],
+        ..Default::default()
+    }];
+    let s = &f.settings;
+    let catalog = DeclaredCatalog {
+        repositories: &s.repositories,
+        clusters: &s.clusters,
+        applications: &s.applications,
+    };
+    f.store.sync_declared(catalog, 1).await.unwrap();
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    assert_eq!(app.ignore.len(), 1);
+    let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    reconcile::sync(
+        &f.store, &f.cluster, &app, &sha, &digest, &desired, true, "manual", "ada",
+    )
+    .await
+    .unwrap();
+    scale_by_hand(&f.kube, 6).await;
+    let o = reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    assert_eq!((o.sync_status, o.drifting), ("Synced", false));
 }
