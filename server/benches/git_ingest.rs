@@ -89,6 +89,7 @@ fn settings(repo: &Path, db: &Path, cache: &Path) -> Settings {
     s.clusters = vec![ClusterSettings {
         name: "c".into(),
         url: "http://127.0.0.1:1".into(),
+        ..Default::default()
     }];
     s.applications = vec![ApplicationSettings {
         name: "app-7".into(),

@@ -256,12 +256,19 @@ impl RepositorySettings {
 }
 
 /// A Kubernetes cluster applications are deployed to.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSettings {
     pub name: String,
-    /// API server URL (for example the sandbox's `http://127.0.0.1:6443`).
+    /// API server URL without credentials (for example the sandbox's `http://127.0.0.1:6443`).
+    #[serde(default)]
     pub url: String,
+    /// A kubeconfig file (credentials, TLS); `context` picks one of its contexts.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// Use the service account Tidemark runs under inside the cluster.
+    #[serde(default)]
+    pub in_cluster: bool,
 }
 
 /// An application: a path in a repository deployed to a cluster namespace.
@@ -351,6 +358,20 @@ impl Settings {
                 return invalid(
                     format!("applications[{i}].cluster"),
                     format!("no cluster named `{}` is declared", app.cluster),
+                );
+            }
+        }
+        for (i, c) in self.clusters.iter().enumerate() {
+            let ways = usize::from(!c.url.is_empty())
+                + usize::from(c.kubeconfig.is_some())
+                + usize::from(c.in_cluster);
+            if ways != 1 {
+                return invalid(
+                    format!("clusters[{i}]"),
+                    format!(
+                        "cluster `{}` needs exactly one of url, kubeconfig or in_cluster = true",
+                        c.name
+                    ),
                 );
             }
         }
@@ -489,6 +510,33 @@ mod tests {
         let shown = format!("{s:?} {}", s.database.url);
         assert!(!shown.contains("s3cret"), "{shown}");
         assert!(shown.contains("postgres://me:***@db:5432/t"), "{shown}");
+    }
+
+    #[test]
+    fn a_cluster_names_exactly_one_way_to_reach_it_and_ignore_rules_parse() {
+        let f = write(
+            "[[clusters]]\nname = \"c\"\nurl = \"http://127.0.0.1:6443\"\nin_cluster = true\n",
+        );
+        let err = Settings::load(Some(f.path()), env(&[]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("clusters[0]") && err.contains("exactly one"),
+            "{err}"
+        );
+
+        let f = write(
+            "[[repositories]]\nname = \"r\"\nurl = \"file:///tmp/r\"\n\
+             [[clusters]]\nname = \"c\"\nkubeconfig = \"/etc/kube/config\"\ncontext = \"prod\"\n\
+             [[applications]]\nname = \"a\"\nrepository = \"r\"\npath = \"x\"\ncluster = \"c\"\nnamespace = \"n\"\n\
+             [[applications.ignore]]\nkind = \"Deployment\"\njson_pointers = [\"/spec/replicas\"]\n",
+        );
+        let s = Settings::load(Some(f.path()), env(&[])).unwrap();
+        assert_eq!(s.clusters[0].context.as_deref(), Some("prod"));
+        assert_eq!(
+            s.applications[0].ignore[0].json_pointers,
+            ["/spec/replicas"]
+        );
     }
 
     #[test]

@@ -72,7 +72,9 @@ impl Application {
         }
         let mut clusters = std::collections::HashMap::new();
         for c in &settings.clusters {
-            let client = ClusterClient::connect(c).map_err(StartupError::Cluster)?;
+            let client = ClusterClient::connect(c)
+                .await
+                .map_err(StartupError::Cluster)?;
             clusters.insert(c.name.clone(), Arc::new(client));
         }
 

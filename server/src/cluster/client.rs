@@ -54,18 +54,33 @@ fn describe(obj: &Value) -> String {
 }
 
 impl ClusterClient {
-    /// A client for the cluster at `settings.url`.
-    pub fn connect(settings: &ClusterSettings) -> Result<Self, ClusterError> {
+    /// A client for the configured cluster: a URL, a kubeconfig (and context) or the in-cluster
+    /// service account.
+    pub async fn connect(settings: &ClusterSettings) -> Result<Self, ClusterError> {
         let fail = |message: String| ClusterError::Connect {
             cluster: settings.name.clone(),
             message,
         };
-        let url = settings
-            .url
-            .parse()
-            .map_err(|e| fail(format!("invalid url {}: {e}", settings.url)))?;
-        let client =
-            kube::Client::try_from(kube::Config::new(url)).map_err(|e| fail(e.to_string()))?;
+        let config = if let Some(path) = &settings.kubeconfig {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| fail(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+            let options = kube::config::KubeConfigOptions {
+                context: settings.context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| fail(format!("kubeconfig {}: {e}", path.display())))?
+        } else if settings.in_cluster {
+            kube::Config::incluster().map_err(|e| fail(format!("in-cluster configuration: {e}")))?
+        } else {
+            let url = settings
+                .url
+                .parse()
+                .map_err(|e| fail(format!("invalid url {}: {e}", settings.url)))?;
+            kube::Config::new(url)
+        };
+        let client = kube::Client::try_from(config).map_err(|e| fail(e.to_string()))?;
         Ok(Self::with_client(&settings.name, client))
     }
 

@@ -27,7 +27,9 @@ async fn ordered_apply_places_objects_and_reads_them_back() {
     let cluster = ClusterClient::connect(&ClusterSettings {
         name: "sandbox".into(),
         url: c.url.clone(),
+        ..Default::default()
     })
+    .await
     .unwrap();
     let desired = manifests();
     for obj in sync_order(&desired) {
@@ -75,7 +77,9 @@ async fn unknown_kinds_and_rejected_objects_are_explained() {
     let cluster = ClusterClient::connect(&ClusterSettings {
         name: "sandbox".into(),
         url: c.url.clone(),
+        ..Default::default()
     })
+    .await
     .unwrap();
     let gadget = json!({"apiVersion": "example.com/v1", "kind": "Gadget", "metadata": {"name": "g", "namespace": "default"}});
     let err = cluster.apply(&gadget, false).await.unwrap_err();
@@ -104,4 +108,35 @@ async fn unknown_kinds_and_rejected_objects_are_explained() {
         }
         other => panic!("unexpected {other:?}"),
     }
+}
+
+#[tokio::test]
+async fn a_cluster_can_be_reached_through_a_kubeconfig_context() {
+    let c = TestCluster::sandbox().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kubeconfig");
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\ncurrent-context: elsewhere\n\
+         clusters:\n- name: sandbox\n  cluster: {{server: \"{}\"}}\n- name: dead\n  cluster: {{server: \"http://127.0.0.1:9\"}}\n\
+         users:\n- name: me\n  user: {{}}\n\
+         contexts:\n- name: sandbox-ctx\n  context: {{cluster: sandbox, user: me}}\n- name: elsewhere\n  context: {{cluster: dead, user: me}}\n",
+        c.url
+    );
+    std::fs::write(&path, kubeconfig).unwrap();
+    let settings = ClusterSettings {
+        name: "via-kubeconfig".into(),
+        kubeconfig: Some(path.clone()),
+        context: Some("sandbox-ctx".into()),
+        ..Default::default()
+    };
+    let cluster = ClusterClient::connect(&settings).await.unwrap();
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "default"}});
+    assert!(cluster.get(&ns).await.unwrap().is_some());
+
+    let missing = ClusterSettings {
+        kubeconfig: Some(dir.path().join("nope")),
+        ..settings
+    };
+    let err = ClusterClient::connect(&missing).await.err().unwrap();
+    assert!(err.to_string().contains("cannot read kubeconfig"), "{err}");
 }

@@ -323,6 +323,7 @@ fn settings_for(repo: &GitRepo, db: &TestDb, cache: &Path) -> Settings {
     s.clusters = vec![server::config::ClusterSettings {
         name: "sandbox".into(),
         url: "http://127.0.0.1:6443".into(),
+        ..Default::default()
     }];
     s.applications = vec![server::config::ApplicationSettings {
         name: "guestbook".into(),

@@ -101,6 +101,7 @@ pub fn catalog(settings: &mut Settings) {
     settings.clusters = vec![ClusterSettings {
         name: "sandbox".into(),
         url: "http://127.0.0.1:6443".into(),
+        ..Default::default()
     }];
     settings.applications = ["guestbook", "podinfo"]
         .into_iter()

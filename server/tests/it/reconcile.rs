@@ -48,6 +48,7 @@ async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixtur
     s.clusters = vec![ClusterSettings {
         name: "sandbox".into(),
         url: c.url.clone(),
+        ..Default::default()
     }];
     s.applications = vec![ApplicationSettings {
         name: "guestbook".into(),
@@ -71,7 +72,7 @@ async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixtur
     store.sync_declared(catalog, 0).await.unwrap();
     let git = GitSources::new(store.clone(), &s);
     git.sync_repository("demo").await.unwrap();
-    let cluster = ClusterClient::connect(&s.clusters[0]).unwrap();
+    let cluster = ClusterClient::connect(&s.clusters[0]).await.unwrap();
     let kube = c.client.clone();
     Fixture {
         settings: s,
