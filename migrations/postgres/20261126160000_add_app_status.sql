@@ -3,6 +3,9 @@
 ALTER TABLE applications ADD COLUMN self_heal BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE applications ADD COLUMN prune BIGINT NOT NULL DEFAULT 0;
 ALTER TABLE applications ADD COLUMN ignore_rules TEXT NOT NULL DEFAULT '[]';  -- JSON list of rules
+-- Set when the application reached Healthy after this (succeeded) sync, within the timeout:
+-- the revision is then known-good (a rollback target).
+ALTER TABLE syncs ADD COLUMN healthy_at BIGINT;
 
 CREATE TABLE app_status (
     application      TEXT PRIMARY KEY REFERENCES applications (name),

@@ -28,6 +28,9 @@ pub enum ReconcileError {
     CorruptSnapshot(String),
 }
 
+/// A synced revision counts as known-good only if the application became healthy within this.
+pub const KNOWN_GOOD_TIMEOUT_MS: i64 = 5 * 60 * 1000;
+
 /// What a sync did to one object.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ResourceResult {
@@ -443,6 +446,24 @@ pub async fn reconcile_app(
         compared_at: now,
     };
     store.save_status(&app.name, &status).await?;
+    if app_health == Health::Healthy && in_sync {
+        if let Some(revision) = store
+            .mark_known_good(&app.name, now, KNOWN_GOOD_TIMEOUT_MS)
+            .await?
+        {
+            let short = &revision[..revision.len().min(12)];
+            let message = format!("{short} is known-good: synced and healthy");
+            store
+                .add_timeline(
+                    &app.name,
+                    "known_good",
+                    &message,
+                    &json!({"revision": revision}),
+                    now,
+                )
+                .await?;
+        }
+    }
     Ok(Outcome {
         sync_status,
         health: app_health,

@@ -87,6 +87,55 @@ impl Store {
             .transpose()
     }
 
+    /// Marks the application's last successful sync known-good when it became healthy within
+    /// `timeout_ms` of finishing. Returns the revision newly marked, if any.
+    pub async fn mark_known_good(
+        &self,
+        app: &str,
+        now: Millis,
+        timeout_ms: i64,
+    ) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, revision, finished_at, healthy_at FROM syncs
+             WHERE application = $1 AND status = 'succeeded' ORDER BY id DESC LIMIT 1",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        let healthy_at: Option<i64> = r.try_get("healthy_at")?;
+        let finished_at: Option<i64> = r.try_get("finished_at")?;
+        if healthy_at.is_some() || finished_at.is_none_or(|f| now - f > timeout_ms) {
+            return Ok(None);
+        }
+        let id: i64 = r.try_get("id")?;
+        sqlx::query("UPDATE syncs SET healthy_at = $1 WHERE id = $2 AND healthy_at IS NULL")
+            .bind(now)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(Some(r.try_get("revision")?))
+    }
+
+    /// Known-good revisions (synced and then healthy), newest first: `(sync id, revision, when)`.
+    pub async fn known_good(&self, app: &str) -> Result<Vec<(i64, String, Millis)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, revision, healthy_at FROM syncs WHERE application = $1 AND healthy_at IS NOT NULL ORDER BY id DESC",
+        )
+        .bind(app)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("id")?,
+                    r.try_get("revision")?,
+                    r.try_get("healthy_at")?,
+                ))
+            })
+            .collect()
+    }
+
     /// The application's open drift episode, if any.
     pub async fn open_drift(&self, app: &str) -> Result<Option<OpenDrift>, StoreError> {
         let row = sqlx::query(

@@ -371,6 +371,10 @@ async fn auto_sync_deploys_each_new_revision_and_reports_health() {
             .any(|(k, m)| k == "health" && m.contains("Healthy → Degraded")),
         "{timeline:?}"
     );
+    // Only the healthy revision is known-good (a rollback target); the broken one is not.
+    let good = f.store.known_good("guestbook").await.unwrap();
+    assert_eq!(good.len(), 1);
+    assert_ne!(good[0].1, sha);
 }
 
 #[tokio::test]
