@@ -292,13 +292,11 @@ fn parse_into(
     file: &str,
     docs: &mut Vec<(String, usize, Value)>,
 ) -> Result<(), RenderError> {
-    let parsed: Vec<Value> =
-        serde_saphyr::from_multiple_with_options(text, serde_saphyr::Options::default()).map_err(
-            |e| RenderError::Yaml {
-                file: file.to_owned(),
-                message: first_line(&e.to_string()),
-            },
-        )?;
+    let parsed: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|e| RenderError::Yaml {
+            file: file.to_owned(),
+            message: first_line(&e.to_string()),
+        })?;
     for (i, doc) in parsed.into_iter().enumerate() {
         match doc {
             Value::Null => {}
@@ -321,6 +319,16 @@ fn parse_into(
         }
     }
     Ok(())
+}
+
+/// The parser's defaults (alias and anchor budgets against "billion laughs"), with room for
+/// generated files holding many documents.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_documents = 20_000;
+    options.budget = Some(budget);
+    options
 }
 
 fn first_line(s: &str) -> String {

@@ -682,3 +682,145 @@ async fn ignore_rules_keep_hand_scaled_replicas_out_of_drift() {
         .unwrap();
     assert_eq!((o.sync_status, o.drifting), ("Synced", false));
 }
+
+/// The real binary on a config file; killed with SIGKILL when dropped.
+struct Process {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Process {
+    fn start(config: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(base.starts_with("http://"), "{line}");
+        Self { child, base }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sync_cut_short_by_a_killed_process_is_closed_once_as_interrupted_after_restart() {
+    let c = TestCluster::sandbox().await;
+    let work = tempfile::tempdir().unwrap();
+    let repo = GitRepo::new();
+    let mut many = String::from("apiVersion: v1\nkind: Namespace\nmetadata: {name: guestbook}\n");
+    for i in 0..1500 {
+        many.push_str(&format!("---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm-{i}}}\ndata: {{i: \"{i}\"}}\n"));
+    }
+    repo.write("apps/guestbook/many.yaml", &many);
+    repo.commit("1500 config maps");
+    let db = work.path().join("tidemark.db");
+    let config = work.path().join("tidemark.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[database]\nurl = \"sqlite://{db}\"\n[git]\ncache_dir = \"{cache}\"\n\
+             [reconcile]\ninterval_secs = 3600\n\
+             [[repositories]]\nname = \"demo\"\nurl = \"{repo}\"\n\
+             [[clusters]]\nname = \"sandbox\"\nurl = \"{cluster}\"\n\
+             [[applications]]\nname = \"guestbook\"\nrepository = \"demo\"\npath = \"apps/guestbook\"\ncluster = \"sandbox\"\nnamespace = \"guestbook\"\n",
+            db = db.display(),
+            cache = work.path().join("git").display(),
+            repo = repo.url(),
+            cluster = c.url,
+        ),
+    )
+    .unwrap();
+
+    let first = Process::start(&config);
+    let client = reqwest::Client::new();
+    // Wait for the first render, then start a sync and kill the process while it runs.
+    for _ in 0..200 {
+        let r = client
+            .get(format!("{}/api/v1/applications/guestbook/diff", first.base))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let url = format!("{}/api/v1/applications/guestbook/sync", first.base);
+    tokio::spawn(async move {
+        let _ = reqwest::Client::new().post(url).send().await;
+    });
+    let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(c.client.clone(), "guestbook");
+    for _ in 0..400 {
+        if cms
+            .list(&Default::default())
+            .await
+            .map(|l| l.items.len())
+            .unwrap_or(0)
+            >= 50
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    drop(first); // SIGKILL, mid-sync
+    let applied = cms.list(&Default::default()).await.unwrap().items.len();
+    assert!(
+        (50..1500).contains(&applied),
+        "the kill must land mid-sync (applied {applied})"
+    );
+
+    let store = Store::connect(&server::config::DatabaseSettings {
+        url: server::config::DatabaseUrl::new(format!("sqlite://{}", db.display())),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let before = store.syncs("guestbook", 10).await.unwrap();
+    assert_eq!((before.len(), before[0].status), (1, SyncStatus::Running));
+
+    let second = Process::start(&config);
+    let after = store.syncs("guestbook", 10).await.unwrap();
+    assert_eq!(after.len(), 1);
+    assert_eq!(after[0].status, SyncStatus::Interrupted);
+    let closed_at = after[0].finished_at;
+    // The application is compared again (first tick of the loop) and the record stays closed once.
+    for _ in 0..200 {
+        if store.app_status("guestbook").await.unwrap().is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let status = store.app_status("guestbook").await.unwrap().unwrap();
+    assert_eq!(status.sync_status, "OutOfSync");
+    drop(second);
+    let third = Process::start(&config);
+    let again = store.syncs("guestbook", 10).await.unwrap();
+    assert_eq!(
+        (again.len(), again[0].status, again[0].finished_at),
+        (1, SyncStatus::Interrupted, closed_at)
+    );
+    let events = store.timeline("guestbook", 50).await.unwrap();
+    assert_eq!(
+        events
+            .iter()
+            .filter(|(k, _)| k == "sync_interrupted")
+            .count(),
+        1
+    );
+    drop(third);
+}
