@@ -298,6 +298,65 @@ pub struct ApplicationSettings {
     pub ignore: Vec<crate::diff::IgnoreRule>,
 }
 
+impl ApplicationSettings {
+    /// What one application must satisfy, given the declared repositories and clusters:
+    /// `Err((field, message))` names the field at fault.
+    pub fn check(
+        &self,
+        repositories: &[RepositorySettings],
+        clusters: &[ClusterSettings],
+    ) -> Result<(), (&'static str, String)> {
+        let dns_label = |s: &str| {
+            !s.is_empty()
+                && s.len() <= 63
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+                && !s.starts_with('-')
+                && !s.ends_with('-')
+        };
+        if !dns_label(&self.name) {
+            return Err((
+                "name",
+                format!(
+                    "`{}` must be lowercase letters, digits and `-` (at most 63)",
+                    self.name
+                ),
+            ));
+        }
+        if !repositories.iter().any(|r| r.name == self.repository) {
+            return Err((
+                "repository",
+                format!("no repository named `{}` is declared", self.repository),
+            ));
+        }
+        if !clusters.iter().any(|c| c.name == self.cluster) {
+            return Err((
+                "cluster",
+                format!("no cluster named `{}` is declared", self.cluster),
+            ));
+        }
+        if self.path.starts_with('/') || self.path.split('/').any(|seg| seg == "..") {
+            return Err((
+                "path",
+                format!(
+                    "`{}` must be relative to the repository root, without `..`",
+                    self.path
+                ),
+            ));
+        }
+        if self.revision.trim().is_empty() || self.revision.contains(char::is_whitespace) {
+            return Err(("revision", "must be a branch, tag or commit".into()));
+        }
+        if !dns_label(&self.namespace) {
+            return Err((
+                "namespace",
+                format!("`{}` is not a valid namespace name", self.namespace),
+            ));
+        }
+        Ok(())
+    }
+}
+
 fn default_project() -> String {
     "default".into()
 }
@@ -348,17 +407,8 @@ impl Settings {
     fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key: String, message: String| Err(ConfigError::Invalid { key, message });
         for (i, app) in self.applications.iter().enumerate() {
-            if !self.repositories.iter().any(|r| r.name == app.repository) {
-                return invalid(
-                    format!("applications[{i}].repository"),
-                    format!("no repository named `{}` is declared", app.repository),
-                );
-            }
-            if !self.clusters.iter().any(|c| c.name == app.cluster) {
-                return invalid(
-                    format!("applications[{i}].cluster"),
-                    format!("no cluster named `{}` is declared", app.cluster),
-                );
+            if let Err((field, message)) = app.check(&self.repositories, &self.clusters) {
+                return invalid(format!("applications[{i}].{field}"), message);
             }
         }
         for (i, c) in self.clusters.iter().enumerate() {

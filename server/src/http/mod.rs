@@ -54,8 +54,14 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/api/v1/applications", get(rest::applications))
-        .route("/api/v1/applications/{name}", get(rest::application))
+        .route(
+            "/api/v1/applications",
+            get(rest::applications).post(rest::create_application),
+        )
+        .route(
+            "/api/v1/applications/{name}",
+            get(rest::application).put(rest::update_application),
+        )
         .route(
             "/api/v1/applications/{name}/resources",
             get(rest::resources),

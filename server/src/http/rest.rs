@@ -274,3 +274,99 @@ pub async fn sync(
     .await;
     respond(result)
 }
+
+/// `POST /api/v1/applications` (create) and `PUT /api/v1/applications/{name}` (replace):
+/// applications owned by the API; those declared in `tidemark.toml` are read-only here.
+async fn save_application(
+    state: &AppState,
+    headers: &HeaderMap,
+    app: crate::config::ApplicationSettings,
+    create: bool,
+) -> Response {
+    if !super::same_origin(headers, state.public_origin.as_deref()) {
+        return AppError::Forbidden("cross-origin request refused".into()).into_response();
+    }
+    if let Err((field, message)) = app.check(&state.settings.repositories, &state.settings.clusters)
+    {
+        return AppError::BadRequest(format!("{field}: {message}")).into_response();
+    }
+    let result = async {
+        match (
+            state
+                .store
+                .app_origin(&app.name)
+                .await
+                .map_err(|e| internal_error(&e))?,
+            create,
+        ) {
+            (Some(crate::store::AppOrigin::Config), _) => {
+                return Err(AppError::Conflict(format!(
+                    "application {} is declared in tidemark.toml; change it there",
+                    app.name
+                )))
+            }
+            (Some(_), true) => {
+                return Err(AppError::Conflict(format!(
+                    "application {} already exists",
+                    app.name
+                )))
+            }
+            (None, false) => return Err(AppError::NotFound(format!("application {}", app.name))),
+            _ => {}
+        }
+        let now = clock::now();
+        state
+            .store
+            .save_api_application(&app, now)
+            .await
+            .map_err(|e| internal_error(&e))?;
+        let verb = if create { "created" } else { "updated" };
+        let detail = json!({"application": app.name});
+        state
+            .store
+            .add_timeline(
+                &app.name,
+                "application",
+                &format!("application {verb} through the API"),
+                &detail,
+                now,
+            )
+            .await
+            .map_err(|e| internal_error(&e))?;
+        state.git.trigger(&app.repository, "application saved");
+        Ok(verb)
+    }
+    .await;
+    match result {
+        Ok("created") => (
+            StatusCode::CREATED,
+            Json(json!({"status": "created", "name": app.name})),
+        )
+            .into_response(),
+        Ok(_) => Json(json!({"status": "updated", "name": app.name})).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// `POST /api/v1/applications`
+pub async fn create_application(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Json(app): Json<crate::config::ApplicationSettings>,
+) -> Response {
+    save_application(&state, &headers, app, true).await
+}
+
+/// `PUT /api/v1/applications/{name}`
+pub async fn update_application(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Json(app): Json<crate::config::ApplicationSettings>,
+) -> Response {
+    if app.name != name {
+        return AppError::BadRequest(format!("the body names `{}`, the URL `{name}`", app.name))
+            .into_response();
+    }
+    save_application(&state, &headers, app, false).await
+}

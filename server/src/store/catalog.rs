@@ -15,7 +15,65 @@ pub struct DeclaredCatalog<'a> {
     pub applications: &'a [ApplicationSettings],
 }
 
+/// Whether an application name is free, declared in config, or created through the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppOrigin {
+    Config,
+    Api,
+}
+
 impl Store {
+    /// Where an active application comes from, if it exists.
+    pub async fn app_origin(&self, name: &str) -> Result<Option<AppOrigin>, StoreError> {
+        let source: Option<String> = sqlx::query_scalar(
+            "SELECT source FROM applications WHERE name = $1 AND retired_at IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(source.map(|s| {
+            if s == "config" {
+                AppOrigin::Config
+            } else {
+                AppOrigin::Api
+            }
+        }))
+    }
+
+    /// Creates (or, with `replace`, rewrites) an application owned by the API. The caller has
+    /// validated it and checked that the name is not declared in config.
+    pub async fn save_api_application(
+        &self,
+        app: &ApplicationSettings,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO applications (name, project, repository, path, target_revision, cluster, namespace,
+                 sync_policy, self_heal, prune, ignore_rules, source, created_at, updated_at, retired_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'api', $12, $12, NULL)
+             ON CONFLICT (name) DO UPDATE SET project = excluded.project, repository = excluded.repository,
+                 path = excluded.path, target_revision = excluded.target_revision, cluster = excluded.cluster,
+                 namespace = excluded.namespace, sync_policy = excluded.sync_policy, self_heal = excluded.self_heal,
+                 prune = excluded.prune, ignore_rules = excluded.ignore_rules, updated_at = excluded.updated_at,
+                 retired_at = NULL",
+        )
+        .bind(&app.name)
+        .bind(&app.project)
+        .bind(&app.repository)
+        .bind(&app.path)
+        .bind(&app.revision)
+        .bind(&app.cluster)
+        .bind(&app.namespace)
+        .bind(app.sync_policy.as_str())
+        .bind(i64::from(app.self_heal))
+        .bind(i64::from(app.prune))
+        .bind(serde_json::to_string(&app.ignore).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Makes the stored config-declared catalog equal to `declared`, in one transaction:
     /// upserts every entry, retires config-declared applications that are no longer declared
     /// (their history stays) and brings back ones that are declared again.

@@ -17,7 +17,7 @@ use sqlx::{AnyPool, ConnectOptions, Connection};
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
 
-pub use catalog::DeclaredCatalog;
+pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit, TimelineEntry};
 pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};

@@ -824,3 +824,114 @@ async fn a_sync_cut_short_by_a_killed_process_is_closed_once_as_interrupted_afte
     );
     drop(third);
 }
+
+#[tokio::test]
+async fn applications_can_be_created_and_edited_through_the_api_but_config_ones_are_read_only() {
+    let f = fixture().await;
+    let server = crate::helpers::TestServer::start(f.settings.clone()).await;
+    let client = reqwest::Client::new();
+    let url = format!("{}/api/v1/applications", server.base);
+    let mut body = json!({"name": "guestbook-staging", "repository": "demo", "path": "apps/guestbook",
+                          "cluster": "sandbox", "namespace": "staging", "sync_policy": "auto", "prune": true});
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    assert_eq!(
+        status(client.post(&url).json(&body).send().await.unwrap()),
+        201
+    );
+    assert_eq!(
+        status(client.post(&url).json(&body).send().await.unwrap()),
+        409
+    );
+    let listed: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+    assert!(listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["name"] == "guestbook-staging" && a["sync_policy"] == "auto"));
+
+    body["namespace"] = json!("staging-2");
+    assert_eq!(
+        status(
+            client
+                .put(format!("{url}/guestbook-staging"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        ),
+        200
+    );
+    assert_eq!(
+        f.store
+            .app_source("guestbook-staging")
+            .await
+            .unwrap()
+            .unwrap()
+            .namespace,
+        "staging-2"
+    );
+
+    // Bad input changes nothing and says what is wrong.
+    for (field, value) in [
+        ("path", json!("../etc")),
+        ("repository", json!("nope")),
+        ("namespace", json!("Bad NS")),
+    ] {
+        let mut bad = body.clone();
+        bad[field] = value;
+        let r = client
+            .put(format!("{url}/guestbook-staging"))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400);
+        assert!(r.text().await.unwrap().contains(field));
+    }
+    let mut unknown_key = body.clone();
+    unknown_key["sync_polcy"] = json!("auto");
+    assert!(client
+        .post(&url)
+        .json(&unknown_key)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .is_client_error());
+
+    let mut declared = body.clone();
+    declared["name"] = json!("guestbook");
+    assert_eq!(
+        status(
+            client
+                .put(format!("{url}/guestbook"))
+                .json(&declared)
+                .send()
+                .await
+                .unwrap()
+        ),
+        409
+    );
+    let mut missing = body.clone();
+    missing["name"] = json!("ghost");
+    assert_eq!(
+        status(
+            client
+                .put(format!("{url}/ghost"))
+                .json(&missing)
+                .send()
+                .await
+                .unwrap()
+        ),
+        404
+    );
+    let foreign = client
+        .post(&url)
+        .header("origin", "https://evil.example")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+}
