@@ -472,6 +472,13 @@ pub async fn reconcile_app(
     })
 }
 
+/// `interval` ± 10 %, so many Tidemarks (or many restarts) do not compare in lockstep.
+fn jittered(interval: std::time::Duration) -> std::time::Duration {
+    let random = uuid::Uuid::new_v4().as_u128() % 2001; // 0..=2000
+    let factor = 0.9 + (random as f64) / 10_000.0; // 0.9..=1.1
+    interval.mul_f64(factor)
+}
+
 /// Compares every application every `interval` (and at once when `changed` is signalled),
 /// running [`reconcile_app`] for each; failures are logged and recorded on the status, never
 /// fatal to the loop.
@@ -482,13 +489,15 @@ pub fn spawn_loop(
     changed: std::sync::Arc<tokio::sync::Notify>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut first = true;
         loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = changed.notified() => {}
+            if !first {
+                tokio::select! {
+                    _ = tokio::time::sleep(jittered(interval)) => {}
+                    _ = changed.notified() => {}
+                }
             }
+            first = false;
             let apps = match store.app_sources().await {
                 Ok(apps) => apps,
                 Err(e) => {
