@@ -27,4 +27,5 @@ CREATE TABLE drift_episodes (
     close_reason  TEXT,                 -- self_healed | synced | reverted | rollback
     changes       TEXT NOT NULL         -- the drifted resources at onset, JSON
 );
-CREATE INDEX drift_open ON drift_episodes (application) WHERE closed_at IS NULL;
+-- At most one open episode per application.
+CREATE UNIQUE INDEX drift_open ON drift_episodes (application) WHERE closed_at IS NULL;

@@ -339,27 +339,25 @@ pub async fn reconcile_app(
             .iter()
             .filter(|d| d.status != ResourceStatus::Synced)
             .collect();
-        let id = store
+        // None: another reconcile opened it a moment ago (one open episode per application).
+        if let Some(id) = store
             .open_drift_episode(&app.name, &json!(drifted), now)
-            .await?;
-        let names: Vec<String> = drifted
-            .iter()
-            .map(|d| format!("{} {}", d.object.kind, d.object.name))
-            .collect();
-        let message = format!(
-            "drift detected: {} differ from the last sync ({})",
-            drifted.len(),
-            names.join(", ")
-        );
-        store
-            .add_timeline(
-                &app.name,
-                "drift_opened",
-                &message,
-                &json!({"episode": id, "resources": drifted}),
-                now,
-            )
-            .await?;
+            .await?
+        {
+            let names: Vec<String> = drifted
+                .iter()
+                .map(|d| format!("{} {}", d.object.kind, d.object.name))
+                .collect();
+            let message = format!(
+                "drift detected: {} differ from the last sync ({})",
+                drifted.len(),
+                names.join(", ")
+            );
+            let detail = json!({"episode": id, "resources": drifted});
+            store
+                .add_timeline(&app.name, "drift_opened", &message, &detail, now)
+                .await?;
+        }
     } else if !out_of_sync {
         if let Some(open) = &open {
             close_drift(store, &app.name, open, "reverted", now).await?;

@@ -153,20 +153,22 @@ impl Store {
         .transpose()
     }
 
-    /// Opens a drift episode with the drifted resources at onset.
+    /// Opens a drift episode with the drifted resources at onset; `None` when one is already
+    /// open (at most one per application, enforced by the schema).
     pub async fn open_drift_episode(
         &self,
         app: &str,
         changes: &Value,
         now: Millis,
-    ) -> Result<i64, StoreError> {
+    ) -> Result<Option<i64>, StoreError> {
         Ok(sqlx::query_scalar(
-            "INSERT INTO drift_episodes (application, opened_at, changes) VALUES ($1, $2, $3) RETURNING id",
+            "INSERT INTO drift_episodes (application, opened_at, changes) VALUES ($1, $2, $3)
+             ON CONFLICT (application) WHERE closed_at IS NULL DO NOTHING RETURNING id",
         )
         .bind(app)
         .bind(now)
         .bind(changes.to_string())
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?)
     }
 

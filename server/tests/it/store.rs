@@ -235,3 +235,53 @@ async fn the_inventory_records_applied_objects_until_they_are_pruned() {
         db.drop_db().await;
     }
 }
+
+#[tokio::test]
+async fn at_most_one_drift_episode_is_open_per_application() {
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        let mut settings = db.settings();
+        catalog(&mut settings);
+        store
+            .sync_declared(declared(&settings), 1_000)
+            .await
+            .unwrap();
+        let changes = serde_json::json!([{"object": "Deployment web"}]);
+        let first = store
+            .open_drift_episode("guestbook", &changes, 1)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            store
+                .open_drift_episode("guestbook", &changes, 2)
+                .await
+                .unwrap(),
+            None,
+            "on {}",
+            db.url
+        );
+        assert!(store
+            .open_drift_episode("podinfo", &changes, 2)
+            .await
+            .unwrap()
+            .is_some());
+        assert!(store
+            .close_drift_episode(first, "reverted", 3)
+            .await
+            .unwrap());
+        assert!(!store.close_drift_episode(first, "synced", 4).await.unwrap());
+        let second = store
+            .open_drift_episode("guestbook", &changes, 5)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_ne!(second, first);
+        assert_eq!(
+            store.open_drift("guestbook").await.unwrap().unwrap().id,
+            second
+        );
+        store.close().await;
+        db.drop_db().await;
+    }
+}
