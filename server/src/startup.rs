@@ -36,6 +36,7 @@ pub struct Application {
     store: Store,
     git: Arc<GitSources>,
     clusters: Arc<std::collections::HashMap<String, Arc<ClusterClient>>>,
+    app_locks: crate::reconcile::AppLocks,
     reconcile_interval: std::time::Duration,
     public_url: String,
 }
@@ -79,6 +80,7 @@ impl Application {
         }
 
         let clusters = Arc::new(clusters);
+        let app_locks = crate::reconcile::AppLocks::default();
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -107,6 +109,7 @@ impl Application {
             settings: Arc::new(settings.clone()),
             git: git.clone(),
             clusters: clusters.clone(),
+            app_locks: app_locks.clone(),
             webhook_limits: Arc::default(),
             public_origin,
         };
@@ -121,6 +124,7 @@ impl Application {
             store,
             git,
             clusters,
+            app_locks,
             reconcile_interval: std::time::Duration::from_secs(
                 settings.reconcile.interval_secs.max(1),
             ),
@@ -151,6 +155,7 @@ impl Application {
             self.clusters.clone(),
             self.reconcile_interval,
             self.git.changes(),
+            self.app_locks.clone(),
         ));
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)

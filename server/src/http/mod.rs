@@ -36,6 +36,8 @@ pub struct AppState {
     pub git: Arc<GitSources>,
     /// One client per configured cluster, by name.
     pub clusters: Arc<std::collections::HashMap<String, Arc<ClusterClient>>>,
+    /// Held while an application syncs (shared with the reconcile loop).
+    pub app_locks: crate::reconcile::AppLocks,
     pub webhook_limits: Arc<webhooks::RateLimiter>,
     /// `scheme://host[:port]` of `server.public_url`, for Origin checks.
     pub public_origin: Option<String>,

@@ -259,6 +259,7 @@ pub async fn sync(
             crate::reconcile::ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
             other => internal_error(&other),
         };
+        let _guard = state.app_locks.lock(&source.name).await;
         let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_err)?;
         if body.dry_run {
             let resources = crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore).await.map_err(reconcile_err)?;

@@ -28,6 +28,25 @@ pub enum ReconcileError {
     CorruptSnapshot(String),
 }
 
+/// One lock per application, so the loop and a person never sync the same application at once.
+#[derive(Clone, Default)]
+pub struct AppLocks(
+    std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    >,
+);
+
+impl AppLocks {
+    /// Waits for and holds the application's lock until the guard is dropped.
+    pub async fn lock(&self, app: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let mutex = {
+            let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            map.entry(app.to_owned()).or_default().clone()
+        };
+        mutex.lock_owned().await
+    }
+}
+
 /// A synced revision counts as known-good only if the application became healthy within this.
 pub const KNOWN_GOOD_TIMEOUT_MS: i64 = 5 * 60 * 1000;
 
@@ -485,6 +504,7 @@ pub fn spawn_loop(
     clusters: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<ClusterClient>>>,
     interval: std::time::Duration,
     changed: std::sync::Arc<tokio::sync::Notify>,
+    locks: AppLocks,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut first = true;
@@ -507,6 +527,7 @@ pub fn spawn_loop(
                 let Some(cluster) = clusters.get(&app.cluster) else {
                     continue;
                 };
+                let _guard = locks.lock(&app.name).await;
                 match reconcile_app(&store, cluster, &app).await {
                     Ok(_) | Err(ReconcileError::NotRendered(_)) => {}
                     Err(e) => {
