@@ -831,18 +831,16 @@ async fn applications_can_be_created_and_edited_through_the_api_but_config_ones_
     let server = crate::helpers::TestServer::start(f.settings.clone()).await;
     let client = reqwest::Client::new();
     let url = format!("{}/api/v1/applications", server.base);
+    let send = |method: reqwest::Method, path: &str, body: &serde_json::Value| {
+        let req = client.request(method, format!("{url}{path}")).json(body);
+        async move { req.send().await.unwrap() }
+    };
+    let (post, put) = (reqwest::Method::POST, reqwest::Method::PUT);
     let mut body = json!({"name": "guestbook-staging", "repository": "demo", "path": "apps/guestbook",
                           "cluster": "sandbox", "namespace": "staging", "sync_policy": "auto", "prune": true});
-    let status = |r: reqwest::Response| r.status().as_u16();
 
-    assert_eq!(
-        status(client.post(&url).json(&body).send().await.unwrap()),
-        201
-    );
-    assert_eq!(
-        status(client.post(&url).json(&body).send().await.unwrap()),
-        409
-    );
+    assert_eq!(send(post.clone(), "", &body).await.status(), 201);
+    assert_eq!(send(post.clone(), "", &body).await.status(), 409);
     let listed: serde_json::Value = client.get(&url).send().await.unwrap().json().await.unwrap();
     assert!(listed
         .as_array()
@@ -852,14 +850,9 @@ async fn applications_can_be_created_and_edited_through_the_api_but_config_ones_
 
     body["namespace"] = json!("staging-2");
     assert_eq!(
-        status(
-            client
-                .put(format!("{url}/guestbook-staging"))
-                .json(&body)
-                .send()
-                .await
-                .unwrap()
-        ),
+        send(put.clone(), "/guestbook-staging", &body)
+            .await
+            .status(),
         200
     );
     assert_eq!(
@@ -880,52 +873,35 @@ async fn applications_can_be_created_and_edited_through_the_api_but_config_ones_
     ] {
         let mut bad = body.clone();
         bad[field] = value;
-        let r = client
-            .put(format!("{url}/guestbook-staging"))
-            .json(&bad)
-            .send()
-            .await
-            .unwrap();
+        let r = send(put.clone(), "/guestbook-staging", &bad).await;
         assert_eq!(r.status(), 400);
         assert!(r.text().await.unwrap().contains(field));
     }
+    assert_eq!(
+        f.store
+            .app_source("guestbook-staging")
+            .await
+            .unwrap()
+            .unwrap()
+            .namespace,
+        "staging-2"
+    );
     let mut unknown_key = body.clone();
     unknown_key["sync_polcy"] = json!("auto");
-    assert!(client
-        .post(&url)
-        .json(&unknown_key)
-        .send()
+    assert!(send(post.clone(), "", &unknown_key)
         .await
-        .unwrap()
         .status()
         .is_client_error());
 
     let mut declared = body.clone();
     declared["name"] = json!("guestbook");
     assert_eq!(
-        status(
-            client
-                .put(format!("{url}/guestbook"))
-                .json(&declared)
-                .send()
-                .await
-                .unwrap()
-        ),
+        send(put.clone(), "/guestbook", &declared).await.status(),
         409
     );
     let mut missing = body.clone();
     missing["name"] = json!("ghost");
-    assert_eq!(
-        status(
-            client
-                .put(format!("{url}/ghost"))
-                .json(&missing)
-                .send()
-                .await
-                .unwrap()
-        ),
-        404
-    );
+    assert_eq!(send(put, "/ghost", &missing).await.status(), 404);
     let foreign = client
         .post(&url)
         .header("origin", "https://evil.example")
