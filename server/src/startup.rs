@@ -150,6 +150,16 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let mut pollers = self.git.spawn();
+        // A change seen by any cluster watch wakes the reconcile loop, like a new revision does.
+        for cluster in self.clusters.values() {
+            let (events, wake) = (cluster.events(), self.git.changes());
+            pollers.push(tokio::spawn(async move {
+                loop {
+                    events.notified().await;
+                    wake.notify_one();
+                }
+            }));
+        }
         pollers.push(crate::reconcile::spawn_loop(
             self.store.clone(),
             self.clusters.clone(),

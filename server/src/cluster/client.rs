@@ -1,13 +1,23 @@
 //! One Kubernetes cluster as Tidemark uses it: kinds resolved by discovery (cached, refreshed on
-//! a miss so a CRD applied earlier in the same sync is found), live objects read, desired
-//! objects server-side applied with field manager `tidemark`, pruned objects deleted.
+//! a miss so a CRD applied earlier in the same sync is found), live objects read from a
+//! watch-backed cache per kind (one LIST+WATCH per kind for the whole cluster, never a request
+//! per compare), desired objects server-side applied with field manager `tidemark`, pruned
+//! objects deleted. Every watch event signals [`ClusterClient::events`] so the reconciler can
+//! compare again at once. Reads see Tidemark's own writes immediately (an overlay of recent
+//! applies and deletes is used until the watch has caught up).
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use futures_util::StreamExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::discovery::Scope;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::Value;
+use tokio::sync::Notify;
 
 use crate::config::ClusterSettings;
 
@@ -34,11 +44,67 @@ pub enum ClusterError {
     },
 }
 
+/// How long a recent write shadows the watch cache at most.
+const OVERLAY_TTL: Duration = Duration::from_secs(10);
+
+/// `(apiVersion, kind, namespace, name)`
+type Key = (String, String, String, String);
+
+/// The reflector store of one watched kind.
+type Cache = Store<DynamicObject>;
+
 /// A connected cluster.
 pub struct ClusterClient {
     pub name: String,
     client: kube::Client,
     kinds: tokio::sync::RwLock<HashMap<(String, String), (ApiResource, bool)>>,
+    /// One reflector per kind (`None`: the kind cannot be watched; read directly).
+    caches: tokio::sync::Mutex<HashMap<(String, String), Option<Cache>>>,
+    /// Tidemark's own recent writes (`None` = deleted), until the watch shows them.
+    recent: std::sync::Mutex<HashMap<Key, (Option<Value>, Instant)>>,
+    events: Arc<Notify>,
+    watches: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for ClusterClient {
+    fn drop(&mut self) {
+        for task in self
+            .watches
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+        {
+            task.abort();
+        }
+    }
+}
+
+fn key_of(obj: &Value) -> Key {
+    let s = |v: &Value| v.as_str().unwrap_or_default().to_owned();
+    (
+        s(&obj["apiVersion"]),
+        s(&obj["kind"]),
+        s(&obj["metadata"]["namespace"]),
+        s(&obj["metadata"]["name"]),
+    )
+}
+
+/// Whether the watch cache already reflects a write Tidemark made.
+fn caught_up(cached: Option<&Value>, written: Option<&Value>) -> bool {
+    let rv = |v: &Value| {
+        v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    match (cached, written) {
+        (None, None) => true,
+        (Some(c), Some(w)) => match (rv(c).parse::<u64>(), rv(w).parse::<u64>()) {
+            (Ok(c), Ok(w)) => c >= w,
+            _ => rv(c) == rv(w),
+        },
+        _ => false,
+    }
 }
 
 fn describe(obj: &Value) -> String {
@@ -90,7 +156,66 @@ impl ClusterClient {
             name: name.to_owned(),
             client,
             kinds: tokio::sync::RwLock::new(HashMap::new()),
+            caches: tokio::sync::Mutex::new(HashMap::new()),
+            recent: std::sync::Mutex::new(HashMap::new()),
+            events: Arc::new(Notify::new()),
+            watches: std::sync::Mutex::new(Vec::new()),
         }
+    }
+
+    /// Signalled on every change the watches see.
+    pub fn events(&self) -> Arc<Notify> {
+        self.events.clone()
+    }
+
+    /// The watch cache of a kind, started on first use (`None` if it cannot be watched).
+    async fn cache(&self, ar: &ApiResource) -> Option<Store<DynamicObject>> {
+        let key = (ar.api_version.clone(), ar.kind.clone());
+        let mut caches = self.caches.lock().await;
+        if let Some(found) = caches.get(&key) {
+            return found.clone();
+        }
+        let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
+        let reader = writer.as_reader();
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
+        let stream = reflector::reflector(
+            writer,
+            watcher::watcher(api, watcher::Config::default()).default_backoff(),
+        );
+        let events = self.events.clone();
+        let cluster = self.name.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            while let Some(event) = stream.next().await {
+                match event {
+                    Ok(_) => events.notify_one(),
+                    Err(e) => tracing::warn!(%cluster, error = %e, "watch failed; retrying"),
+                }
+            }
+        });
+        let ready = tokio::time::timeout(Duration::from_secs(10), reader.wait_until_ready()).await;
+        let cache = match ready {
+            Ok(Ok(())) => {
+                self.watches
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(task);
+                Some(reader)
+            }
+            _ => {
+                task.abort();
+                tracing::warn!(cluster = %self.name, kind = %ar.kind, "cannot watch this kind; reading it directly");
+                None
+            }
+        };
+        caches.insert(key, cache.clone());
+        cache
+    }
+
+    fn remember(&self, obj: &Value, written: Option<Value>) {
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        recent.retain(|_, (_, at)| at.elapsed() < OVERLAY_TTL);
+        recent.insert(key_of(obj), (written, Instant::now()));
     }
 
     /// The served resource for `apiVersion` + `kind`, and whether it is namespaced.
@@ -153,8 +278,36 @@ impl ClusterClient {
         }
     }
 
-    /// The live object named by `obj`'s identity, if it exists.
+    /// The live object named by `obj`'s identity, if it exists: from the watch cache, or — for
+    /// an object Tidemark itself just wrote and the watch has not shown yet — that write.
     pub async fn get(&self, obj: &Value) -> Result<Option<Value>, ClusterError> {
+        let api_version = obj["apiVersion"].as_str().unwrap_or_default();
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let (ar, namespaced) = self.resolve(api_version, kind).await?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let Some(cache) = self.cache(&ar).await else {
+            return self.get_direct(obj).await;
+        };
+        let mut reference = reflector::ObjectRef::<DynamicObject>::new_with(name, ar.clone());
+        if namespaced {
+            reference = reference.within(obj["metadata"]["namespace"].as_str().unwrap_or_default());
+        }
+        let cached = cache
+            .get(&reference)
+            .map(|o| serde_json::to_value(&*o).unwrap_or(Value::Null));
+        let key = key_of(obj);
+        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((written, at)) = recent.get(&key) {
+            if at.elapsed() < OVERLAY_TTL && !caught_up(cached.as_ref(), written.as_ref()) {
+                return Ok(written.clone());
+            }
+            recent.remove(&key);
+        }
+        Ok(cached)
+    }
+
+    /// The live object read straight from the API server.
+    pub async fn get_direct(&self, obj: &Value) -> Result<Option<Value>, ClusterError> {
         let api = self.api_for(obj).await?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
         match api.get_opt(name).await {
@@ -171,7 +324,13 @@ impl ClusterClient {
         let mut params = PatchParams::apply(FIELD_MANAGER).force();
         params.dry_run = dry_run;
         match api.patch(name, &params, &Patch::Apply(obj)).await {
-            Ok(o) => Ok(serde_json::to_value(o).unwrap_or(Value::Null)),
+            Ok(o) => {
+                let applied = serde_json::to_value(o).unwrap_or(Value::Null);
+                if !dry_run {
+                    self.remember(obj, Some(applied.clone()));
+                }
+                Ok(applied)
+            }
             Err(e) => Err(Self::api_error(obj, e)),
         }
     }
@@ -181,7 +340,10 @@ impl ClusterClient {
         let api = self.api_for(obj).await?;
         let name = obj["metadata"]["name"].as_str().unwrap_or_default();
         match api.delete(name, &DeleteParams::background()).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.remember(obj, None);
+                Ok(())
+            }
             Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
             Err(e) => Err(Self::api_error(obj, e)),
         }

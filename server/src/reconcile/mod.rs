@@ -489,6 +489,9 @@ pub async fn reconcile_app(
     })
 }
 
+/// How long the loop lets a burst of changes settle before comparing (well under 1 s).
+const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// `interval` ± 10 %, so many Tidemarks (or many restarts) do not compare in lockstep.
 fn jittered(interval: std::time::Duration) -> std::time::Duration {
     let random = uuid::Uuid::new_v4().as_u128() % 2001; // 0..=2000
@@ -512,7 +515,8 @@ pub fn spawn_loop(
             if !first {
                 tokio::select! {
                     _ = tokio::time::sleep(jittered(interval)) => {}
-                    _ = changed.notified() => {}
+                    // Debounced: a burst of watch events (a rollout) is compared once.
+                    _ = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
                 }
             }
             first = false;

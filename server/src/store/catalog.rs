@@ -83,7 +83,7 @@ impl Store {
         declared: DeclaredCatalog<'_>,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for repo in declared.repositories {
             sqlx::query(
                 "INSERT INTO repositories (name, url, source, created_at, updated_at)

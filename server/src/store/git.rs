@@ -191,7 +191,7 @@ impl Store {
         tip: &str,
         now: Millis,
     ) -> Result<IngestReport, StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let (before, unreachable_before) = history_counts(&mut tx, app).await?;
         if full {
             sqlx::query("UPDATE app_commits SET reachable = 0 WHERE application = $1")
@@ -324,7 +324,7 @@ impl Store {
         objects: usize,
         now: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO snapshots (digest, content, objects, created_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (digest) DO NOTHING",

@@ -176,7 +176,7 @@ impl Store {
         items: &[InventoryItem],
         now: Millis,
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for i in items {
             sqlx::query(
                 "INSERT INTO inventory (application, api_version, kind, namespace, name, applied_at)
@@ -202,7 +202,7 @@ impl Store {
         app: &str,
         items: &[InventoryItem],
     ) -> Result<(), StoreError> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for i in items {
             sqlx::query(
                 "DELETE FROM inventory WHERE application = $1 AND api_version = $2 AND kind = $3

@@ -125,16 +125,7 @@ async fn sync_applies_git_and_compare_reports_drift_then_prune_removes_what_left
     );
 
     // Someone scales by hand: drift on .spec.replicas, with both values.
-    let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(f.kube.clone(), "guestbook");
-    deploys
-        .patch(
-            "web",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"spec": {"replicas": 5}})),
-        )
-        .await
-        .unwrap();
+    scale_by_hand(&f, 5).await;
     let drift = reconcile::compare(&f.store, &f.cluster, &app, &desired, &[])
         .await
         .unwrap();
@@ -287,12 +278,25 @@ async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_in
     )
     .await
     .unwrap();
-    let body: serde_json::Value = server
-        .get("/api/v1/applications/guestbook/diff")
-        .await
-        .json()
-        .await
-        .unwrap();
+    // The server reads through its own watch cache: it converges within moments.
+    let mut body = serde_json::Value::Null;
+    for _ in 0..250 {
+        body = server
+            .get("/api/v1/applications/guestbook/diff")
+            .await
+            .json()
+            .await
+            .unwrap();
+        if body["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["status"] == "Synced")
+        {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     assert!(
         body["resources"]
             .as_array()
@@ -309,14 +313,32 @@ async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_in
     );
 }
 
-async fn scale_by_hand(kube: &kube::Client, replicas: i64) {
+/// Changes the Deployment behind Tidemark's back, then waits until Tidemark's watch cache has
+/// seen it (the cache is eventually consistent, within milliseconds here).
+async fn scale_by_hand(f: &Fixture, replicas: i64) {
     let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(kube.clone(), "guestbook");
+        kube::Api::namespaced(f.kube.clone(), "guestbook");
     let patch = kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}}));
     deploys
         .patch("web", &kube::api::PatchParams::default(), &patch)
         .await
         .unwrap();
+    wait_seen(&f.cluster, |web| {
+        web.is_some_and(|w| w["spec"]["replicas"] == replicas)
+    })
+    .await;
+}
+
+/// Waits until the cluster client's view of Deployment guestbook/web satisfies `ok`.
+async fn wait_seen(cluster: &ClusterClient, ok: impl Fn(Option<&serde_json::Value>) -> bool) {
+    let web = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "guestbook"}});
+    for _ in 0..250 {
+        if ok(cluster.get(&web).await.unwrap().as_ref()) {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    panic!("the watch cache did not catch up");
 }
 
 async fn live_replicas(kube: &kube::Client) -> i32 {
@@ -396,7 +418,7 @@ async fn drift_opens_an_episode_that_closes_when_reverted_in_the_cluster_or_by_a
             .drifting
     );
 
-    scale_by_hand(&f.kube, 5).await;
+    scale_by_hand(&f, 5).await;
     let o = reconcile::reconcile_app(&f.store, &f.cluster, &app)
         .await
         .unwrap();
@@ -409,7 +431,7 @@ async fn drift_opens_an_episode_that_closes_when_reverted_in_the_cluster_or_by_a
     reconcile::reconcile_app(&f.store, &f.cluster, &app)
         .await
         .unwrap();
-    scale_by_hand(&f.kube, 2).await;
+    scale_by_hand(&f, 2).await;
     assert!(
         !reconcile::reconcile_app(&f.store, &f.cluster, &app)
             .await
@@ -417,7 +439,7 @@ async fn drift_opens_an_episode_that_closes_when_reverted_in_the_cluster_or_by_a
             .drifting
     );
 
-    scale_by_hand(&f.kube, 7).await;
+    scale_by_hand(&f, 7).await;
     assert!(
         reconcile::reconcile_app(&f.store, &f.cluster, &app)
             .await
@@ -454,7 +476,7 @@ async fn self_heal_reapplies_git_and_closes_the_episode() {
     reconcile::reconcile_app(&f.store, &f.cluster, &app)
         .await
         .unwrap();
-    scale_by_hand(&f.kube, 9).await;
+    scale_by_hand(&f, 9).await;
     let o = reconcile::reconcile_app(&f.store, &f.cluster, &app)
         .await
         .unwrap();
@@ -481,6 +503,30 @@ async fn a_running_tidemark_deploys_an_auto_application_and_follows_new_commits(
     let server = crate::helpers::TestServer::start(settings).await;
     wait_deployed(&f.store, None).await;
     assert_eq!(live_replicas(&f.kube).await, 2);
+
+    // A change in the cluster is seen by the watch and self-healed at once (the interval is an
+    // hour here, so only the watch event can trigger it).
+    let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(f.kube.clone(), "guestbook");
+    let started = std::time::Instant::now();
+    deploys
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"replicas": 7}})),
+        )
+        .await
+        .unwrap();
+    let mut healed = false;
+    for _ in 0..150 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        if live_replicas(&f.kube).await == 2 {
+            healed = true;
+            break;
+        }
+    }
+    assert!(healed, "not self-healed within 3 s");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
 
     f.repo.write(
         "apps/guestbook/app.yaml",
@@ -514,7 +560,11 @@ async fn wait_deployed(store: &Store, sha: Option<&str>) {
         }
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
-    panic!("guestbook did not reach Synced at {sha:?}");
+    let status = store.app_status("guestbook").await.unwrap();
+    let syncs = store.syncs("guestbook", 5).await.unwrap();
+    let events = store.timeline("guestbook", 20).await.unwrap();
+    let git = store.app_git_state("guestbook").await.unwrap();
+    panic!("guestbook did not reach Synced at {sha:?}: git {git:?} status at {:?} {} syncs, events {events:?}", status.map(|s| (s.target_sha, s.compared_at)), syncs.len());
 }
 
 #[tokio::test]
@@ -625,7 +675,7 @@ async fn the_rest_api_previews_syncs_and_pages_the_timeline() {
     );
     assert!(page["next"].is_null(), "one sync only: {page}");
     // Drift adds a second event, so a page of one has a next page.
-    scale_by_hand(&f.kube, 3).await;
+    scale_by_hand(&f, 3).await;
     reconcile::reconcile_app(&f.store, &f.cluster, &app)
         .await
         .unwrap();
@@ -676,7 +726,7 @@ async fn ignore_rules_keep_hand_scaled_replicas_out_of_drift() {
     )
     .await
     .unwrap();
-    scale_by_hand(&f.kube, 6).await;
+    scale_by_hand(&f, 6).await;
     let o = reconcile::reconcile_app(&f.store, &f.cluster, &app)
         .await
         .unwrap();
