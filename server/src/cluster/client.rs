@@ -61,7 +61,7 @@ pub struct ClusterClient {
     /// One reflector per kind (`None`: the kind cannot be watched; read directly).
     caches: tokio::sync::Mutex<HashMap<(String, String), Option<Cache>>>,
     /// Tidemark's own recent writes (`None` = deleted), until the watch shows them.
-    recent: std::sync::Mutex<HashMap<Key, (Option<Value>, Instant)>>,
+    recent: std::sync::Mutex<HashMap<Key, (Option<String>, Instant)>>,
     events: Arc<Notify>,
     watches: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
@@ -89,20 +89,20 @@ fn key_of(obj: &Value) -> Key {
     )
 }
 
-/// Whether the watch cache already reflects a write Tidemark made.
-fn caught_up(cached: Option<&Value>, written: Option<&Value>) -> bool {
-    let rv = |v: &Value| {
-        v["metadata"]["resourceVersion"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    };
+/// Whether the watch cache already reflects a write Tidemark made (`written`: the
+/// resourceVersion it wrote, `None` for a delete).
+fn caught_up(cached: Option<&Value>, written: Option<&str>) -> bool {
     match (cached, written) {
         (None, None) => true,
-        (Some(c), Some(w)) => match (rv(c).parse::<u64>(), rv(w).parse::<u64>()) {
-            (Ok(c), Ok(w)) => c >= w,
-            _ => rv(c) == rv(w),
-        },
+        (Some(c), Some(w)) => {
+            let c = c["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or_default();
+            match (c.parse::<u64>(), w.parse::<u64>()) {
+                (Ok(c), Ok(w)) => c >= w,
+                _ => c == w,
+            }
+        }
         _ => false,
     }
 }
@@ -180,7 +180,10 @@ impl ClusterClient {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
         let stream = reflector::reflector(
             writer,
-            watcher::watcher(api, watcher::Config::default()).default_backoff(),
+            watcher::watcher(api, watcher::Config::default())
+                .default_backoff()
+                // managedFields are never compared and are most of an object's size.
+                .modify(|o: &mut DynamicObject| o.metadata.managed_fields = None),
         );
         let events = self.events.clone();
         let cluster = self.name.clone();
@@ -212,7 +215,7 @@ impl ClusterClient {
         cache
     }
 
-    fn remember(&self, obj: &Value, written: Option<Value>) {
+    fn remember(&self, obj: &Value, written: Option<String>) {
         let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
         recent.retain(|_, (_, at)| at.elapsed() < OVERLAY_TTL);
         recent.insert(key_of(obj), (written, Instant::now()));
@@ -296,12 +299,25 @@ impl ClusterClient {
             .get(&reference)
             .map(|o| serde_json::to_value(&*o).unwrap_or(Value::Null));
         let key = key_of(obj);
-        let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((written, at)) = recent.get(&key) {
-            if at.elapsed() < OVERLAY_TTL && !caught_up(cached.as_ref(), written.as_ref()) {
-                return Ok(written.clone());
+        let lagging = {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            match recent.get(&key) {
+                Some((written, at))
+                    if at.elapsed() < OVERLAY_TTL
+                        && !caught_up(cached.as_ref(), written.as_deref()) =>
+                {
+                    true
+                }
+                Some(_) => {
+                    recent.remove(&key);
+                    false
+                }
+                None => false,
             }
-            recent.remove(&key);
+        };
+        if lagging {
+            // Tidemark just wrote this object and the watch has not shown it yet: read it fresh.
+            return self.get_direct(obj).await;
         }
         Ok(cached)
     }
@@ -327,7 +343,11 @@ impl ClusterClient {
             Ok(o) => {
                 let applied = serde_json::to_value(o).unwrap_or(Value::Null);
                 if !dry_run {
-                    self.remember(obj, Some(applied.clone()));
+                    let rv = applied["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned();
+                    self.remember(obj, Some(rv));
                 }
                 Ok(applied)
             }

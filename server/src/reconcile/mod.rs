@@ -338,7 +338,7 @@ pub struct Outcome {
 /// One reconcile step for one application: compare its target with the cluster, record health
 /// and drift episodes, and sync when policy says so (`auto`: a new revision; `self_heal`:
 /// drift). Deterministic given the store and the cluster; the loop only schedules it.
-#[tracing::instrument(skip_all, fields(app = %app.name), err)]
+#[tracing::instrument(skip_all, fields(app = %app.name))]
 pub async fn reconcile_app(
     store: &Store,
     cluster: &ClusterClient,
@@ -535,6 +535,7 @@ pub fn spawn_loop(
                 match reconcile_app(&store, cluster, &app).await {
                     Ok(_) | Err(ReconcileError::NotRendered(_)) => {}
                     Err(e) => {
+                        tracing::warn!(app = %app.name, error = %e, "reconcile failed");
                         let status = AppStatus {
                             sync_status: "Unknown".into(),
                             health: "Unknown".into(),
