@@ -71,4 +71,4 @@ CREATE TABLE timeline (
     message      TEXT NOT NULL,
     detail       TEXT NOT NULL DEFAULT '{}'
 );
-CREATE INDEX timeline_page ON timeline (application, id DESC);
+CREATE INDEX timeline_page ON timeline (application, occurred_at DESC, id DESC);

@@ -194,7 +194,7 @@ pub async fn resources(State(state): State<AppState>, Path(name): Path<String>) 
 
 #[derive(Debug, Deserialize)]
 pub struct TimelineQuery {
-    cursor: Option<i64>,
+    cursor: Option<String>,
     limit: Option<u32>,
     /// Comma-separated kinds, e.g. `sync,drift_opened`.
     kinds: Option<String>,
@@ -219,7 +219,7 @@ pub async fn timeline(
             .collect();
         let (items, next) = state
             .store
-            .timeline_page(&name, q.cursor, q.limit.unwrap_or(50), &kinds)
+            .timeline_page(&name, q.cursor.as_deref(), q.limit.unwrap_or(50), &kinds)
             .await
             .map_err(|e| internal_error(&e))?;
         Ok(json!({"items": items, "next": next}))

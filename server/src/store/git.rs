@@ -469,27 +469,34 @@ impl Store {
         Ok(())
     }
 
-    /// A page of an application's timeline, newest first, optionally only some kinds. `cursor`
-    /// is the `next` of the previous page.
+    /// A page of an application's timeline, newest first (by time, then id), optionally only
+    /// some kinds. `cursor` is the `next` of the previous page.
     pub async fn timeline_page(
         &self,
         app: &str,
-        cursor: Option<i64>,
+        cursor: Option<&str>,
         limit: u32,
         kinds: &[String],
-    ) -> Result<(Vec<TimelineEntry>, Option<i64>), StoreError> {
+    ) -> Result<(Vec<TimelineEntry>, Option<String>), StoreError> {
         let limit = i64::from(limit.clamp(1, 500));
+        // Keyset on (occurred_at, id), newest first; the cursor is "<occurred_at>:<id>".
+        let (at, id) = cursor
+            .and_then(|c| c.split_once(':'))
+            .and_then(|(a, i)| Some((a.parse::<i64>().ok()?, i.parse::<i64>().ok()?)))
+            .unwrap_or((i64::MAX, i64::MAX));
         let mut sql = String::from(
-            "SELECT id, kind, occurred_at, message, detail FROM timeline WHERE application = $1 AND id < $2",
+            "SELECT id, kind, occurred_at, message, detail FROM timeline
+             WHERE application = $1 AND (occurred_at < $2 OR (occurred_at = $2 AND id < $3))",
         );
         if !kinds.is_empty() {
-            let list: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 4)).collect();
+            let list: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 5)).collect();
             sql.push_str(&format!(" AND kind IN ({})", list.join(", ")));
         }
-        sql.push_str(" ORDER BY id DESC LIMIT $3");
+        sql.push_str(" ORDER BY occurred_at DESC, id DESC LIMIT $4");
         let mut q = sqlx::query(&sql)
             .bind(app)
-            .bind(cursor.unwrap_or(i64::MAX))
+            .bind(at)
+            .bind(id)
             .bind(limit + 1);
         for k in kinds {
             q = q.bind(k);
@@ -510,7 +517,7 @@ impl Store {
             .collect::<Result<Vec<_>, StoreError>>()?;
         let next = if items.len() as i64 > limit {
             items.truncate(limit as usize);
-            items.last().map(|e| e.id)
+            items.last().map(|e| format!("{}:{}", e.occurred_at, e.id))
         } else {
             None
         };

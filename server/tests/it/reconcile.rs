@@ -687,7 +687,7 @@ async fn the_rest_api_previews_syncs_and_pages_the_timeline() {
         .json()
         .await
         .unwrap();
-    let next = all["next"].as_i64().unwrap();
+    let next = all["next"].as_str().unwrap().to_owned();
     let older: serde_json::Value = client
         .get(url(&format!("/guestbook/timeline?limit=1&cursor={next}")))
         .send()

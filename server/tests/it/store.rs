@@ -285,3 +285,53 @@ async fn at_most_one_drift_episode_is_open_per_application() {
         db.drop_db().await;
     }
 }
+
+#[tokio::test]
+async fn the_timeline_pages_newest_first_by_time_then_id_and_filters_kinds() {
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        let mut settings = db.settings();
+        catalog(&mut settings);
+        store
+            .sync_declared(declared(&settings), 1_000)
+            .await
+            .unwrap();
+        let none = serde_json::json!({});
+        // Inserted out of time order; two events share a timestamp.
+        for (kind, message, at) in [
+            ("sync", "s1", 10),
+            ("drift_opened", "d1", 30),
+            ("sync", "s2", 20),
+            ("sync", "s3", 30),
+        ] {
+            store
+                .add_timeline("guestbook", kind, message, &none, at)
+                .await
+                .unwrap();
+        }
+        let mut seen = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let (page, next) = store
+                .timeline_page("guestbook", cursor.as_deref(), 2, &[])
+                .await
+                .unwrap();
+            seen.extend(page.into_iter().map(|e| e.message));
+            match next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen, ["s3", "d1", "s2", "s1"], "on {}", db.url);
+        let (syncs, _) = store
+            .timeline_page("guestbook", None, 10, &["sync".to_string()])
+            .await
+            .unwrap();
+        assert_eq!(
+            syncs.iter().map(|e| e.message.as_str()).collect::<Vec<_>>(),
+            ["s3", "s2", "s1"]
+        );
+        store.close().await;
+        db.drop_db().await;
+    }
+}
