@@ -44,6 +44,19 @@ async fn history_counts(
     Ok((row.try_get("total")?, row.try_get("unreachable")?))
 }
 
+/// A page from rows fetched with `LIMIT limit + 1`: the first `limit` rows, and the cursor of the
+/// last one when there are more.
+fn keyset_page<T>(
+    mut items: Vec<T>,
+    limit: i64,
+    cursor: impl Fn(&T) -> String,
+) -> (Vec<T>, Option<String>) {
+    let more = items.len() as i64 > limit;
+    items.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next = if more { items.last().map(cursor) } else { None };
+    (items, next)
+}
+
 /// Where an application's Git ingest stands.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AppGitState {
@@ -284,7 +297,7 @@ impl Store {
         .bind(limit + 1)
         .fetch_all(&self.pool)
         .await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(|r| {
                 let parents: String = r.try_get("parents")?;
@@ -302,15 +315,9 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items
-                .last()
-                .map(|c| format!("{}:{}", c.committed_at, c.sha))
-        } else {
-            None
-        };
-        Ok((items, next))
+        Ok(keyset_page(items, limit, |c| {
+            format!("{}:{}", c.committed_at, c.sha)
+        }))
     }
 
     /// Stores a render: the snapshot once per digest, and which revision produced it. Also
@@ -502,7 +509,7 @@ impl Store {
             q = q.bind(k);
         }
         let rows = q.fetch_all(&self.pool).await?;
-        let mut items = rows
+        let items = rows
             .iter()
             .map(|r| {
                 let detail: String = r.try_get("detail")?;
@@ -515,13 +522,9 @@ impl Store {
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;
-        let next = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|e| format!("{}:{}", e.occurred_at, e.id))
-        } else {
-            None
-        };
-        Ok((items, next))
+        Ok(keyset_page(items, limit, |e| {
+            format!("{}:{}", e.occurred_at, e.id)
+        }))
     }
 
     /// The newest timeline events of an application: `(kind, message)`, newest first.
