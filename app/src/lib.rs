@@ -17,7 +17,7 @@ use leptos_router::{
 
 use crate::components::layout::Shell;
 use crate::pages::{
-    applications::ApplicationsPage, approvals::ApprovalsPage, audit::AuditPage,
+    applications::ApplicationsPage, approvals::ApprovalsPage, audit::AuditPage, login::LoginPage,
     not_found::NotFoundPage,
 };
 
@@ -71,6 +71,7 @@ pub fn App() -> impl IntoView {
                     />
                     <Route path=path!("/approvals") view=ApprovalsPage />
                     <Route path=path!("/audit") view=AuditPage />
+                    <Route path=path!("/login") view=LoginPage ssr=SsrMode::Async />
                 </Routes>
             </Shell>
         </Router>

@@ -46,6 +46,129 @@ pub struct Settings {
     pub clusters: Vec<ClusterSettings>,
     #[serde(default)]
     pub applications: Vec<ApplicationSettings>,
+    #[serde(default)]
+    pub auth: AuthSettings,
+}
+
+/// A secret string: never printed by `Debug` or `Display`.
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+/// Sign-in, sessions, throttling and role bindings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Offer the local username/password form (the bootstrap `admin` and other local accounts).
+    pub local_login: bool,
+    /// The bootstrap admin's password (`TIDEMARK__AUTH__ADMIN_PASSWORD`); when unset, one is
+    /// generated at first start and printed once.
+    pub admin_password: Option<Secret>,
+    /// Single sign-on through an OpenID Connect provider.
+    pub oidc: Option<OidcSettings>,
+    /// Who gets which role, by OIDC group or user name, optionally within one project.
+    pub bindings: Vec<RoleBinding>,
+    /// Role of a signed-in person no binding matches (none by default: they see a 403 page).
+    pub default_role: Option<app::model::Role>,
+    /// Sign out after this long without a request (minutes).
+    pub session_idle_minutes: u64,
+    /// Sign out this long after sign-in whatever happens (minutes).
+    pub session_absolute_minutes: u64,
+    /// Failed sign-ins allowed per user name within the window before it is locked.
+    pub max_failures_per_user: u32,
+    /// Failed sign-ins allowed per client address within the window.
+    pub max_failures_per_ip: u32,
+    pub failure_window_minutes: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            local_login: true,
+            admin_password: None,
+            oidc: None,
+            bindings: Vec::new(),
+            default_role: None,
+            session_idle_minutes: 8 * 60,
+            session_absolute_minutes: 24 * 60,
+            max_failures_per_user: 5,
+            max_failures_per_ip: 20,
+            failure_window_minutes: 15,
+        }
+    }
+}
+
+/// An OpenID Connect provider (Dex, Keycloak, Okta, Entra ID, Google, ...).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcSettings {
+    /// The issuer; `{issuer_url}/.well-known/openid-configuration` must answer.
+    pub issuer_url: String,
+    pub client_id: String,
+    /// The client secret (`TIDEMARK__AUTH__OIDC__CLIENT_SECRET`), or
+    pub client_secret: Option<Secret>,
+    /// a file holding it (Kubernetes Secret volume).
+    pub client_secret_file: Option<PathBuf>,
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// ID-token claim holding the person's groups (a list of strings).
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// ID-token claim used as the user name (falls back to `email`, then `sub`).
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// Label of the sign-in button.
+    #[serde(default = "default_sso_label")]
+    pub display_name: String,
+    /// Accepted ID-token signature algorithms (asymmetric only).
+    #[serde(default = "default_algs")]
+    pub allowed_algs: Vec<String>,
+}
+
+fn default_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_username_claim() -> String {
+    "preferred_username".into()
+}
+fn default_sso_label() -> String {
+    "Single sign-on".into()
+}
+fn default_algs() -> Vec<String> {
+    [
+        "RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+/// `group` or `user` gets `role`, everywhere or only in `project`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBinding {
+    pub group: Option<String>,
+    pub user: Option<String>,
+    pub role: app::model::Role,
+    pub project: Option<String>,
 }
 
 /// The HTTP listener and the site's static files.
@@ -409,6 +532,36 @@ impl Settings {
         for (i, app) in self.applications.iter().enumerate() {
             if let Err((field, message)) = app.check(&self.repositories, &self.clusters) {
                 return invalid(format!("applications[{i}].{field}"), message);
+            }
+        }
+        for (i, b) in self.auth.bindings.iter().enumerate() {
+            if b.group.is_some() == b.user.is_some() {
+                return invalid(
+                    format!("auth.bindings[{i}]"),
+                    "a binding names exactly one of group or user".into(),
+                );
+            }
+        }
+        if let Some(oidc) = &self.auth.oidc {
+            if self.server.public_url.is_none() {
+                return invalid(
+                    "server.public_url".into(),
+                    "single sign-on needs the URL people use to reach Tidemark (the callback is {public_url}/auth/oidc/callback)".into(),
+                );
+            }
+            if url::Url::parse(&oidc.issuer_url).is_err() {
+                return invalid(
+                    "auth.oidc.issuer_url".into(),
+                    format!("`{}` is not a URL", oidc.issuer_url),
+                );
+            }
+            for (i, alg) in oidc.allowed_algs.iter().enumerate() {
+                if !default_algs().contains(alg) {
+                    return invalid(
+                        format!("auth.oidc.allowed_algs[{i}]"),
+                        format!("`{alg}` is not an accepted asymmetric algorithm (RS*, PS256, ES256, ES384, EdDSA)"),
+                    );
+                }
             }
         }
         for (i, c) in self.clusters.iter().enumerate() {

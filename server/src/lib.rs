@@ -1,6 +1,7 @@
 //! Tidemark's server: configuration, the store, the HTTP host and (in later modules) the engine
 //! and its adapters. `main.rs` is a thin CLI over [`startup::Application`].
 
+pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;

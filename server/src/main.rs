@@ -41,6 +41,49 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         ready_delay_ms: u64,
     },
+    /// Manage API tokens (`Authorization: Bearer`): shown once, stored hashed.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage local accounts (sign-in with user name and password).
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create a token and print it (the only time it is shown).
+    Create {
+        #[arg(long)]
+        name: String,
+        /// viewer, deployer or admin.
+        #[arg(long)]
+        role: app::model::Role,
+        /// Limit the token to the applications of one project.
+        #[arg(long)]
+        project: Option<String>,
+    },
+    /// Revoke the token of this name.
+    Revoke { name: String },
+    /// List live tokens (names, roles, last use; never the secrets).
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a local account, or reset its password; prints a generated password unless
+    /// --password-stdin is given. Roles come from `[[auth.bindings]]` with `user = NAME`.
+    Add {
+        name: String,
+        #[arg(long)]
+        display_name: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +114,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     match cli.command {
         Command::Serve => {
             let app = Application::build(settings()?).await?;
+            if let Some(pw) = app.generated_admin_password() {
+                println!("Bootstrap admin account created. Sign in as `admin` with this password (shown once):");
+                println!("    {pw}");
+                println!("(Set TIDEMARK__AUTH__ADMIN_PASSWORD to choose or reset it.)");
+            }
             println!("Tidemark is listening on {}", app.public_url());
             app.run_until_stopped(shutdown_signal()).await?;
             println!("Tidemark stopped.");
@@ -81,6 +129,22 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             store.migrate().await?;
             store.close().await;
             println!("Database {} is up to date.", settings.database.url);
+        }
+        Command::Token { command } => {
+            let settings = settings()?;
+            let store = Store::connect(&settings.database).await?;
+            store.migrate().await?;
+            let result = token_command(&store, command).await;
+            store.close().await;
+            result?;
+        }
+        Command::User { command } => {
+            let settings = settings()?;
+            let store = Store::connect(&settings.database).await?;
+            store.migrate().await?;
+            let result = user_command(&store, command).await;
+            store.close().await;
+            result?;
         }
         Command::Sandbox {
             listen,
@@ -97,6 +161,128 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("Sandbox cluster listening on http://{listen}");
             println!("Try: kubectl --server=http://{listen} get namespaces");
             sandbox.serve(listener, shutdown_signal()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// An audit row for something done on the command line (by whoever can run the binary).
+fn cli_audit(action: &str, target: &str, details: serde_json::Value) -> server::store::AuditEvent {
+    let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
+    server::store::AuditEvent {
+        at: server::clock::now(),
+        actor_id: format!("cli:{who}"),
+        actor_name: who,
+        auth_method: "cli".into(),
+        action: action.into(),
+        target: target.into(),
+        details,
+        source_ip: "local".into(),
+        outcome: "success".into(),
+    }
+}
+
+async fn token_command(
+    store: &Store,
+    command: TokenCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use server::auth::tokens;
+    let now = server::clock::now();
+    match command {
+        TokenCommand::Create {
+            name,
+            role,
+            project,
+        } => {
+            let secret = tokens::create(store, &name, role, project.as_deref(), now).await?;
+            store
+                .audit(&cli_audit(
+                    "token_create",
+                    &format!("token:{name}"),
+                    serde_json::json!({"role": role.as_str(), "project": project}),
+                ))
+                .await?;
+            eprintln!(
+                "Token `{name}` ({}) created. It is shown once; store it now:",
+                role.as_str()
+            );
+            println!("{secret}");
+        }
+        TokenCommand::Revoke { name } => {
+            tokens::revoke(store, &name, now).await?;
+            store
+                .audit(&cli_audit(
+                    "token_revoke",
+                    &format!("token:{name}"),
+                    serde_json::json!({}),
+                ))
+                .await?;
+            println!("Token `{name}` revoked.");
+        }
+        TokenCommand::List => {
+            for t in store.tokens().await? {
+                println!(
+                    "{}\t{}\t{}\tlast used {}",
+                    t.name,
+                    t.role,
+                    t.project.as_deref().unwrap_or("*"),
+                    t.last_used_at
+                        .map(server::clock::rfc3339)
+                        .unwrap_or_else(|| "never".into())
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn user_command(
+    store: &Store,
+    command: UserCommand,
+) -> Result<(), Box<dyn std::error::Error>> {
+    use server::auth::local;
+    match command {
+        UserCommand::Add {
+            name,
+            display_name,
+            password_stdin,
+        } => {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                return Err(
+                    format!("user name `{name}` must be letters, digits, `-`, `_` or `.`").into(),
+                );
+            }
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+            } else {
+                (local::generate_password(), true)
+            };
+            if password.len() < 8 {
+                return Err("the password needs at least 8 characters".into());
+            }
+            let hash = local::hash_password(&password).await?;
+            let display = display_name.unwrap_or_else(|| name.clone());
+            store
+                .upsert_local_user(&name, &display, &hash, server::clock::now())
+                .await?;
+            store
+                .audit(&cli_audit(
+                    "user_add",
+                    &format!("user:{name}"),
+                    serde_json::json!({}),
+                ))
+                .await?;
+            if generated {
+                println!("Local account `{name}` ready. Password (shown once): {password}");
+            } else {
+                println!("Local account `{name}` ready.");
+            }
         }
     }
     Ok(())

@@ -8,7 +8,7 @@ pub mod ports;
 
 use leptos::prelude::*;
 
-use crate::model::{AppError, AppSummary};
+use crate::model::{AppError, AppSummary, SignInOptions, Viewer};
 
 /// All applications Tidemark manages, sorted by name.
 #[server(prefix = "/_fn", endpoint = "list_applications")]
@@ -17,4 +17,16 @@ pub async fn list_applications() -> Result<Vec<AppSummary>, AppError> {
         .catalog
         .list_applications()
         .await
+}
+
+/// The signed-in person (`None` when anonymous): the user menu.
+#[server(prefix = "/_fn", endpoint = "whoami")]
+pub async fn whoami() -> Result<Option<Viewer>, AppError> {
+    Ok(ports::Ports::from_context()?.identity.current())
+}
+
+/// What the sign-in page offers (single sign-on button, local form).
+#[server(prefix = "/_fn", endpoint = "login_options")]
+pub async fn login_options() -> Result<SignInOptions, AppError> {
+    Ok(ports::Ports::from_context()?.identity.sign_in_options())
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::model::{AppError, AppSummary};
+use crate::model::{AppError, AppSummary, SignInOptions, Viewer};
 
 /// Read access to the applications Tidemark knows about.
 #[async_trait]
@@ -13,10 +13,19 @@ pub trait Catalog: Send + Sync + 'static {
     async fn list_applications(&self) -> Result<Vec<AppSummary>, AppError>;
 }
 
+/// Who is asking, and how people can sign in.
+pub trait Identity: Send + Sync + 'static {
+    /// The signed-in person of the current request (`None`: anonymous).
+    fn current(&self) -> Option<Viewer>;
+    /// What the sign-in page offers.
+    fn sign_in_options(&self) -> SignInOptions;
+}
+
 /// The set of ports the server provides to every SSR render and server function call.
 #[derive(Clone)]
 pub struct Ports {
     pub catalog: Arc<dyn Catalog>,
+    pub identity: Arc<dyn Identity>,
 }
 
 impl Ports {

@@ -3,6 +3,8 @@
 use leptos::prelude::*;
 use leptos_router::components::A;
 
+use crate::api::whoami;
+
 /// Header with the product name and navigation, then the page in `<main>`.
 #[component]
 pub fn Shell(children: Children) -> impl IntoView {
@@ -20,7 +22,38 @@ pub fn Shell(children: Children) -> impl IntoView {
                     <li><A href="/audit">"Audit"</A></li>
                 </ul>
             </nav>
+            <UserMenu />
         </header>
         <main id="main" tabindex="-1">{children()}</main>
+    }
+}
+
+/// Who is signed in, with which role, and a sign-out button (a plain form post).
+#[component]
+fn UserMenu() -> impl IntoView {
+    let me = Resource::new(|| (), |_| whoami());
+    view! {
+        <div class="usermenu">
+            <Suspense fallback=|| ()>
+                {move || Suspend::new(async move {
+                    match me.await.ok().flatten() {
+                        Some(v) => {
+                            let role = v.role.map_or("no role", |r| r.as_str());
+                            view! {
+                                <span class="who" id="whoami" title=format!("{} ({})", v.username, v.method)>
+                                    {v.display_name}
+                                </span>
+                                <span class="badge role" id="role">{role}</span>
+                                <form method="post" action="/auth/logout" class="inline">
+                                    <button type="submit" class="link">"Sign out"</button>
+                                </form>
+                            }
+                                .into_any()
+                        }
+                        None => view! { <a href="/login" class="signin-link">"Sign in"</a> }.into_any(),
+                    }
+                })}
+            </Suspense>
+        </div>
     }
 }

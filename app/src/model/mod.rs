@@ -40,6 +40,63 @@ impl std::str::FromStr for SyncPolicy {
     }
 }
 
+/// What a person may do. Ordered: each role can do everything the ones before it can.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Sees applications, timelines, diffs and the audit ledger.
+    Viewer,
+    /// Also syncs, refreshes, approves, rejects, rolls back, pins and unpins.
+    Deployer,
+    /// Also manages applications, API tokens and settings.
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Deployer => "deployer",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Role::Viewer),
+            "deployer" => Ok(Role::Deployer),
+            "admin" => Ok(Role::Admin),
+            other => Err(format!(
+                "unknown role `{other}` (expected viewer, deployer or admin)"
+            )),
+        }
+    }
+}
+
+/// The signed-in person as the pages show them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Viewer {
+    pub username: String,
+    pub display_name: String,
+    /// `local`, `oidc` or `token`.
+    pub method: String,
+    /// The highest role this person holds anywhere (`None`: signed in without a role).
+    pub role: Option<Role>,
+}
+
+/// How the sign-in page should look.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignInOptions {
+    /// Label of the single sign-on button, when OIDC is configured.
+    pub sso: Option<String>,
+    /// Whether the local username/password form is offered.
+    pub local: bool,
+}
+
 /// One row of the Applications list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSummary {

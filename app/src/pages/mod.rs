@@ -3,4 +3,5 @@
 pub mod applications;
 pub mod approvals;
 pub mod audit;
+pub mod login;
 pub mod not_found;

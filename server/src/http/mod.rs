@@ -1,5 +1,6 @@
 //! Router assembly: Leptos pages and server functions, health, readiness and metrics.
 
+mod auth;
 mod ports;
 mod rest;
 pub mod webhooks;
@@ -9,7 +10,6 @@ use std::time::{Duration, Instant};
 
 use axum::extract::DefaultBodyLimit;
 use axum::extract::{FromRef, MatchedPath, Request, State};
-use axum::http::HeaderMap;
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -54,6 +54,10 @@ pub fn router(state: AppState) -> Router {
     };
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/auth/login", post(auth::login))
+        .route("/auth/logout", post(auth::logout))
+        .route("/auth/oidc/start", get(auth::oidc_start))
+        .route("/auth/oidc/callback", get(auth::oidc_callback))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route(
@@ -84,6 +88,15 @@ pub fn router(state: AppState) -> Router {
             AppState,
             _,
         >(context, app::shell))
+        // Inner to outer: the guard sees the session, metrics see every answer.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::guard::guard,
+        ))
+        .layer(crate::auth::sessions::layer(
+            state.store.clone(),
+            &state.settings,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             track_requests,
@@ -135,24 +148,4 @@ async fn track_requests(State(metrics): State<Arc<Metrics>>, req: Request, next:
         started.elapsed(),
     );
     response
-}
-
-/// Whether a state-changing request comes from this site: its `Origin` (or, without one,
-/// `Sec-Fetch-Site`) must be ours. Requests with neither header come from non-browser clients.
-pub fn same_origin(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
-    let get = |name: header::HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    match get(header::ORIGIN) {
-        Some(origin) => match public_origin {
-            Some(ours) => origin.eq_ignore_ascii_case(ours),
-            None => get(header::HOST).is_some_and(|host| {
-                origin
-                    .split_once("://")
-                    .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(host))
-            }),
-        },
-        None => headers
-            .get("sec-fetch-site")
-            .and_then(|v| v.to_str().ok())
-            .is_none_or(|site| site == "same-origin" || site == "none"),
-    }
 }

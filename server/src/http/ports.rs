@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use app::api::ports::{Catalog, Ports};
-use app::model::{AppError, AppSummary};
+use app::api::ports::{Catalog, Identity, Ports};
+use app::model::{AppError, AppSummary, SignInOptions, Viewer};
 use async_trait::async_trait;
 
 use super::AppState;
@@ -13,6 +13,27 @@ use crate::store::{Store, StoreError};
 pub fn ports(state: &AppState) -> Ports {
     Ports {
         catalog: Arc::new(StoreCatalog(state.store.clone())),
+        identity: Arc::new(RequestIdentity(state.settings.clone())),
+    }
+}
+
+/// Reads the principal the guard attached to the current request.
+struct RequestIdentity(Arc<crate::config::Settings>);
+
+impl Identity for RequestIdentity {
+    fn current(&self) -> Option<Viewer> {
+        let parts = leptos::prelude::use_context::<axum::http::request::Parts>()?;
+        parts
+            .extensions
+            .get::<crate::auth::Principal>()
+            .map(|p| p.view(&self.0.auth))
+    }
+
+    fn sign_in_options(&self) -> SignInOptions {
+        SignInOptions {
+            sso: self.0.auth.oidc.as_ref().map(|o| o.display_name.clone()),
+            local: self.0.auth.local_login,
+        }
     }
 }
 

@@ -1,18 +1,18 @@
 //! REST API v1: applications, their status, resources, diff, timeline and commits (keyset-paged),
-//! refresh and sync. Every handler is a plain function of the state so that one guard (the
-//! identity issue) can wrap the router.
-//!
-//! Until sign-in exists (identity issue) these endpoints are open; refresh only schedules a
-//! fetch, and it is refused when the request carries a foreign `Origin`.
+//! refresh and sync. Every handler is a plain function of the state; the guard
+//! (`auth::guard`) has already checked the caller's role and the request's Origin, and attaches
+//! the caller as a `Principal` extension.
 
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{internal_error, AppState};
+use crate::auth::Principal;
 use crate::clock;
 use app::model::AppError;
 
@@ -53,14 +53,7 @@ pub async fn commits(
 }
 
 /// `POST /api/v1/applications/{name}/refresh`: fetch the application's repository now.
-pub async fn refresh(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-    Path(name): Path<String>,
-) -> Response {
-    if !super::same_origin(&headers, state.public_origin.as_deref()) {
-        return AppError::Forbidden("cross-origin request refused".into()).into_response();
-    }
+pub async fn refresh(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let source = match state.store.app_source(&name).await {
         Ok(Some(s)) => s,
         Ok(None) => return AppError::NotFound(format!("application {name}")).into_response(),
@@ -239,13 +232,10 @@ pub struct SyncBody {
 /// shows, nothing applied).
 pub async fn sync(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
     body: Option<Json<SyncBody>>,
 ) -> Response {
-    if !super::same_origin(&headers, state.public_origin.as_deref()) {
-        return AppError::Forbidden("cross-origin request refused".into()).into_response();
-    }
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let result = async {
         let source = source_of(&state, &name).await?;
@@ -266,7 +256,7 @@ pub async fn sync(
             return Ok(json!({"dry_run": true, "revision": revision, "digest": digest, "resources": resources}));
         }
         let (id, status, results) = crate::reconcile::sync(
-            &state.store, &cluster, &source, &revision, &digest, &desired, source.prune, "manual", "api",
+            &state.store, &cluster, &source, &revision, &digest, &desired, source.prune, "manual", &principal.id,
         )
         .await
         .map_err(reconcile_err)?;
@@ -280,13 +270,9 @@ pub async fn sync(
 /// applications owned by the API; those declared in `tidemark.toml` are read-only here.
 async fn save_application(
     state: &AppState,
-    headers: &HeaderMap,
     app: crate::config::ApplicationSettings,
     create: bool,
 ) -> Response {
-    if !super::same_origin(headers, state.public_origin.as_deref()) {
-        return AppError::Forbidden("cross-origin request refused".into()).into_response();
-    }
     if let Err((field, message)) = app.check(&state.settings.repositories, &state.settings.clusters)
     {
         return AppError::BadRequest(format!("{field}: {message}")).into_response();
@@ -352,16 +338,14 @@ async fn save_application(
 /// `POST /api/v1/applications`
 pub async fn create_application(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Json(app): Json<crate::config::ApplicationSettings>,
 ) -> Response {
-    save_application(&state, &headers, app, true).await
+    save_application(&state, app, true).await
 }
 
 /// `PUT /api/v1/applications/{name}`
 pub async fn update_application(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
     Json(app): Json<crate::config::ApplicationSettings>,
 ) -> Response {
@@ -369,5 +353,5 @@ pub async fn update_application(
         return AppError::BadRequest(format!("the body names `{}`, the URL `{name}`", app.name))
             .into_response();
     }
-    save_application(&state, &headers, app, false).await
+    save_application(&state, app, false).await
 }

@@ -24,6 +24,16 @@ pub enum AppOrigin {
 
 impl Store {
     /// Where an active application comes from, if it exists.
+    /// The project of an active application (`None`: no such application).
+    pub async fn application_project(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT project FROM applications WHERE name = $1 AND retired_at IS NULL",
+        )
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     pub async fn app_origin(&self, name: &str) -> Result<Option<AppOrigin>, StoreError> {
         let source: Option<String> = sqlx::query_scalar(
             "SELECT source FROM applications WHERE name = $1 AND retired_at IS NULL",

@@ -5,6 +5,7 @@
 
 mod catalog;
 mod git;
+mod identity;
 mod status;
 mod syncs;
 
@@ -19,6 +20,7 @@ use crate::config::{DatabaseSettings, DatabaseUrl};
 
 pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit, TimelineEntry};
+pub use identity::{audit_hash, AuditEvent, TokenRecord, UserRecord, AUDIT_GENESIS};
 pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};
 

@@ -6,6 +6,9 @@ use server::config::{
 use server::startup::Application;
 use server::store::Store;
 
+/// The bootstrap admin's password in every test's settings.
+pub const ADMIN_PASSWORD: &str = "test-admin-password";
+
 /// PostgreSQL used by the tests; override with `TIDEMARK_TEST_POSTGRES_URL`.
 pub fn postgres_admin_url() -> String {
     std::env::var("TIDEMARK_TEST_POSTGRES_URL")
@@ -68,6 +71,7 @@ impl TestDb {
         let mut s = Settings::load(None, Vec::new()).unwrap();
         s.database.url = DatabaseUrl::new(&self.url);
         s.server.listen = "127.0.0.1:0".parse().unwrap();
+        s.auth.admin_password = Some(server::config::Secret::new(ADMIN_PASSWORD));
         s
     }
 
@@ -124,23 +128,81 @@ pub fn catalog(settings: &mut Settings) {
 /// A running Tidemark on a free port; stops when dropped.
 pub struct TestServer {
     pub base: String,
+    /// Sends an admin API token with every request.
     pub client: reqwest::Client,
+    /// Sends no credentials.
+    pub anonymous: reqwest::Client,
+    pub store: Store,
+    pub db_url: String,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// A client that sends `Authorization: Bearer {token}`.
+pub fn bearer_client(token: &str) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    reqwest::Client::builder()
+        .default_headers(headers)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
 }
 
 impl TestServer {
     pub async fn start(settings: Settings) -> Self {
+        let store = Store::connect(&settings.database).await.unwrap();
+        let db_url = settings.database.url.expose().to_owned();
         let app = Application::build(settings).await.unwrap();
         let base = format!("http://{}", app.local_addr());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(app.run_until_stopped(async {
             let _ = rx.await;
         }));
-        Self {
+        let mut server = Self {
             base,
             client: reqwest::Client::new(),
+            anonymous: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            store,
+            db_url,
             stop: Some(tx),
-        }
+        };
+        let token = server.token(app::model::Role::Admin, None).await;
+        server.client = bearer_client(&token);
+        server
+    }
+
+    /// A new API token with this role (and project).
+    pub async fn token(&self, role: app::model::Role, project: Option<&str>) -> String {
+        let name = format!("t-{}", uuid::Uuid::new_v4().simple());
+        server::auth::tokens::create(&self.store, &name, role, project, server::clock::now())
+            .await
+            .unwrap()
+    }
+
+    /// A browser-like client (cookie jar, no redirects followed) signed in with the local form.
+    pub async fn browser_signed_in(&self, username: &str, password: &str) -> reqwest::Client {
+        let client = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let resp = client
+            .post(format!("{}/auth/login", self.base))
+            .header("origin", &self.base)
+            .form(&[("username", username), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 303);
+        let to = resp.headers()["location"].to_str().unwrap().to_owned();
+        assert!(!to.contains("error="), "sign-in as {username} failed: {to}");
+        client
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {

@@ -535,7 +535,8 @@ async fn a_running_tidemark_deploys_an_auto_application_and_follows_new_commits(
     let sha = f.repo.commit("scale to 4");
     // The server's own poller runs hourly here; a refresh through the API triggers it, and
     // the new render wakes the reconciler.
-    let refresh = reqwest::Client::new()
+    let refresh = server
+        .client
         .post(format!(
             "{}/api/v1/applications/guestbook/refresh",
             server.base
@@ -572,7 +573,7 @@ async fn the_rest_api_previews_syncs_and_pages_the_timeline() {
     let f = fixture().await;
     let server = crate::helpers::TestServer::start(f.settings.clone()).await;
     let url = |p: &str| format!("{}/api/v1/applications{p}", server.base);
-    let client = reqwest::Client::new();
+    let client = server.client.clone();
 
     let list: serde_json::Value = client
         .get(url(""))
@@ -750,9 +751,14 @@ impl Process {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        std::io::BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        while !line.starts_with("Tidemark is listening") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "tidemark exited before listening"
+            );
+        }
         let base = line.trim().rsplit(' ').next().unwrap().to_owned();
         assert!(base.starts_with("http://"), "{line}");
         Self { child, base }
@@ -795,8 +801,27 @@ async fn a_sync_cut_short_by_a_killed_process_is_closed_once_as_interrupted_afte
     )
     .unwrap();
 
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--role",
+            "deployer",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let client = crate::helpers::bearer_client(&token);
     let first = Process::start(&config);
-    let client = reqwest::Client::new();
     // Wait for the first render, then start a sync and kill the process while it runs.
     for _ in 0..200 {
         let r = client
@@ -810,8 +835,9 @@ async fn a_sync_cut_short_by_a_killed_process_is_closed_once_as_interrupted_afte
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let url = format!("{}/api/v1/applications/guestbook/sync", first.base);
+    let sync_client = client.clone();
     tokio::spawn(async move {
-        let _ = reqwest::Client::new().post(url).send().await;
+        let _ = sync_client.post(url).send().await;
     });
     let cms: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
         kube::Api::namespaced(c.client.clone(), "guestbook");
@@ -879,7 +905,7 @@ async fn a_sync_cut_short_by_a_killed_process_is_closed_once_as_interrupted_afte
 async fn applications_can_be_created_and_edited_through_the_api_but_config_ones_are_read_only() {
     let f = fixture().await;
     let server = crate::helpers::TestServer::start(f.settings.clone()).await;
-    let client = reqwest::Client::new();
+    let client = server.client.clone();
     let url = format!("{}/api/v1/applications", server.base);
     let send = |method: reqwest::Method, path: &str, body: &serde_json::Value| {
         let req = client.request(method, format!("{url}{path}")).json(body);

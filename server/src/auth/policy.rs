@@ -1,0 +1,171 @@
+//! The one table of what each route needs. Anything not listed here needs `viewer` to read and
+//! `admin` to change (deny by default).
+
+use app::model::Role;
+use axum::http::Method;
+
+/// What a request may need before it reaches its handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Static files: no identity work at all.
+    Asset,
+    /// Anyone; the principal is still attached when there is one (sign-in page, user menu).
+    /// Webhooks are public here and check their own signatures.
+    Public,
+    /// The action's role, within the application's project when the route names one.
+    Act(Action),
+}
+
+/// Things people do, each needing a role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    View,
+    Refresh,
+    Sync,
+    Approve,
+    Reject,
+    Rollback,
+    Pin,
+    Unpin,
+    ManageApplications,
+    ManageTokens,
+    ManageSettings,
+}
+
+impl Action {
+    pub fn role(self) -> Role {
+        match self {
+            Action::View => Role::Viewer,
+            Action::Refresh
+            | Action::Sync
+            | Action::Approve
+            | Action::Reject
+            | Action::Rollback
+            | Action::Pin
+            | Action::Unpin => Role::Deployer,
+            Action::ManageApplications | Action::ManageTokens | Action::ManageSettings => {
+                Role::Admin
+            }
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::View => "view",
+            Action::Refresh => "refresh",
+            Action::Sync => "sync",
+            Action::Approve => "approve",
+            Action::Reject => "reject",
+            Action::Rollback => "rollback",
+            Action::Pin => "pin",
+            Action::Unpin => "unpin",
+            Action::ManageApplications => "manage_applications",
+            Action::ManageTokens => "manage_tokens",
+            Action::ManageSettings => "manage_settings",
+        }
+    }
+}
+
+/// Every route with a rule other than the defaults, by method and axum route pattern (or
+/// server-function path).
+const TABLE: &[(&str, &str, Rule)] = &[
+    ("GET", "/healthz", Rule::Public),
+    ("GET", "/readyz", Rule::Public),
+    ("GET", "/metrics", Rule::Public),
+    ("GET", "/login", Rule::Public),
+    ("POST", "/auth/login", Rule::Public),
+    ("POST", "/auth/logout", Rule::Public),
+    ("GET", "/auth/oidc/start", Rule::Public),
+    ("GET", "/auth/oidc/callback", Rule::Public),
+    ("POST", "/_fn/whoami", Rule::Public),
+    ("POST", "/_fn/login_options", Rule::Public),
+    ("POST", "/_fn/list_applications", Rule::Act(Action::View)),
+    ("POST", "/api/v1/webhooks/{provider}", Rule::Public),
+    (
+        "POST",
+        "/api/v1/applications",
+        Rule::Act(Action::ManageApplications),
+    ),
+    (
+        "PUT",
+        "/api/v1/applications/{name}",
+        Rule::Act(Action::ManageApplications),
+    ),
+    (
+        "POST",
+        "/api/v1/applications/{name}/sync",
+        Rule::Act(Action::Sync),
+    ),
+    (
+        "POST",
+        "/api/v1/applications/{name}/refresh",
+        Rule::Act(Action::Refresh),
+    ),
+];
+
+/// The rule for a request. `pattern` is axum's matched route, `None` for the fallback (static
+/// files and the not-found page).
+pub fn rule(method: &Method, pattern: Option<&str>, path: &str) -> Rule {
+    let Some(pattern) = pattern else {
+        return Rule::Asset;
+    };
+    // Server functions are mounted per function; match them by their path.
+    let key = if path.starts_with("/_fn/") {
+        path
+    } else {
+        pattern
+    };
+    if let Some((_, _, rule)) = TABLE
+        .iter()
+        .find(|(m, p, _)| *m == method.as_str() && *p == key)
+    {
+        return *rule;
+    }
+    if method == Method::GET || method == Method::HEAD {
+        Rule::Act(Action::View)
+    } else {
+        Rule::Act(Action::ManageSettings)
+    }
+}
+
+/// Every mutating route the table knows, for tests that walk them all.
+pub fn mutating_routes() -> impl Iterator<Item = (&'static str, &'static str, Action)> {
+    TABLE.iter().filter_map(|(m, p, r)| match r {
+        Rule::Act(a) if *m != "GET" && *a != Action::View => Some((*m, *p, *a)),
+        _ => None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_routes_need_viewer_to_read_and_admin_to_change() {
+        assert_eq!(
+            rule(&Method::GET, Some("/approvals"), "/approvals"),
+            Rule::Act(Action::View)
+        );
+        assert_eq!(
+            rule(
+                &Method::DELETE,
+                Some("/api/v1/applications/{name}"),
+                "/api/v1/applications/x"
+            ),
+            Rule::Act(Action::ManageSettings)
+        );
+        assert_eq!(
+            rule(&Method::POST, Some("/_fn/{*rest}"), "/_fn/some_new_fn"),
+            Rule::Act(Action::ManageSettings)
+        );
+        assert_eq!(rule(&Method::GET, None, "/pkg/tidemark.js"), Rule::Asset);
+        assert_eq!(
+            rule(
+                &Method::POST,
+                Some("/api/v1/applications/{name}/sync"),
+                "/x"
+            ),
+            Rule::Act(Action::Sync)
+        );
+    }
+}

@@ -1,0 +1,875 @@
+//! Identity and access end to end: local sign-in and sessions, throttling across restarts, API
+//! tokens, the RBAC matrix, the CSRF guard, and OpenID Connect against a real provider process
+//! (oauth2-mock-server from npm, spoiling tokens on request for the negative suite).
+
+use app::model::Role;
+use reqwest::Client;
+use serde_json::{json, Value};
+use server::auth::policy::{self, Action};
+use server::config::{OidcSettings, RoleBinding, Settings};
+
+use crate::helpers::{bearer_client, catalog, TestDb, TestServer, ADMIN_PASSWORD};
+
+fn location(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+fn browser() -> Client {
+    Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+/// Direct SQL on a test's SQLite database (what the store deliberately does not offer).
+async fn sql(server: &TestServer) -> sqlx::SqlitePool {
+    sqlx::SqlitePool::connect(&server.db_url).await.unwrap()
+}
+
+/// (actor_id, auth_method, outcome) of every audit row of `action`, in sequence order.
+async fn audit_rows(server: &TestServer, action: &str) -> Vec<(String, String, String)> {
+    sqlx::query_as(
+        "SELECT actor_id, auth_method, outcome FROM audit_log WHERE action = ? ORDER BY seq",
+    )
+    .bind(action)
+    .fetch_all(&sql(server).await)
+    .await
+    .unwrap()
+}
+
+async fn session_ids(server: &TestServer) -> Vec<String> {
+    sqlx::query_scalar("SELECT id FROM sessions ORDER BY id")
+        .fetch_all(&sql(server).await)
+        .await
+        .unwrap()
+}
+
+async fn local_user(server: &TestServer, name: &str, password: &str) {
+    let hash = server::auth::local::hash_password(password).await.unwrap();
+    server
+        .store
+        .upsert_local_user(name, name, &hash, server::clock::now())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn people_sign_in_with_the_local_form_get_a_hardened_session_and_sign_out() {
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    catalog(&mut settings);
+    let server = TestServer::start(settings).await;
+
+    // Anonymous: pages send people to the sign-in page, APIs answer 401.
+    let page = server
+        .anonymous
+        .get(format!("{}/applications?q=web", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status(), 303);
+    assert_eq!(location(&page), "/login?next=%2Fapplications%3Fq%3Dweb");
+    let api = server
+        .anonymous
+        .get(format!("{}/api/v1/applications", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status(), 401);
+    assert_eq!(api.headers()["www-authenticate"], "Bearer");
+    let login = server
+        .anonymous
+        .get(format!("{}/login", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 200);
+    let html = login.text().await.unwrap();
+    assert!(
+        html.contains("Sign in to Tidemark") && html.contains(r#"name="password""#),
+        "{html}"
+    );
+    assert!(
+        !html.contains("Sign in with"),
+        "no SSO button without [auth.oidc]"
+    );
+
+    // Sign in: a new session cookie, HttpOnly and SameSite=Lax, then the page the person wanted.
+    let client = browser();
+    let resp = client
+        .post(format!("{}/auth/login", server.base))
+        .header("origin", &server.base)
+        .form(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "/approvals"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303);
+    assert_eq!(location(&resp), "/approvals");
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.starts_with("tidemark_session="), "{cookie}");
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "plain http public URL: no Secure flag"
+    );
+    let html = client
+        .get(format!("{}/applications", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(r#"id="whoami""#) && html.contains("Administrator"),
+        "{html}"
+    );
+    assert!(html.contains(">admin</span>"), "role badge: {html}");
+
+    // An open redirect is not possible through `next`.
+    let evil = browser()
+        .post(format!("{}/auth/login", server.base))
+        .header("origin", &server.base)
+        .form(&[
+            ("username", "admin"),
+            ("password", ADMIN_PASSWORD),
+            ("next", "//evil.example/x"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&evil), "/applications");
+
+    // Sign out needs this site's Origin, ends the session and is audited.
+    let foreign = client
+        .post(format!("{}/auth/logout", server.base))
+        .header("origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 403);
+    assert_eq!(
+        client
+            .get(format!("{}/applications", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let out = client
+        .post(format!("{}/auth/logout", server.base))
+        .header("origin", &server.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (out.status().as_u16(), location(&out)),
+        (303, "/login?signed_out=1".into())
+    );
+    assert_eq!(
+        client
+            .get(format!("{}/applications", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        303
+    );
+    let signed_out = client
+        .get(format!("{}/login?signed_out=1", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(signed_out.contains("You are signed out."));
+
+    let sign_ins = audit_rows(&server, "sign_in").await;
+    assert_eq!(sign_ins.len(), 2, "{sign_ins:?}");
+    assert!(sign_ins
+        .iter()
+        .all(|(actor, method, outcome)| actor == "local:admin"
+            && method == "local"
+            && outcome == "success"));
+    assert_eq!(audit_rows(&server, "sign_out").await.len(), 1);
+}
+
+#[tokio::test]
+async fn sessions_end_after_the_idle_and_absolute_timeouts() {
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    settings.auth.session_absolute_minutes = 1;
+    let server = TestServer::start(settings).await;
+    let client = server.browser_signed_in("admin", ADMIN_PASSWORD).await;
+    assert_eq!(
+        client
+            .get(format!("{}/approvals", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Age the stored sign-in by two minutes: past the absolute timeout.
+    sqlx::query(
+        "UPDATE sessions SET data = json_set(data, '$.signed_in.login_at',
+             json_extract(data, '$.signed_in.login_at') - 120000)",
+    )
+    .execute(&sql(&server).await)
+    .await
+    .unwrap();
+    let resp = client
+        .get(format!("{}/approvals", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 303, "an expired session is signed out");
+}
+
+#[tokio::test]
+async fn failed_sign_ins_are_throttled_per_user_and_per_address_across_restarts() {
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    settings.auth.max_failures_per_user = 3;
+    settings.auth.max_failures_per_ip = 6;
+    let try_sign_in = |base: String, user: &'static str, password: &'static str| async move {
+        let resp = browser()
+            .post(format!("{base}/auth/login"))
+            .header("origin", &base)
+            .form(&[("username", user), ("password", password)])
+            .send()
+            .await
+            .unwrap();
+        location(&resp)
+    };
+    {
+        let server = TestServer::start(settings.clone()).await;
+        for _ in 0..3 {
+            let to = try_sign_in(server.base.clone(), "admin", "guess").await;
+            assert_eq!(to, "/login?error=bad_credentials");
+        }
+        // The right password no longer helps while the account is locked.
+        let to = try_sign_in(server.base.clone(), "admin", ADMIN_PASSWORD).await;
+        assert!(to.starts_with("/login?error=throttled&retry="), "{to}");
+        let page = browser()
+            .get(format!("{}{to}", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("Too many failed sign-ins"), "{page}");
+        let failures = audit_rows(&server, "sign_in").await;
+        assert_eq!(failures.iter().filter(|r| r.2 == "failure").count(), 4);
+    }
+    // A restart (new process state, same database) does not reset the count.
+    let server = TestServer::start(settings).await;
+    let to = try_sign_in(server.base.clone(), "admin", ADMIN_PASSWORD).await;
+    assert!(to.starts_with("/login?error=throttled"), "{to}");
+    // Other names from the same address: three more failures reach the per-address limit of 6
+    // (3 so far), then even an unknown user is refused without a password check.
+    local_user(&server, "erin", "erin-password-1").await;
+    for _ in 0..3 {
+        assert_eq!(
+            try_sign_in(server.base.clone(), "mallory", "x").await,
+            "/login?error=bad_credentials"
+        );
+    }
+    let to = try_sign_in(server.base.clone(), "erin", "erin-password-1").await;
+    assert!(
+        to.starts_with("/login?error=throttled"),
+        "per-address limit: {to}"
+    );
+}
+
+#[tokio::test]
+async fn api_tokens_authenticate_until_revoked_and_bad_tokens_are_refused() {
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    catalog(&mut settings);
+    let server = TestServer::start(settings).await;
+    let token = server.token(Role::Viewer, None).await;
+    assert!(token.starts_with("tdm_") && token.len() > 40);
+    let url = format!("{}/api/v1/applications", server.base);
+    assert_eq!(
+        bearer_client(&token)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    for bad in ["tdm_nope", "not-a-token", ""] {
+        let resp = bearer_client(bad).get(&url).send().await.unwrap();
+        assert_eq!(resp.status(), 401, "{bad}");
+    }
+    let names: Vec<String> = server
+        .store
+        .tokens()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names.len(), 2, "the test server's admin token and this one");
+    for name in &names {
+        server::auth::tokens::revoke(&server.store, name, server::clock::now())
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        bearer_client(&token)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(server.client.get(&url).send().await.unwrap().status(), 401);
+    // Only a hash is stored.
+    let stored: Vec<String> = sqlx::query_scalar("SELECT token_hash FROM api_tokens")
+        .fetch_all(&sql(&server).await)
+        .await
+        .unwrap();
+    assert!(stored
+        .iter()
+        .all(|h| h.len() == 64 && !token.contains(h.as_str()) && !h.contains(&token[4..])));
+}
+
+/// Every role × every mutating route × every entry point (API token, browser session), plus
+/// pages and server functions for a person without a role.
+#[tokio::test]
+async fn the_rbac_matrix_holds_for_every_role_action_and_entry_point() {
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    catalog(&mut settings);
+    settings.auth.bindings = vec![
+        RoleBinding {
+            group: None,
+            user: Some("vera".into()),
+            role: Role::Viewer,
+            project: None,
+        },
+        RoleBinding {
+            group: None,
+            user: Some("dan".into()),
+            role: Role::Deployer,
+            project: None,
+        },
+        RoleBinding {
+            group: None,
+            user: Some("ada".into()),
+            role: Role::Admin,
+            project: None,
+        },
+        RoleBinding {
+            group: None,
+            user: Some("pete".into()),
+            role: Role::Deployer,
+            project: Some("other".into()),
+        },
+    ];
+    let server = TestServer::start(settings).await;
+    for name in ["vera", "dan", "ada", "pete", "nora"] {
+        local_user(&server, name, &format!("{name}-password")).await;
+    }
+    let body_for = |pattern: &str| -> Value {
+        match pattern {
+            "/api/v1/applications" => {
+                json!({"name": "matrix-new", "repository": "examples", "path": "apps/x",
+                                              "cluster": "sandbox", "namespace": "x"})
+            }
+            "/api/v1/applications/{name}" => {
+                json!({"name": "guestbook", "repository": "examples", "path": "apps/guestbook",
+                                                     "cluster": "sandbox", "namespace": "guestbook"})
+            }
+            _ => json!({"dry_run": true}),
+        }
+    };
+    let routes: Vec<(&str, &str, Action)> = policy::mutating_routes()
+        .filter(|(_, p, _)| p.starts_with("/api/v1/applications"))
+        .collect();
+    assert_eq!(routes.len(), 4, "{routes:?}");
+
+    let mut checked = 0;
+    for (role, user) in [
+        (None, "nora"),
+        (Some(Role::Viewer), "vera"),
+        (Some(Role::Deployer), "dan"),
+        (Some(Role::Admin), "ada"),
+    ] {
+        let mut entry_points = vec![(
+            "session",
+            server
+                .browser_signed_in(user, &format!("{user}-password"))
+                .await,
+        )];
+        if let Some(role) = role {
+            entry_points.push(("token", bearer_client(&server.token(role, None).await)));
+        }
+        for (entry, client) in &entry_points {
+            for (method, pattern, action) in &routes {
+                let path = pattern.replace("{name}", "guestbook");
+                let resp = client
+                    .request(method.parse().unwrap(), format!("{}{path}", server.base))
+                    .header("origin", &server.base)
+                    .json(&body_for(pattern))
+                    .send()
+                    .await
+                    .unwrap();
+                let allowed = role.is_some_and(|r| r >= action.role());
+                let status = resp.status();
+                let text = resp.text().await.unwrap();
+                if allowed {
+                    assert!(
+                        status != 401 && status != 403,
+                        "{user} {entry} {method} {path}: {status} {text}"
+                    );
+                } else {
+                    assert_eq!(status, 403, "{user} {entry} {method} {path}: {text}");
+                    assert!(
+                        text.contains(&format!("needs the {} role", action.role().as_str())),
+                        "{text}"
+                    );
+                }
+                checked += 1;
+            }
+        }
+        if role.is_none() {
+            // Signed in without a role: the 403 page says what is needed; server fns refuse too.
+            let (_, client) = &entry_points[0];
+            let page = client
+                .get(format!("{}/applications", server.base))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(page.status(), 403);
+            let html = page.text().await.unwrap();
+            assert!(
+                html.contains("needs the viewer role") && html.contains("nora"),
+                "{html}"
+            );
+            let f = client
+                .post(format!("{}/_fn/list_applications", server.base))
+                .header("origin", &server.base)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(f.status(), 403);
+        }
+    }
+    assert_eq!(checked, 4 * 7);
+    // Denied requests changed nothing and were recorded.
+    let apps = server.store.list_applications().await.unwrap();
+    assert!(
+        apps.iter().any(|a| a.name == "matrix-new"),
+        "admins created it"
+    );
+    let denials = audit_rows(&server, "access_denied").await;
+    assert_eq!(denials.len(), 4 + 2 * 4 + 2 * 2 + 2, "{denials:?}");
+
+    // A deployer bound to another project may look but not act on this one.
+    let pete = server.browser_signed_in("pete", "pete-password").await;
+    let resp = pete
+        .post(format!(
+            "{}/api/v1/applications/guestbook/refresh",
+            server.base
+        ))
+        .header("origin", &server.base)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    assert!(resp.text().await.unwrap().contains("in project demo"));
+    assert_eq!(
+        pete.get(format!("{}/api/v1/applications", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let scoped = bearer_client(&server.token(Role::Deployer, Some("demo")).await);
+    let resp = scoped
+        .post(format!(
+            "{}/api/v1/applications/guestbook/refresh",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 202);
+}
+
+/// A cross-site POST with the session cookie to every mutating route: 403, nothing changed.
+#[tokio::test]
+async fn cross_site_requests_carrying_the_session_cookie_are_refused() {
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    catalog(&mut settings);
+    let server = TestServer::start(settings).await;
+    let client = server.browser_signed_in("admin", ADMIN_PASSWORD).await;
+    let before = server.store.timeline("guestbook", 100).await.unwrap().len();
+    let mut routes: Vec<(String, String)> = policy::mutating_routes()
+        .map(|(m, p, _)| (m.to_owned(), p.replace("{name}", "guestbook")))
+        .collect();
+    routes.push(("POST".into(), "/auth/logout".into()));
+    routes.push(("POST".into(), "/_fn/list_applications".into()));
+    for (method, path) in &routes {
+        for origin in [Some("http://evil.example"), Some("null"), None] {
+            let mut req = client
+                .request(method.parse().unwrap(), format!("{}{path}", server.base))
+                .json(&json!({"name": "csrf-app", "repository": "examples", "path": "apps/x", "cluster": "sandbox", "namespace": "x"}));
+            if let Some(o) = origin {
+                req = req.header("origin", o);
+            }
+            let resp = req.send().await.unwrap();
+            assert_eq!(resp.status(), 403, "{method} {path} from {origin:?}");
+            assert!(resp
+                .text()
+                .await
+                .unwrap()
+                .contains("cross-site request refused"));
+        }
+        // Sec-Fetch-Site: same-site (a sibling subdomain) is not same-origin either.
+        let resp = client
+            .request(method.parse().unwrap(), format!("{}{path}", server.base))
+            .header("sec-fetch-site", "same-site")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 403, "{method} {path} same-site");
+    }
+    assert_eq!(
+        server.store.timeline("guestbook", 100).await.unwrap().len(),
+        before
+    );
+    assert!(!server
+        .store
+        .list_applications()
+        .await
+        .unwrap()
+        .iter()
+        .any(|a| a.name == "csrf-app"));
+    // Still signed in (logout was refused too), and a same-origin request passes.
+    assert_eq!(
+        client
+            .get(format!("{}/applications", server.base))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    let ok = client
+        .post(format!(
+            "{}/api/v1/applications/guestbook/refresh",
+            server.base
+        ))
+        .header("sec-fetch-site", "same-origin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), 202);
+}
+
+// ---- OpenID Connect -----------------------------------------------------------------------
+
+/// The npm provider process; exits when its stdin closes (dropped with the test).
+struct MockIdp {
+    issuer: String,
+    control: String,
+    _child: tokio::process::Child,
+}
+
+impl MockIdp {
+    async fn start() -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let script = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../end2end/support/mock-idp.mjs"
+        );
+        let mut child = tokio::process::Command::new("node")
+            .arg(script)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("node must be installed (make test runs scripts/setup.sh)");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("mock IdP did not start")
+            .unwrap()
+            .expect("mock IdP printed nothing (are end2end/node_modules installed?)");
+        let v: Value = serde_json::from_str(&line).unwrap();
+        Self {
+            issuer: v["issuer"].as_str().unwrap().to_owned(),
+            control: v["control"].as_str().unwrap().to_owned(),
+            _child: child,
+        }
+    }
+
+    async fn mode(&self, mode: &str, claims: Value) {
+        let resp = Client::new()
+            .post(format!("{}/mode", self.control))
+            .json(&json!({"mode": mode, "claims": claims}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 204);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn oidc_settings(db: &TestDb, idp: &MockIdp) -> Settings {
+    let mut settings = db.settings();
+    let port = free_port();
+    settings.server.listen = format!("127.0.0.1:{port}").parse().unwrap();
+    settings.server.public_url = Some(format!("http://127.0.0.1:{port}"));
+    settings.auth.oidc = Some(OidcSettings {
+        issuer_url: idp.issuer.clone(),
+        client_id: "tidemark".into(),
+        client_secret: Some(server::config::Secret::new("tidemark-secret")),
+        client_secret_file: None,
+        scopes: vec!["openid".into(), "profile".into(), "email".into()],
+        groups_claim: "groups".into(),
+        username_claim: "preferred_username".into(),
+        display_name: "Mock IdP".into(),
+        allowed_algs: vec!["RS256".into()],
+    });
+    settings.auth.bindings = vec![RoleBinding {
+        group: Some("platform".into()),
+        user: None,
+        role: Role::Deployer,
+        project: None,
+    }];
+    settings
+}
+
+/// Starts a sign-in in `client`; returns the provider's redirect back to Tidemark (not yet
+/// followed).
+async fn authorize(server: &TestServer, client: &Client) -> String {
+    let start = client
+        .get(format!("{}/auth/oidc/start?next=/approvals", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 303, "{:?}", start.text().await);
+    let authorize_url = location(&start);
+    let url = url::Url::parse(&authorize_url).unwrap();
+    let q: std::collections::HashMap<_, _> = url.query_pairs().into_owned().collect();
+    assert_eq!(q["code_challenge_method"], "S256");
+    assert!(q["state"].len() >= 22 && q["nonce"].len() >= 22 && q["code_challenge"].len() == 43);
+    assert_eq!(q["client_id"], "tidemark");
+    let back = client.get(&authorize_url).send().await.unwrap();
+    assert_eq!(back.status(), 302);
+    location(&back)
+}
+
+async fn whoami(server: &TestServer, client: &Client) -> Option<app::model::Viewer> {
+    let resp = client
+        .post(format!("{}/_fn/whoami", server.base))
+        .header("origin", &server.base)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn single_sign_on_validates_the_id_token_and_maps_groups_to_roles() {
+    let idp = MockIdp::start().await;
+    let db = TestDb::sqlite();
+    let server = TestServer::start(oidc_settings(&db, &idp)).await;
+    idp.mode("ok", json!({"preferred_username": "grace", "name": "Grace Hopper", "email": "grace@example.com", "groups": ["platform", "devs"]})).await;
+
+    let login = server
+        .anonymous
+        .get(format!("{}/login", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(login.contains("Sign in with Mock IdP"), "{login}");
+
+    let client = browser();
+    // A session exists before sign-in (the pending login); its id must change at sign-in.
+    let callback = authorize(&server, &client).await;
+    let before = session_ids(&server).await;
+    assert_eq!(before.len(), 1);
+    let done = client.get(&callback).send().await.unwrap();
+    assert_eq!(
+        (done.status().as_u16(), location(&done)),
+        (303, "/approvals".into())
+    );
+    let after = session_ids(&server).await;
+    assert_eq!(after.len(), 1);
+    assert_ne!(before, after, "session id cycled at sign-in");
+
+    let me = whoami(&server, &client).await.expect("signed in");
+    assert_eq!(
+        (
+            me.username.as_str(),
+            me.display_name.as_str(),
+            me.method.as_str()
+        ),
+        ("grace", "Grace Hopper", "oidc")
+    );
+    assert_eq!(me.role, Some(Role::Deployer), "from the platform group");
+    let sign_ins = audit_rows(&server, "sign_in").await;
+    assert_eq!(sign_ins.last().unwrap().0, "oidc:johndoe");
+
+    // Replaying the callback (reused state) signs nobody in.
+    let fresh = browser();
+    let replay = fresh.get(&callback).send().await.unwrap();
+    assert_eq!(location(&replay), "/login?error=stale");
+    assert!(whoami(&server, &fresh).await.is_none());
+
+    // Sign-out goes through the provider's end-session endpoint.
+    let out = client
+        .post(format!("{}/auth/logout", server.base))
+        .header("origin", &server.base)
+        .send()
+        .await
+        .unwrap();
+    let to = location(&out);
+    assert!(
+        to.starts_with(&idp.issuer)
+            && to.contains("id_token_hint=")
+            && to.contains("post_logout_redirect_uri="),
+        "{to}"
+    );
+    assert!(whoami(&server, &client).await.is_none());
+}
+
+#[tokio::test]
+async fn spoiled_id_tokens_and_forged_callbacks_sign_nobody_in() {
+    let idp = MockIdp::start().await;
+    let db = TestDb::sqlite();
+    let server = TestServer::start(oidc_settings(&db, &idp)).await;
+
+    for mode in [
+        "wrong_aud",
+        "extra_aud",
+        "wrong_azp",
+        "wrong_iss",
+        "expired",
+        "future_iat",
+        "alg_none",
+        "bad_signature",
+        "nonce",
+        "no_id_token",
+    ] {
+        idp.mode(mode, json!({"groups": ["platform"]})).await;
+        let client = browser();
+        let callback = authorize(&server, &client).await;
+        let resp = client.get(&callback).send().await.unwrap();
+        assert_eq!(location(&resp), "/login?error=token", "{mode}");
+        assert!(whoami(&server, &client).await.is_none(), "{mode}");
+        let page = client
+            .get(format!("{}/login?error=token", server.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(page.contains("failed validation"), "{mode}: {page}");
+    }
+    idp.mode("ok", json!({"groups": ["platform"]})).await;
+
+    // Missing state, a state from nowhere, and a provider error.
+    let client = browser();
+    let callback = authorize(&server, &client).await;
+    let url = url::Url::parse(&callback).unwrap();
+    let code = url
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let no_state = client
+        .get(format!("{}/auth/oidc/callback?code={code}", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&no_state), "/login?error=state");
+    assert!(whoami(&server, &client).await.is_none());
+    let nothing_pending = browser()
+        .get(format!(
+            "{}/auth/oidc/callback?code={code}&state=x",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(location(&nothing_pending), "/login?error=stale");
+
+    // A code issued to another browser's sign-in, delivered with this browser's state: the
+    // PKCE verifier (and nonce) do not match, so the provider or the verifier refuses it.
+    let victim = browser();
+    let victim_callback = authorize(&server, &victim).await;
+    let attacker = browser();
+    let attacker_callback = authorize(&server, &attacker).await;
+    let attacker_code = url::Url::parse(&attacker_callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let victim_state = url::Url::parse(&victim_callback)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let swapped = victim
+        .get(format!(
+            "{}/auth/oidc/callback?code={attacker_code}&state={victim_state}",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    let to = location(&swapped);
+    assert!(
+        to == "/login?error=exchange" || to == "/login?error=token",
+        "{to}"
+    );
+    assert!(whoami(&server, &victim).await.is_none());
+
+    let failures = audit_rows(&server, "sign_in").await;
+    assert!(failures.iter().all(|r| r.2 == "failure"), "{failures:?}");
+    assert_eq!(failures.len(), 10 + 3);
+}
