@@ -665,6 +665,50 @@ mod tests {
     }
 
     #[test]
+    fn auth_settings_are_checked_and_secrets_stay_hidden() {
+        let ok = write(
+            "[server]\npublic_url = \"https://tidemark.example\"\n\
+             [auth.oidc]\nissuer_url = \"https://dex.example\"\nclient_id = \"tidemark\"\n\
+             [[auth.bindings]]\ngroup = \"ops\"\nrole = \"deployer\"\nproject = \"web\"\n",
+        );
+        let s = Settings::load(
+            Some(ok.path()),
+            env(&[
+                ("TIDEMARK__AUTH__OIDC__CLIENT_SECRET", "s3cret-value"),
+                ("TIDEMARK__AUTH__ADMIN_PASSWORD", "adm1n-value"),
+            ]),
+        )
+        .unwrap();
+        let oidc = s.auth.oidc.as_ref().unwrap();
+        assert_eq!(
+            oidc.client_secret.as_ref().unwrap().expose(),
+            "s3cret-value"
+        );
+        assert_eq!(oidc.groups_claim, "groups");
+        assert_eq!(s.auth.bindings[0].role, app::model::Role::Deployer);
+        let shown = format!("{s:?}");
+        assert!(
+            !shown.contains("s3cret-value") && !shown.contains("adm1n-value"),
+            "{shown}"
+        );
+
+        let cases = [
+            ("[auth.oidc]\nissuer_url = \"https://dex.example\"\nclient_id = \"t\"\n", "server.public_url"),
+            ("[[auth.bindings]]\nrole = \"viewer\"\n", "auth.bindings[0]"),
+            ("[[auth.bindings]]\ngroup = \"g\"\nuser = \"u\"\nrole = \"viewer\"\n", "auth.bindings[0]"),
+            ("[[auth.bindings]]\ngroup = \"g\"\nrole = \"root\"\n", "auth.bindings[0].role"),
+            ("[server]\npublic_url = \"https://t.example\"\n[auth.oidc]\nissuer_url = \"https://d\"\nclient_id = \"t\"\nallowed_algs = [\"HS256\"]\n", "auth.oidc.allowed_algs[0]"),
+        ];
+        for (text, key) in cases {
+            let f = write(text);
+            let err = Settings::load(Some(f.path()), env(&[]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(&format!("`{key}`")), "{text} -> {err}");
+        }
+    }
+
+    #[test]
     fn defaults_are_embedded_sqlite_on_localhost_3000() {
         let s = Settings::load(None, env(&[])).unwrap();
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:3000");

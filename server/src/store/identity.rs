@@ -43,6 +43,16 @@ pub struct AuditEvent {
     pub outcome: String,
 }
 
+/// A stored audit row.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditRow {
+    pub seq: i64,
+    #[serde(flatten)]
+    pub event: AuditEvent,
+    pub prev_hash: String,
+    pub hash: String,
+}
+
 /// The genesis `prev_hash` of the ledger.
 pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -363,7 +373,46 @@ impl Store {
         Ok(())
     }
 
-    // ---- audit ledger (append) ------------------------------------------------------------
+    // ---- audit ledger ---------------------------------------------------------------------
+
+    /// Rows with `seq > after`, oldest first, at most `limit`.
+    pub async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT seq, at, actor_id, actor_name, auth_method, action, target, details, source_ip,
+                 outcome, prev_hash, hash
+             FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let details: String = r.try_get("details")?;
+                Ok(AuditRow {
+                    seq: r.try_get("seq")?,
+                    event: AuditEvent {
+                        at: r.try_get("at")?,
+                        actor_id: r.try_get("actor_id")?,
+                        actor_name: r.try_get("actor_name")?,
+                        auth_method: r.try_get("auth_method")?,
+                        action: r.try_get("action")?,
+                        target: r.try_get("target")?,
+                        details: serde_json::from_str(&details).map_err(|_| {
+                            StoreError::Corrupt {
+                                column: "audit_log.details",
+                                value: details.clone(),
+                            }
+                        })?,
+                        source_ip: r.try_get("source_ip")?,
+                        outcome: r.try_get("outcome")?,
+                    },
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
+            })
+            .collect()
+    }
 
     /// Appends one event in its own transaction; returns its sequence number.
     pub async fn audit(&self, event: &AuditEvent) -> Result<i64, StoreError> {

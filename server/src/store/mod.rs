@@ -20,7 +20,7 @@ use crate::config::{DatabaseSettings, DatabaseUrl};
 
 pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit, TimelineEntry};
-pub use identity::{audit_hash, AuditEvent, TokenRecord, UserRecord, AUDIT_GENESIS};
+pub use identity::{audit_hash, AuditEvent, AuditRow, TokenRecord, UserRecord, AUDIT_GENESIS};
 pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};
 

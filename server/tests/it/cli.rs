@@ -93,3 +93,66 @@ fn migrate_twice_on_the_same_sqlite_file_succeeds() {
         );
     }
 }
+
+#[test]
+fn tokens_and_local_accounts_are_managed_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}/t.db", dir.path().display());
+    let env = [("TIDEMARK__DATABASE__URL", url.as_str())];
+    let (out, _) = tidemark(
+        &[
+            "token",
+            "create",
+            "--name",
+            "ci",
+            "--role",
+            "deployer",
+            "--project",
+            "web",
+        ],
+        &env,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let secret = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        secret.trim().starts_with("tdm_"),
+        "only the token on stdout: {secret}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("shown once"));
+
+    let (again, _) = tidemark(
+        &["token", "create", "--name", "ci", "--role", "admin"],
+        &env,
+    );
+    assert!(!again.status.success());
+    assert!(one_line_error(&again).contains("already exists"));
+    let (bad_role, _) = tidemark(&["token", "create", "--name", "x", "--role", "root"], &env);
+    assert!(!bad_role.status.success());
+
+    let (list, _) = tidemark(&["token", "list"], &env);
+    let listed = String::from_utf8(list.stdout).unwrap();
+    assert!(
+        listed.starts_with("ci\tdeployer\tweb\tlast used never"),
+        "{listed}"
+    );
+    assert!(!listed.contains(secret.trim()));
+
+    let (revoke, _) = tidemark(&["token", "revoke", "ci"], &env);
+    assert!(revoke.status.success());
+    let (twice, _) = tidemark(&["token", "revoke", "ci"], &env);
+    assert!(one_line_error(&twice).contains("no live token is named `ci`"));
+
+    let (user, _) = tidemark(
+        &["user", "add", "deployer1", "--display-name", "Dee Ployer"],
+        &env,
+    );
+    assert!(user.status.success());
+    let printed = String::from_utf8(user.stdout).unwrap();
+    assert!(printed.contains("Password (shown once): "), "{printed}");
+    let (bad, _) = tidemark(&["user", "add", "../x"], &env);
+    assert!(one_line_error(&bad).contains("must be letters"));
+}

@@ -335,3 +335,139 @@ async fn the_timeline_pages_newest_first_by_time_then_id_and_filters_kinds() {
         db.drop_db().await;
     }
 }
+
+#[tokio::test]
+async fn sessions_tokens_and_sign_in_failures_behave_alike_on_both_backends() {
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        let on = &db.url;
+        assert!(
+            store.session_create("s1", "{}", 2_000).await.unwrap(),
+            "{on}"
+        );
+        assert!(
+            !store
+                .session_create("s1", "{\"x\":1}", 2_000)
+                .await
+                .unwrap(),
+            "ids are never overwritten on create"
+        );
+        store.session_save("s1", "{\"a\":1}", 3_000).await.unwrap();
+        assert_eq!(
+            store.session_load("s1", 1_000).await.unwrap(),
+            Some(("{\"a\":1}".into(), 3_000))
+        );
+        assert_eq!(
+            store.session_load("s1", 3_000).await.unwrap(),
+            None,
+            "expired on {on}"
+        );
+        store.purge_identity(3_000, 0).await.unwrap();
+        assert!(
+            store.session_create("s1", "{}", 9_000).await.unwrap(),
+            "purged, so the id is free"
+        );
+        store.session_delete("s1").await.unwrap();
+        assert_eq!(store.session_load("s1", 0).await.unwrap(), None);
+
+        assert!(store
+            .token_create("ci", "h1", "deployer", Some("web"), 10)
+            .await
+            .unwrap());
+        assert!(
+            !store
+                .token_create("ci", "h2", "admin", None, 11)
+                .await
+                .unwrap(),
+            "one live token per name"
+        );
+        let t = store.token_use("h1", 100_000).await.unwrap().unwrap();
+        assert_eq!(
+            (t.name.as_str(), t.role.as_str(), t.project.as_deref()),
+            ("ci", "deployer", Some("web"))
+        );
+        assert_eq!(store.tokens().await.unwrap()[0].last_used_at, Some(100_000));
+        assert!(store.token_revoke("ci", 200_000).await.unwrap());
+        assert!(!store.token_revoke("ci", 200_001).await.unwrap());
+        assert_eq!(store.token_use("h1", 300_000).await.unwrap(), None);
+        assert!(
+            store
+                .token_create("ci", "h3", "viewer", None, 400_000)
+                .await
+                .unwrap(),
+            "the name is free again"
+        );
+
+        store
+            .add_login_failure(&["user:a", "ip:1"], 1_000)
+            .await
+            .unwrap();
+        store.add_login_failure(&["user:a"], 2_000).await.unwrap();
+        assert_eq!(
+            store.login_failures("user:a", 0).await.unwrap(),
+            (2, Some(1_000))
+        );
+        assert_eq!(
+            store.login_failures("user:a", 1_500).await.unwrap(),
+            (1, Some(2_000))
+        );
+        store.clear_login_failures("user:a").await.unwrap();
+        assert_eq!(store.login_failures("user:a", 0).await.unwrap(), (0, None));
+        assert_eq!(store.login_failures("ip:1", 0).await.unwrap().0, 1);
+        store.close().await;
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn concurrent_audit_appends_form_one_gapless_hash_chain() {
+    use server::store::{audit_hash, AuditEvent, AUDIT_GENESIS};
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        let tasks: Vec<_> = (0..24)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .audit(&AuditEvent {
+                            at: 1_000 + i,
+                            actor_id: format!("local:u{i}"),
+                            actor_name: format!("User {i}"),
+                            auth_method: "local".into(),
+                            action: "sign_in".into(),
+                            target: "tidemark".into(),
+                            details: serde_json::json!({"i": i, "z": [1, 2], "a": "x"}),
+                            source_ip: "127.0.0.1".into(),
+                            outcome: "success".into(),
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let rows = store.audit_rows(0, 100).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            (1..=24).collect::<Vec<_>>(),
+            "{}",
+            db.url
+        );
+        let mut prev = AUDIT_GENESIS.to_owned();
+        for r in &rows {
+            assert_eq!(r.prev_hash, prev, "seq {} on {}", r.seq, db.url);
+            assert_eq!(
+                r.hash,
+                audit_hash(&prev, r.seq, &r.event),
+                "seq {} recomputes",
+                r.seq
+            );
+            prev = r.hash.clone();
+        }
+        assert_eq!(store.audit_rows(20, 100).await.unwrap().len(), 4);
+        store.close().await;
+        db.drop_db().await;
+    }
+}
