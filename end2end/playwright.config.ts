@@ -4,6 +4,8 @@ import { defineConfig } from "@playwright/test";
 // SQLite database, driven in Debian's Chromium (downloaded browsers are unavailable here).
 const bin = process.env.TIDEMARK_BIN ?? "target/release/tidemark";
 const port = Number(process.env.TIDEMARK_E2E_PORT ?? 3100);
+const idpPort = Number(process.env.TIDEMARK_E2E_IDP_PORT ?? 3190);
+const base = `http://127.0.0.1:${port}`;
 
 export default defineConfig({
   testDir: "./tests",
@@ -13,8 +15,17 @@ export default defineConfig({
   retries: 0,
   reporter: [["list"]],
   timeout: 30_000,
+  projects: [
+    // Signs in as the bootstrap admin once; the other tests start from that session.
+    { name: "setup", testMatch: /.*\.setup\.ts/ },
+    {
+      name: "chromium",
+      dependencies: ["setup"],
+      use: { storageState: "artifacts/admin.json" },
+    },
+  ],
   use: {
-    baseURL: `http://127.0.0.1:${port}`,
+    baseURL: base,
     trace: "retain-on-failure",
     launchOptions: {
       executablePath: process.env.CHROMIUM_PATH ?? "/usr/bin/chromium",
@@ -29,14 +40,30 @@ export default defineConfig({
       ],
     },
   },
-  webServer: {
-    cwd: "..",
-    command: `rm -rf end2end/artifacts/db && ${bin} serve --config end2end/tidemark.e2e.toml`,
-    url: `http://127.0.0.1:${port}/readyz`,
-    env: { TIDEMARK__SERVER__LISTEN: `127.0.0.1:${port}`, RUST_LOG: "warn" },
-    reuseExistingServer: false,
-    timeout: 60_000,
-    stdout: "pipe",
-    stderr: "pipe",
-  },
+  webServer: [
+    {
+      // A certified OpenID provider from npm (the single sign-on tests sign in through it).
+      command: "node support/oidc-provider.mjs",
+      url: `http://127.0.0.1:${idpPort}/.well-known/openid-configuration`,
+      env: { IDP_PORT: String(idpPort), TIDEMARK_URL: base },
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+    {
+      cwd: "..",
+      command: `rm -rf end2end/artifacts/db && ${bin} serve --config end2end/tidemark.e2e.toml`,
+      url: `${base}/readyz`,
+      env: {
+        TIDEMARK__SERVER__LISTEN: `127.0.0.1:${port}`,
+        TIDEMARK__SERVER__PUBLIC_URL: base,
+        TIDEMARK__AUTH__OIDC__ISSUER_URL: `http://127.0.0.1:${idpPort}`,
+        TIDEMARK__AUTH__ADMIN_PASSWORD: "e2e-admin-password",
+        RUST_LOG: "warn",
+      },
+      reuseExistingServer: false,
+      timeout: 60_000,
+      stdout: "pipe",
+      stderr: "pipe",
+    },
+  ],
 });

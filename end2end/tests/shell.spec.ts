@@ -43,7 +43,7 @@ test("navigation reaches every section client-side", async ({ page }) => {
 });
 
 test("without JavaScript the filter still works through the query string", async ({ browser }) => {
-  const context = await browser.newContext({ javaScriptEnabled: false });
+  const context = await browser.newContext({ javaScriptEnabled: false, storageState: "artifacts/admin.json" });
   const page = await context.newPage();
   await page.goto("/applications");
   await page.getByLabel("Filter").fill("shop");
@@ -55,7 +55,7 @@ test("without JavaScript the filter still works through the query string", async
 });
 
 test("pages read well in the dark colour scheme", async ({ browser }) => {
-  const context = await browser.newContext({ colorScheme: "dark" });
+  const context = await browser.newContext({ colorScheme: "dark", storageState: "artifacts/admin.json" });
   const page = await context.newPage();
   await page.goto("/approvals");
   await expect(page.getByRole("heading", { name: "Nothing is waiting for approval" })).toBeVisible();

@@ -95,6 +95,27 @@ async fn main() {
         .write_all(config.as_bytes())
         .unwrap();
 
+    // Everything is behind sign-in: a viewer token for polling the list.
+    let out = Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "--config",
+            config_path.to_str().unwrap(),
+            "token",
+            "create",
+            "--name",
+            "bench",
+            "--role",
+            "viewer",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+
     let started = Instant::now();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tidemark"))
         .args(["--config", config_path.to_str().unwrap(), "serve"])
@@ -103,11 +124,21 @@ async fn main() {
         .spawn()
         .unwrap();
     let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    while !line.starts_with("Tidemark is listening") {
+        line.clear();
+        assert!(stdout.read_line(&mut line).unwrap() > 0, "tidemark exited");
+    }
     let base = line.trim().rsplit(' ').next().unwrap().to_owned();
-    let client = reqwest::Client::new();
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {token}").parse().unwrap(),
+    );
+    let client = reqwest::Client::builder()
+        .default_headers(headers)
+        .build()
+        .unwrap();
     let mut synced = 0;
     for _ in 0..1200 {
         let list: serde_json::Value = client

@@ -58,7 +58,7 @@ pub fn LoginPage() -> impl IntoView {
                         let opts = options.await.unwrap_or(crate::model::SignInOptions { sso: None, local: true });
                         view! {
                             {opts.sso.map(|label| view! {
-                                <a class="button primary sso" href=sso_href.clone() id="sso">{format!("Sign in with {label}")}</a>
+                                <a class="button primary sso" href=sso_href.clone() id="sso" rel="external">{format!("Sign in with {label}")}</a>
                             })}
                             {opts.local.then(|| view! {
                                 <form class="local-signin" method="post" action="/auth/login">

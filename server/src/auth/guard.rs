@@ -130,7 +130,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         .unwrap_or_default();
     let message = format!(
         "{} needs the {} role{scope}; you have {}",
-        action.as_str().replace('_', " "),
+        action.phrase(),
         needed.as_str(),
         held.map_or("no role", |r| r.as_str())
     );
@@ -272,8 +272,8 @@ fn forbidden_page(principal: &Principal, message: &str) -> Response {
 <h1>Not allowed</h1>
 <p class="lead">Signed in as <strong>{name}</strong>. {message}.</p>
 <p>Ask an administrator to bind your user or one of your groups to that role (<code>[[auth.bindings]]</code> in <code>tidemark.toml</code>).</p>
-<p class="actions"><a class="button" href="/applications">Back to applications</a>
-<form method="post" action="/auth/logout" class="inline"><button type="submit">Sign out</button></form></p>
+<div class="actions"><a class="button" href="/applications">Back to applications</a>
+<form method="post" action="/auth/logout" class="inline"><button type="submit">Sign out</button></form></div>
 </main></body></html>"#,
         name = escape(&principal.display_name),
         message = escape(message),

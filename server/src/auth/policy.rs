@@ -49,6 +49,23 @@ impl Action {
         }
     }
 
+    /// How the 403 message names it: "Syncing needs the deployer role".
+    pub fn phrase(self) -> &'static str {
+        match self {
+            Action::View => "Viewing this",
+            Action::Refresh => "Refreshing from Git",
+            Action::Sync => "Syncing",
+            Action::Approve => "Approving",
+            Action::Reject => "Rejecting",
+            Action::Rollback => "Rolling back",
+            Action::Pin => "Pinning",
+            Action::Unpin => "Unpinning",
+            Action::ManageApplications => "Managing applications",
+            Action::ManageTokens => "Managing API tokens",
+            Action::ManageSettings => "Changing settings",
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Action::View => "view",
