@@ -46,6 +46,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The audit ledger.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Manage local accounts (sign-in with user name and password).
     User {
         #[command(subcommand)]
@@ -70,6 +75,12 @@ enum TokenCommand {
     Revoke { name: String },
     /// List live tokens (names, roles, last use; never the secrets).
     List,
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain; exits 1 naming the first bad sequence number.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -137,6 +148,27 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             let result = token_command(&store, command).await;
             store.close().await;
             result?;
+        }
+        Command::Audit {
+            command: AuditCommand::Verify,
+        } => {
+            let settings = settings()?;
+            let store = Store::connect(&settings.database).await?;
+            store.migrate().await?;
+            let v = store.audit_verify().await;
+            store.close().await;
+            let v = v?;
+            match v.first_bad {
+                None => println!("Audit ledger verified through #{}.", v.verified_through),
+                Some(bad) => {
+                    return Err(format!(
+                        "audit ledger broken at #{bad}: {} (intact through #{})",
+                        v.problem.unwrap_or_default(),
+                        v.verified_through
+                    )
+                    .into())
+                }
+            }
         }
         Command::User { command } => {
             let settings = settings()?;

@@ -136,7 +136,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     );
     let event = principal.audit(
         "access_denied",
-        app.as_deref().unwrap_or(&path),
+        &app.as_deref()
+            .map_or_else(|| path.clone(), |a| format!("application:{a}")),
         "denied",
         json!({"action": action.as_str(), "needs": needed.as_str(), "has": held.map(|r| r.as_str()),
                "method": method.as_str(), "path": path, "project": project}),

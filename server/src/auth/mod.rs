@@ -13,7 +13,7 @@ use app::model::Role;
 use serde::{Deserialize, Serialize};
 
 use crate::config::AuthSettings;
-use crate::store::AuditEvent;
+use crate::store::{Actor, AuditEvent};
 
 /// How a principal proved who they are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +109,16 @@ impl Principal {
         }
     }
 
+    /// This principal as the ledger's actor, seen from `source_ip`.
+    pub fn actor(&self, source_ip: &str) -> Actor {
+        Actor {
+            id: self.id.clone(),
+            name: self.display_name.clone(),
+            method: self.method.as_str().to_owned(),
+            source_ip: source_ip.to_owned(),
+        }
+    }
+
     /// An audit row with this principal as the actor.
     pub fn audit(
         &self,
@@ -118,17 +128,8 @@ impl Principal {
         details: serde_json::Value,
         source_ip: &str,
     ) -> AuditEvent {
-        AuditEvent {
-            at: crate::clock::now(),
-            actor_id: self.id.clone(),
-            actor_name: self.display_name.clone(),
-            auth_method: self.method.as_str().to_owned(),
-            action: action.to_owned(),
-            target: target.to_owned(),
-            details,
-            source_ip: source_ip.to_owned(),
-            outcome: outcome.to_owned(),
-        }
+        self.actor(source_ip)
+            .event(action, target, outcome, details, crate::clock::now())
     }
 }
 

@@ -1,5 +1,6 @@
 //! Router assembly: Leptos pages and server functions, health, readiness and metrics.
 
+mod audit;
 mod auth;
 mod ports;
 mod rest;
@@ -77,6 +78,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/applications/{name}/commits", get(rest::commits))
         .route("/api/v1/applications/{name}/diff", get(rest::diff))
         .route("/api/v1/applications/{name}/refresh", post(rest::refresh))
+        .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/audit/verify", get(audit::verify))
         .route(
             "/api/v1/webhooks/{provider}",
             post(webhooks::receive)

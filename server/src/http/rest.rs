@@ -12,6 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{internal_error, AppState};
+use crate::auth::guard::ClientIp;
 use crate::auth::Principal;
 use crate::clock;
 use app::model::AppError;
@@ -233,6 +234,7 @@ pub struct SyncBody {
 pub async fn sync(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Path(name): Path<String>,
     body: Option<Json<SyncBody>>,
 ) -> Response {
@@ -256,7 +258,7 @@ pub async fn sync(
             return Ok(json!({"dry_run": true, "revision": revision, "digest": digest, "resources": resources}));
         }
         let (id, status, results) = crate::reconcile::sync(
-            &state.store, &cluster, &source, &revision, &digest, &desired, source.prune, "manual", &principal.id,
+            &state.store, &cluster, &source, &revision, &digest, &desired, source.prune, "manual", &principal.actor(&ip),
         )
         .await
         .map_err(reconcile_err)?;
@@ -270,6 +272,7 @@ pub async fn sync(
 /// applications owned by the API; those declared in `tidemark.toml` are read-only here.
 async fn save_application(
     state: &AppState,
+    actor: &crate::store::Actor,
     app: crate::config::ApplicationSettings,
     create: bool,
 ) -> Response {
@@ -302,9 +305,19 @@ async fn save_application(
             _ => {}
         }
         let now = clock::now();
+        let verb = if create { "create" } else { "update" };
+        let event = actor.event(
+            &format!("application_{verb}"),
+            &format!("application:{}", app.name),
+            "success",
+            json!({"project": app.project, "repository": app.repository, "path": app.path,
+                   "revision": app.revision, "cluster": app.cluster, "namespace": app.namespace,
+                   "sync_policy": app.sync_policy.as_str(), "self_heal": app.self_heal, "prune": app.prune}),
+            now,
+        );
         state
             .store
-            .save_api_application(&app, now)
+            .save_api_application(&app, &event, now)
             .await
             .map_err(|e| internal_error(&e))?;
         let verb = if create { "created" } else { "updated" };
@@ -338,14 +351,18 @@ async fn save_application(
 /// `POST /api/v1/applications`
 pub async fn create_application(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Json(app): Json<crate::config::ApplicationSettings>,
 ) -> Response {
-    save_application(&state, app, true).await
+    save_application(&state, &principal.actor(&ip), app, true).await
 }
 
 /// `PUT /api/v1/applications/{name}`
 pub async fn update_application(
     State(state): State<AppState>,
+    Extension(principal): Extension<Principal>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
     Path(name): Path<String>,
     Json(app): Json<crate::config::ApplicationSettings>,
 ) -> Response {
@@ -353,5 +370,5 @@ pub async fn update_application(
         return AppError::BadRequest(format!("the body names `{}`, the URL `{name}`", app.name))
             .into_response();
     }
-    save_application(&state, app, false).await
+    save_application(&state, &principal.actor(&ip), app, false).await
 }

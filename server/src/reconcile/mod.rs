@@ -12,7 +12,7 @@ use crate::cluster::client::{sync_order, ClusterClient, ClusterError};
 use crate::cluster::health::{self, Assessment, Health};
 use crate::diff::{self, IgnoreRule, ObjectRef, ResourceDiff, ResourceStatus};
 use crate::store::{
-    AppSource, AppStatus, InventoryItem, NewSync, OpenDrift, Store, StoreError, SyncStatus,
+    Actor, AppSource, AppStatus, InventoryItem, NewSync, OpenDrift, Store, StoreError, SyncStatus,
 };
 
 /// Why a reconcile step could not run at all (per-resource failures are results, not errors).
@@ -175,14 +175,14 @@ pub async fn sync(
     desired: &[Value],
     prune: bool,
     cause: &str,
-    requested_by: &str,
+    actor: &Actor,
 ) -> Result<(i64, SyncStatus, Vec<ResourceResult>), ReconcileError> {
     let new = NewSync {
         application: &app.name,
         revision,
         digest,
         cause,
-        requested_by,
+        actor,
     };
     let id = store.begin_sync(new, clock::now()).await?;
     let mut results = Vec::new();
@@ -396,7 +396,7 @@ pub async fn reconcile_app(
             &desired_objects,
             app.prune,
             cause,
-            "tidemark",
+            &Actor::system(),
         )
         .await?;
         synced = Some((id, status));

@@ -55,8 +55,10 @@ impl Store {
     pub async fn save_api_application(
         &self,
         app: &ApplicationSettings,
+        audit: &super::AuditEvent,
         now: Millis,
     ) -> Result<(), StoreError> {
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO applications (name, project, repository, path, target_revision, cluster, namespace,
                  sync_policy, self_heal, prune, ignore_rules, source, created_at, updated_at, retired_at)
@@ -79,8 +81,10 @@ impl Store {
         .bind(i64::from(app.prune))
         .bind(serde_json::to_string(&app.ignore).unwrap_or_else(|_| "[]".into()))
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
+        super::append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
         Ok(())
     }
 

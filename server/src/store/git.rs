@@ -46,7 +46,7 @@ async fn history_counts(
 
 /// A page from rows fetched with `LIMIT limit + 1`: the first `limit` rows, and the cursor of the
 /// last one when there are more.
-fn keyset_page<T>(
+pub(super) fn keyset_page<T>(
     mut items: Vec<T>,
     limit: i64,
     cursor: impl Fn(&T) -> String,

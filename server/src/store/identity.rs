@@ -1,7 +1,5 @@
-//! The identity aggregate: users, browser sessions, API tokens, failed sign-ins, and the
-//! append side of the audit ledger (a hash chain written in the caller's transaction).
+//! The identity aggregate: users, browser sessions, API tokens and failed sign-ins.
 
-use sha2::{Digest, Sha256};
 use sqlx::Row;
 
 use super::{Store, StoreError};
@@ -26,59 +24,6 @@ pub struct TokenRecord {
     pub project: Option<String>,
     pub created_at: Millis,
     pub last_used_at: Option<Millis>,
-}
-
-/// One audit ledger row before it is chained.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct AuditEvent {
-    pub at: Millis,
-    pub actor_id: String,
-    pub actor_name: String,
-    pub auth_method: String,
-    pub action: String,
-    pub target: String,
-    /// JSON object; never holds secrets (callers pass only names, reasons and outcomes).
-    pub details: serde_json::Value,
-    pub source_ip: String,
-    pub outcome: String,
-}
-
-/// A stored audit row.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct AuditRow {
-    pub seq: i64,
-    #[serde(flatten)]
-    pub event: AuditEvent,
-    pub prev_hash: String,
-    pub hash: String,
-}
-
-/// The genesis `prev_hash` of the ledger.
-pub const AUDIT_GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
-
-/// `SHA-256(prev_hash ‖ canonical row)`, hex. The canonical row is the JSON of the sequence
-/// number and the event's fields in declaration order (details re-serialised with sorted keys).
-pub fn audit_hash(prev_hash: &str, seq: i64, e: &AuditEvent) -> String {
-    let canonical = serde_json::json!([
-        seq,
-        e.at,
-        e.actor_id,
-        e.actor_name,
-        e.auth_method,
-        e.action,
-        e.target,
-        e.details,
-        e.source_ip,
-        e.outcome
-    ]);
-    let mut h = Sha256::new();
-    h.update(prev_hash.as_bytes());
-    h.update(canonical.to_string().as_bytes());
-    hex(&h.finalize())
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn user_from_row(r: &sqlx::any::AnyRow) -> Result<UserRecord, StoreError> {
@@ -372,91 +317,4 @@ impl Store {
             .await?;
         Ok(())
     }
-
-    // ---- audit ledger ---------------------------------------------------------------------
-
-    /// Rows with `seq > after`, oldest first, at most `limit`.
-    pub async fn audit_rows(&self, after: i64, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT seq, at, actor_id, actor_name, auth_method, action, target, details, source_ip,
-                 outcome, prev_hash, hash
-             FROM audit_log WHERE seq > $1 ORDER BY seq LIMIT $2",
-        )
-        .bind(after)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let details: String = r.try_get("details")?;
-                Ok(AuditRow {
-                    seq: r.try_get("seq")?,
-                    event: AuditEvent {
-                        at: r.try_get("at")?,
-                        actor_id: r.try_get("actor_id")?,
-                        actor_name: r.try_get("actor_name")?,
-                        auth_method: r.try_get("auth_method")?,
-                        action: r.try_get("action")?,
-                        target: r.try_get("target")?,
-                        details: serde_json::from_str(&details).map_err(|_| {
-                            StoreError::Corrupt {
-                                column: "audit_log.details",
-                                value: details.clone(),
-                            }
-                        })?,
-                        source_ip: r.try_get("source_ip")?,
-                        outcome: r.try_get("outcome")?,
-                    },
-                    prev_hash: r.try_get("prev_hash")?,
-                    hash: r.try_get("hash")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Appends one event in its own transaction; returns its sequence number.
-    pub async fn audit(&self, event: &AuditEvent) -> Result<i64, StoreError> {
-        let mut tx = self.write_tx().await?;
-        let seq = append_audit(&mut tx, event).await?;
-        tx.commit().await?;
-        Ok(seq)
-    }
-}
-
-/// Appends one event inside `tx` (the same transaction as the change it records). The head
-/// row is updated first, which serialises concurrent appends on both backends.
-pub(crate) async fn append_audit(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
-    event: &AuditEvent,
-) -> Result<i64, StoreError> {
-    let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, hash")
-        .fetch_one(&mut **tx)
-        .await?;
-    let seq: i64 = head.try_get("seq")?;
-    let prev: String = head.try_get("hash")?;
-    let hash = audit_hash(&prev, seq, event);
-    sqlx::query(
-        "INSERT INTO audit_log (seq, at, actor_id, actor_name, auth_method, action, target, details,
-             source_ip, outcome, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-    )
-    .bind(seq)
-    .bind(event.at)
-    .bind(&event.actor_id)
-    .bind(&event.actor_name)
-    .bind(&event.auth_method)
-    .bind(&event.action)
-    .bind(&event.target)
-    .bind(event.details.to_string())
-    .bind(&event.source_ip)
-    .bind(&event.outcome)
-    .bind(&prev)
-    .bind(&hash)
-    .execute(&mut **tx)
-    .await?;
-    sqlx::query("UPDATE audit_head SET hash = $1 WHERE id = 1")
-        .bind(&hash)
-        .execute(&mut **tx)
-        .await?;
-    Ok(seq)
 }

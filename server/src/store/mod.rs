@@ -3,6 +3,7 @@
 //! Queries are written once in the SQL both dialects accept (`$1` placeholders, `ON CONFLICT`,
 //! BIGINT millisecond timestamps); each dialect has its own migration directory.
 
+mod audit;
 mod catalog;
 mod git;
 mod identity;
@@ -18,9 +19,13 @@ use sqlx::{AnyPool, ConnectOptions, Connection};
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
 
+pub(crate) use audit::append_audit;
+pub use audit::{
+    audit_hash, Actor, AuditEvent, AuditFilter, AuditRow, AuditVerification, AUDIT_GENESIS,
+};
 pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit, TimelineEntry};
-pub use identity::{audit_hash, AuditEvent, AuditRow, TokenRecord, UserRecord, AUDIT_GENESIS};
+pub use identity::{TokenRecord, UserRecord};
 pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};
 

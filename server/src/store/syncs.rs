@@ -66,7 +66,8 @@ pub struct NewSync<'a> {
     pub revision: &'a str,
     pub digest: &'a str,
     pub cause: &'a str,
-    pub requested_by: &'a str,
+    /// Who asked; recorded as `requested_by` and as the actor of the sync's audit row.
+    pub actor: &'a super::Actor,
 }
 
 /// One object in an application's inventory.
@@ -79,8 +80,10 @@ pub struct InventoryItem {
 }
 
 impl Store {
-    /// Writes a sync ahead of applying anything; returns its id.
+    /// Writes a sync ahead of applying anything, with its audit row in the same transaction;
+    /// returns its id.
     pub async fn begin_sync(&self, s: NewSync<'_>, now: Millis) -> Result<i64, StoreError> {
+        let mut tx = self.write_tx().await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO syncs (application, revision, digest, cause, requested_by, status, started_at)
              VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING id",
@@ -89,10 +92,19 @@ impl Store {
         .bind(s.revision)
         .bind(s.digest)
         .bind(s.cause)
-        .bind(s.requested_by)
+        .bind(&s.actor.id)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await?;
+        let event = s.actor.event(
+            "sync",
+            &format!("application:{}", s.application),
+            "started",
+            serde_json::json!({"sync": id, "revision": s.revision, "digest": s.digest, "cause": s.cause}),
+            now,
+        );
+        super::append_audit(&mut tx, &event).await?;
+        tx.commit().await?;
         Ok(id)
     }
 

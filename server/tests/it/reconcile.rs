@@ -110,7 +110,15 @@ async fn sync_applies_git_and_compare_reports_drift_then_prune_removes_what_left
     );
 
     let (id, status, results) = reconcile::sync(
-        &f.store, &f.cluster, &app, &sha, &digest, &desired, true, "manual", "ada",
+        &f.store,
+        &f.cluster,
+        &app,
+        &sha,
+        &digest,
+        &desired,
+        true,
+        "manual",
+        &ada(),
     )
     .await
     .unwrap();
@@ -161,7 +169,15 @@ async fn sync_applies_git_and_compare_reports_drift_then_prune_removes_what_left
         "{before_prune:?}"
     );
     let (_, status, results) = reconcile::sync(
-        &f.store, &f.cluster, &app, &sha2, &digest2, &desired2, true, "manual", "ada",
+        &f.store,
+        &f.cluster,
+        &app,
+        &sha2,
+        &digest2,
+        &desired2,
+        true,
+        "manual",
+        &ada(),
     )
     .await
     .unwrap();
@@ -214,7 +230,15 @@ async fn a_failing_resource_fails_the_sync_with_the_api_message_and_prunes_nothi
         .await
         .unwrap();
     let (_, status, results) = reconcile::sync(
-        &f.store, &f.cluster, &app, &sha, &digest, &desired, true, "manual", "ada",
+        &f.store,
+        &f.cluster,
+        &app,
+        &sha,
+        &digest,
+        &desired,
+        true,
+        "manual",
+        &ada(),
     )
     .await
     .unwrap();
@@ -241,7 +265,7 @@ async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_in
         revision: "abc",
         digest: "d",
         cause: "manual",
-        requested_by: "ada",
+        actor: &ada(),
     };
     let running = f.store.begin_sync(new, 1).await.unwrap();
 
@@ -274,7 +298,15 @@ async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_in
         .await
         .unwrap();
     reconcile::sync(
-        &f.store, &f.cluster, &app, &sha, &digest, &desired, false, "manual", "ada",
+        &f.store,
+        &f.cluster,
+        &app,
+        &sha,
+        &digest,
+        &desired,
+        false,
+        "manual",
+        &ada(),
     )
     .await
     .unwrap();
@@ -407,7 +439,15 @@ async fn drift_opens_an_episode_that_closes_when_reverted_in_the_cluster_or_by_a
         .await
         .unwrap();
     reconcile::sync(
-        &f.store, &f.cluster, &app, &sha, &digest, &desired, true, "manual", "ada",
+        &f.store,
+        &f.cluster,
+        &app,
+        &sha,
+        &digest,
+        &desired,
+        true,
+        "manual",
+        &ada(),
     )
     .await
     .unwrap();
@@ -447,7 +487,15 @@ async fn drift_opens_an_episode_that_closes_when_reverted_in_the_cluster_or_by_a
             .drifting
     );
     reconcile::sync(
-        &f.store, &f.cluster, &app, &sha, &digest, &desired, true, "manual", "ada",
+        &f.store,
+        &f.cluster,
+        &app,
+        &sha,
+        &digest,
+        &desired,
+        true,
+        "manual",
+        &ada(),
     )
     .await
     .unwrap();
@@ -723,7 +771,15 @@ async fn ignore_rules_keep_hand_scaled_replicas_out_of_drift() {
         .await
         .unwrap();
     reconcile::sync(
-        &f.store, &f.cluster, &app, &sha, &digest, &desired, true, "manual", "ada",
+        &f.store,
+        &f.cluster,
+        &app,
+        &sha,
+        &digest,
+        &desired,
+        true,
+        "manual",
+        &ada(),
     )
     .await
     .unwrap();
@@ -986,4 +1042,14 @@ async fn applications_can_be_created_and_edited_through_the_api_but_config_ones_
         .await
         .unwrap();
     assert_eq!(foreign.status(), 403);
+}
+
+/// A person as the ledger records them.
+fn ada() -> server::store::Actor {
+    server::store::Actor {
+        id: "local:ada".into(),
+        name: "Ada".into(),
+        method: "local".into(),
+        source_ip: "127.0.0.1".into(),
+    }
 }

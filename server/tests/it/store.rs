@@ -138,7 +138,12 @@ async fn a_sync_is_written_ahead_and_closed_exactly_once() {
             revision: "abc",
             digest: "d1",
             cause: "manual",
-            requested_by: "ada",
+            actor: &server::store::Actor {
+                id: "local:ada".into(),
+                name: "Ada".into(),
+                method: "local".into(),
+                source_ip: "127.0.0.1".into(),
+            },
         };
         let first = store.begin_sync(new.clone(), 2_000).await.unwrap();
         let results = serde_json::json!([{"object": "Deployment shop/web", "result": "applied"}]);

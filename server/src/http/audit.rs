@@ -1,0 +1,142 @@
+//! The audit ledger over HTTP: `GET /api/v1/audit` (filters, keyset pages, JSON / JSON Lines /
+//! CSV) and `GET /api/v1/audit/verify` (the chain check `tidemark audit verify` runs).
+
+use axum::extract::{Query, State};
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{internal_error, AppState};
+use crate::clock::{self, Millis};
+use crate::store::{AuditFilter, AuditRow};
+use app::model::AppError;
+
+#[derive(Debug, Deserialize)]
+pub struct AuditQuery {
+    format: Option<String>,
+    cursor: Option<String>,
+    limit: Option<u32>,
+    actor: Option<String>,
+    action: Option<String>,
+    application: Option<String>,
+    /// RFC 3339 or milliseconds since the epoch, inclusive.
+    since: Option<String>,
+    /// RFC 3339 or milliseconds since the epoch, exclusive.
+    until: Option<String>,
+}
+
+fn instant(name: &str, value: Option<&str>) -> Result<Option<Millis>, AppError> {
+    let Some(v) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if let Ok(ms) = v.parse::<i64>() {
+        return Ok(Some(ms));
+    }
+    chrono::DateTime::parse_from_rfc3339(v)
+        .map(|t| Some(t.timestamp_millis()))
+        .map_err(|_| {
+            AppError::BadRequest(format!(
+                "`{name}` must be RFC 3339 (2026-11-26T12:00:00Z) or milliseconds since the epoch"
+            ))
+        })
+}
+
+/// One CSV field, always quoted.
+fn csv_field(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+const CSV_HEADER: &str = "seq,at,actor_id,actor_name,auth_method,action,target,outcome,source_ip,details,prev_hash,hash\n";
+
+fn csv_row(r: &AuditRow) -> String {
+    let e = &r.event;
+    let fields = [
+        r.seq.to_string(),
+        clock::rfc3339(e.at),
+        e.actor_id.clone(),
+        e.actor_name.clone(),
+        e.auth_method.clone(),
+        e.action.clone(),
+        e.target.clone(),
+        e.outcome.clone(),
+        e.source_ip.clone(),
+        e.details.to_string(),
+        r.prev_hash.clone(),
+        r.hash.clone(),
+    ];
+    let mut line = fields
+        .iter()
+        .map(|f| csv_field(f))
+        .collect::<Vec<_>>()
+        .join(",");
+    line.push('\n');
+    line
+}
+
+/// `GET /api/v1/audit?format=json|jsonl|csv&actor=&action=&application=&since=&until=&cursor=&limit=`:
+/// newest first; the next page's cursor is in `next` (JSON) or the `X-Next-Cursor` header.
+pub async fn list(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Response {
+    let result = async {
+        let filter = AuditFilter {
+            actor: q.actor.clone().filter(|s| !s.is_empty()),
+            action: q.action.clone().filter(|s| !s.is_empty()),
+            application: q.application.clone().filter(|s| !s.is_empty()),
+            since: instant("since", q.since.as_deref())?,
+            until: instant("until", q.until.as_deref())?,
+        };
+        if let Some(c) = &q.cursor {
+            if c.parse::<i64>().is_err() {
+                return Err(AppError::BadRequest(format!(
+                    "`cursor` {c:?} is not a cursor from a previous page"
+                )));
+            }
+        }
+        let (rows, next) = state
+            .store
+            .audit_page(&filter, q.cursor.as_deref(), q.limit.unwrap_or(100))
+            .await
+            .map_err(|e| internal_error(&e))?;
+        Ok((rows, next))
+    }
+    .await;
+    let (rows, next) = match result {
+        Ok(page) => page,
+        Err(e) => return e.into_response(),
+    };
+    let (content_type, body) = match q.format.as_deref().unwrap_or("json") {
+        "json" => return Json(json!({"items": rows, "next": next})).into_response(),
+        "jsonl" => (
+            "application/x-ndjson",
+            rows.iter()
+                .map(|r| format!("{}\n", serde_json::to_string(r).unwrap_or_default()))
+                .collect::<String>(),
+        ),
+        "csv" => (
+            "text/csv; charset=utf-8",
+            std::iter::once(CSV_HEADER.to_owned())
+                .chain(rows.iter().map(csv_row))
+                .collect::<String>(),
+        ),
+        other => {
+            return AppError::BadRequest(format!(
+                "unknown format `{other}` (expected json, jsonl or csv)"
+            ))
+            .into_response()
+        }
+    };
+    let mut response = ([(header::CONTENT_TYPE, content_type)], body).into_response();
+    if let Some(next) = next.and_then(|n| HeaderValue::from_str(&n).ok()) {
+        response.headers_mut().insert("x-next-cursor", next);
+    }
+    response
+}
+
+/// `GET /api/v1/audit/verify`: `{"ok", "verified_through", "first_bad", "problem"}`.
+pub async fn verify(State(state): State<AppState>) -> Response {
+    match state.store.audit_verify().await {
+        Ok(v) => Json(v).into_response(),
+        Err(e) => internal_error(&e).into_response(),
+    }
+}
