@@ -103,6 +103,7 @@ fn settings(repo: &Path, db: &Path, cache: &Path) -> Settings {
         self_heal: false,
         prune: false,
         ignore: Vec::new(),
+        approvals: Default::default(),
     }];
     s
 }

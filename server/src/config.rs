@@ -419,6 +419,31 @@ pub struct ApplicationSettings {
     /// and `json_pointers = ["/spec/replicas"]`.
     #[serde(default)]
     pub ignore: Vec<crate::diff::IgnoreRule>,
+    /// With `manual`: who must approve a sync request (`[applications.approvals]`).
+    #[serde(default)]
+    pub approvals: ApprovalPolicy,
+}
+
+/// How a manual application's sync requests are approved.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalPolicy {
+    /// Approvals needed (N of the deployers allowed).
+    pub required: u32,
+    /// OIDC groups whose members may approve (empty: any deployer of the project).
+    pub groups: Vec<String>,
+    /// Sync as soon as the last approval arrives (otherwise a deployer clicks "sync now").
+    pub sync_on_approval: bool,
+}
+
+impl Default for ApprovalPolicy {
+    fn default() -> Self {
+        Self {
+            required: 1,
+            groups: Vec::new(),
+            sync_on_approval: true,
+        }
+    }
 }
 
 impl ApplicationSettings {

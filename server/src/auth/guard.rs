@@ -101,10 +101,30 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         return Redirect::to(&format!("/login?{target}")).into_response();
     };
 
-    // Routes about one application are judged within its project.
-    let app = pattern
+    // Routes about one application are judged within its project (a sync request belongs to
+    // its application).
+    let mut app = pattern
         .as_deref()
         .and_then(|p| path_param(p, &path, "name"));
+    if let Some(id) = pattern
+        .as_deref()
+        .filter(|p| p.starts_with("/api/v1/sync-requests/{id}"))
+        .and_then(|p| path_param(p, &path, "id"))
+    {
+        match id.parse::<i64>() {
+            Ok(id) => match state.store.sync_request(id).await {
+                Ok(Some(r)) => app = Some(r.application),
+                Ok(None) => {
+                    return AppError::NotFound(format!("sync request {id}")).into_response()
+                }
+                Err(e) => return crate::http::internal_error(&e).into_response(),
+            },
+            Err(_) => {
+                return AppError::BadRequest(format!("`{id}` is not a sync request id"))
+                    .into_response()
+            }
+        }
+    }
     if app.as_deref().is_some_and(|a| a.contains('%')) {
         return AppError::BadRequest("application names are letters, digits and `-`".into())
             .into_response();

@@ -118,6 +118,21 @@ const TABLE: &[(&str, &str, Rule)] = &[
         "/api/v1/applications/{name}/refresh",
         Rule::Act(Action::Refresh),
     ),
+    (
+        "POST",
+        "/api/v1/sync-requests/{id}/approve",
+        Rule::Act(Action::Approve),
+    ),
+    (
+        "POST",
+        "/api/v1/sync-requests/{id}/reject",
+        Rule::Act(Action::Reject),
+    ),
+    (
+        "POST",
+        "/api/v1/sync-requests/{id}/sync",
+        Rule::Act(Action::Sync),
+    ),
 ];
 
 /// The rule for a request. `pattern` is axum's matched route, `None` for the fallback (static

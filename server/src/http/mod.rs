@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod ports;
+mod requests;
 mod rest;
 pub mod webhooks;
 
@@ -78,6 +79,13 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/applications/{name}/commits", get(rest::commits))
         .route("/api/v1/applications/{name}/diff", get(rest::diff))
         .route("/api/v1/applications/{name}/refresh", post(rest::refresh))
+        .route("/api/v1/sync-requests", get(requests::list))
+        .route(
+            "/api/v1/sync-requests/{id}/approve",
+            post(requests::approve),
+        )
+        .route("/api/v1/sync-requests/{id}/reject", post(requests::reject))
+        .route("/api/v1/sync-requests/{id}/sync", post(requests::sync))
         .route("/api/v1/audit", get(audit::list))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route(

@@ -253,6 +253,16 @@ pub async fn sync(
         };
         let _guard = state.app_locks.lock(&source.name).await;
         let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_err)?;
+        if !body.dry_run && !source.auto_sync && source.approvals.required > 0 {
+            let pending = state.store.sync_requests(None, Some(&source.name), 1).await.map_err(|e| internal_error(&e))?;
+            let hint = pending.first().filter(|r| r.status == "pending" || r.status == "approved")
+                .map(|r| format!(": approve sync request #{} (POST /api/v1/sync-requests/{}/approve)", r.id, r.id))
+                .unwrap_or_default();
+            return Err(AppError::Conflict(format!(
+                "application {} syncs after {} approval(s){hint}",
+                source.name, source.approvals.required
+            )));
+        }
         if body.dry_run {
             let resources = crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore).await.map_err(reconcile_err)?;
             return Ok(json!({"dry_run": true, "revision": revision, "digest": digest, "resources": resources}));

@@ -12,7 +12,8 @@ use crate::cluster::client::{sync_order, ClusterClient, ClusterError};
 use crate::cluster::health::{self, Assessment, Health};
 use crate::diff::{self, IgnoreRule, ObjectRef, ResourceDiff, ResourceStatus};
 use crate::store::{
-    Actor, AppSource, AppStatus, InventoryItem, NewSync, OpenDrift, Store, StoreError, SyncStatus,
+    Actor, AppSource, AppStatus, InventoryItem, NewSync, OpenDrift, RequestChange, Store,
+    StoreError, SyncStatus,
 };
 
 /// Why a reconcile step could not run at all (per-resource failures are results, not errors).
@@ -383,6 +384,10 @@ pub async fn reconcile_app(
         }
     }
 
+    if !app.auto_sync && app.approvals.required > 0 {
+        request_approval(store, app, &sha, &digest, out_of_sync, drifting, now).await?;
+    }
+
     let mut synced = None;
     let should_sync = app.auto_sync && out_of_sync && (new_revision || app.self_heal);
     if should_sync {
@@ -553,4 +558,66 @@ pub fn spawn_loop(
             }
         }
     })
+}
+
+/// Manual applications with approvals: an out-of-sync target (new revision or drift) has one
+/// open sync request bound to (revision, digest); in sync, none.
+async fn request_approval(
+    store: &Store,
+    app: &AppSource,
+    sha: &str,
+    digest: &str,
+    out_of_sync: bool,
+    drifting: bool,
+    now: clock::Millis,
+) -> Result<(), ReconcileError> {
+    let short = sha.get(..7).unwrap_or(sha);
+    if out_of_sync {
+        let cause = if drifting { "drift" } else { "revision" };
+        let required = i64::from(app.approvals.required);
+        if let RequestChange::Created { id, superseded } = store
+            .ensure_sync_request(&app.name, sha, digest, cause, required, now)
+            .await?
+        {
+            if let Some(old) = superseded {
+                store
+                    .add_timeline(
+                        &app.name,
+                        "sync_request_superseded",
+                        &format!("sync request #{old} superseded by #{id}: the target moved; its approvals are void"),
+                        &json!({"request": old, "superseded_by": id}),
+                        now,
+                    )
+                    .await?;
+            }
+            let why = if drifting {
+                "to undo drift"
+            } else {
+                "for a new revision"
+            };
+            store
+                .add_timeline(
+                    &app.name,
+                    "sync_requested",
+                    &format!("sync request #{id} {why} ({short}) waits for {required} approval(s)"),
+                    &json!({"request": id, "revision": sha, "digest": digest, "cause": cause, "required": required}),
+                    now,
+                )
+                .await?;
+        }
+    } else if let Some(id) = store
+        .close_pending_request(&app.name, "the application is in sync again", now)
+        .await?
+    {
+        store
+            .add_timeline(
+                &app.name,
+                "sync_request_superseded",
+                &format!("sync request #{id} closed: the application is in sync again"),
+                &json!({"request": id}),
+                now,
+            )
+            .await?;
+    }
+    Ok(())
 }

@@ -61,12 +61,13 @@ impl Store {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO applications (name, project, repository, path, target_revision, cluster, namespace,
-                 sync_policy, self_heal, prune, ignore_rules, source, created_at, updated_at, retired_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'api', $12, $12, NULL)
+                 sync_policy, self_heal, prune, ignore_rules, approval_policy, source, created_at, updated_at, retired_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, 'api', $12, $12, NULL)
              ON CONFLICT (name) DO UPDATE SET project = excluded.project, repository = excluded.repository,
                  path = excluded.path, target_revision = excluded.target_revision, cluster = excluded.cluster,
                  namespace = excluded.namespace, sync_policy = excluded.sync_policy, self_heal = excluded.self_heal,
-                 prune = excluded.prune, ignore_rules = excluded.ignore_rules, updated_at = excluded.updated_at,
+                 prune = excluded.prune, ignore_rules = excluded.ignore_rules,
+                 approval_policy = excluded.approval_policy, updated_at = excluded.updated_at,
                  retired_at = NULL",
         )
         .bind(&app.name)
@@ -81,6 +82,7 @@ impl Store {
         .bind(i64::from(app.prune))
         .bind(serde_json::to_string(&app.ignore).unwrap_or_else(|_| "[]".into()))
         .bind(now)
+        .bind(serde_json::to_string(&app.approvals).unwrap_or_else(|_| "{}".into()))
         .execute(&mut *tx)
         .await?;
         super::append_audit(&mut tx, audit).await?;
@@ -127,14 +129,14 @@ impl Store {
         for app in declared.applications {
             sqlx::query(
                 "INSERT INTO applications (name, project, repository, path, target_revision,
-                     cluster, namespace, sync_policy, self_heal, prune, ignore_rules, source, created_at, updated_at, retired_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, 'config', $9, $9, NULL)
+                     cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, source, created_at, updated_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, $13, 'config', $9, $9, NULL)
                  ON CONFLICT (name) DO UPDATE SET project = excluded.project,
                      repository = excluded.repository, path = excluded.path,
                      target_revision = excluded.target_revision, cluster = excluded.cluster,
                      namespace = excluded.namespace, sync_policy = excluded.sync_policy,
                      self_heal = excluded.self_heal, prune = excluded.prune, ignore_rules = excluded.ignore_rules,
-                     source = 'config', updated_at = excluded.updated_at, retired_at = NULL",
+                     approval_policy = excluded.approval_policy, source = 'config', updated_at = excluded.updated_at, retired_at = NULL",
             )
             .bind(&app.name)
             .bind(&app.project)
@@ -148,6 +150,7 @@ impl Store {
             .bind(i64::from(app.self_heal))
             .bind(i64::from(app.prune))
             .bind(serde_json::to_string(&app.ignore).unwrap_or_else(|_| "[]".into()))
+            .bind(serde_json::to_string(&app.approvals).unwrap_or_else(|_| "{}".into()))
             .execute(&mut *tx)
             .await?;
         }

@@ -111,6 +111,8 @@ pub struct AppSource {
     pub self_heal: bool,
     pub prune: bool,
     pub ignore: Vec<crate::diff::IgnoreRule>,
+    pub approvals: crate::config::ApprovalPolicy,
+    pub project: String,
 }
 
 fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
@@ -132,11 +134,19 @@ fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
                 value: rules,
             })?
         },
+        approvals: {
+            let policy: String = r.try_get("approval_policy")?;
+            serde_json::from_str(&policy).map_err(|_| StoreError::Corrupt {
+                column: "applications.approval_policy",
+                value: policy,
+            })?
+        },
+        project: r.try_get("project")?,
     })
 }
 
 const APP_SOURCE_COLUMNS: &str =
-    "name, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules";
+    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy";
 
 impl Store {
     /// Active applications reading from `repository`.

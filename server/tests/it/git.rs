@@ -337,6 +337,7 @@ fn settings_for(repo: &GitRepo, db: &TestDb, cache: &Path) -> Settings {
         self_heal: false,
         prune: false,
         ignore: Vec::new(),
+        approvals: Default::default(),
     }];
     s
 }

@@ -121,6 +121,7 @@ pub fn catalog(settings: &mut Settings) {
             self_heal: false,
             prune: false,
             ignore: Vec::new(),
+            approvals: Default::default(),
         })
         .collect();
 }

@@ -35,6 +35,19 @@ async fn fixture() -> Fixture {
 }
 
 async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixture {
+    // Direct syncs in these tests: no approvals needed.
+    let direct = server::config::ApprovalPolicy {
+        required: 0,
+        ..Default::default()
+    };
+    fixture_approvals(policy, self_heal, direct).await
+}
+
+async fn fixture_approvals(
+    policy: app::model::SyncPolicy,
+    self_heal: bool,
+    approvals: server::config::ApprovalPolicy,
+) -> Fixture {
     let db = TestDb::sqlite();
     let c = TestCluster::sandbox().await;
     let cache = tempfile::tempdir().unwrap();
@@ -62,6 +75,7 @@ async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixtur
         self_heal,
         prune: true,
         ignore: Vec::new(),
+        approvals,
     }];
     let store = db.store().await;
     let catalog = DeclaredCatalog {
@@ -848,7 +862,8 @@ async fn a_sync_cut_short_by_a_killed_process_is_closed_once_as_interrupted_afte
              [reconcile]\ninterval_secs = 3600\n\
              [[repositories]]\nname = \"demo\"\nurl = \"{repo}\"\n\
              [[clusters]]\nname = \"sandbox\"\nurl = \"{cluster}\"\n\
-             [[applications]]\nname = \"guestbook\"\nrepository = \"demo\"\npath = \"apps/guestbook\"\ncluster = \"sandbox\"\nnamespace = \"guestbook\"\n",
+             [[applications]]\nname = \"guestbook\"\nrepository = \"demo\"\npath = \"apps/guestbook\"\ncluster = \"sandbox\"\nnamespace = \"guestbook\"\n\
+             [applications.approvals]\nrequired = 0\n",
             db = db.display(),
             cache = work.path().join("git").display(),
             repo = repo.url(),
@@ -1052,4 +1067,313 @@ fn ada() -> server::store::Actor {
         method: "local".into(),
         source_ip: "127.0.0.1".into(),
     }
+}
+
+// ---- approvals ----------------------------------------------------------------------------
+
+/// A server on the fixture's settings with deployers alice, bob, dave and ada (whose e-mail is
+/// the fixture repository's author), each signed in through the local form.
+async fn approvers(
+    f: &Fixture,
+) -> (
+    crate::helpers::TestServer,
+    std::collections::HashMap<&'static str, reqwest::Client>,
+) {
+    let mut settings = f.settings.clone();
+    settings.auth.bindings = ["alice", "bob", "dave", "ada"]
+        .into_iter()
+        .map(|u| server::config::RoleBinding {
+            group: None,
+            user: Some(u.into()),
+            role: app::model::Role::Deployer,
+            project: None,
+        })
+        .collect();
+    let server = crate::helpers::TestServer::start(settings).await;
+    let mut clients = std::collections::HashMap::new();
+    for name in ["alice", "bob", "dave", "ada"] {
+        let hash = server::auth::local::hash_password("password-1")
+            .await
+            .unwrap();
+        server
+            .store
+            .upsert_local_user(name, name, &hash, 0)
+            .await
+            .unwrap();
+        clients.insert(name, server.browser_signed_in(name, "password-1").await);
+    }
+    let pool = sqlx::SqlitePool::connect(&server.db_url).await.unwrap();
+    sqlx::query("UPDATE users SET email = 'ada@example.com' WHERE id = 'local:ada'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    (server, clients)
+}
+
+async fn decide(
+    server: &crate::helpers::TestServer,
+    client: &reqwest::Client,
+    id: i64,
+    verb: &str,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut req = client
+        .post(format!("{}/api/v1/sync-requests/{id}/{verb}", server.base))
+        .header("origin", &server.base);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    (
+        resp.status().as_u16(),
+        resp.json().await.unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_of_m_approvals_with_four_eyes_run_the_sync_exactly_once() {
+    let policy = server::config::ApprovalPolicy {
+        required: 2,
+        ..Default::default()
+    };
+    let f = fixture_approvals(app::model::SyncPolicy::Manual, false, policy).await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    let (server, people) = approvers(&f).await;
+
+    let pending: serde_json::Value = server
+        .client
+        .get(format!(
+            "{}/api/v1/sync-requests?status=pending",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let items = pending["items"].as_array().unwrap();
+    assert_eq!(
+        items.len(),
+        1,
+        "one request, however often it is compared: {pending}"
+    );
+    let id = items[0]["id"].as_i64().unwrap();
+    assert_eq!(
+        (items[0]["cause"].as_str(), items[0]["required"].as_i64()),
+        (Some("revision"), Some(2))
+    );
+
+    // A direct sync is refused while approvals are required.
+    let direct = server
+        .client
+        .post(format!(
+            "{}/api/v1/applications/guestbook/sync",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(direct.status(), 409);
+    assert!(direct
+        .text()
+        .await
+        .unwrap()
+        .contains(&format!("approve sync request #{id}")));
+
+    // Four-eyes: the commit's author may not approve it.
+    let (status, body) = decide(&server, &people["ada"], id, "approve", None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("you authored commit"),
+        "{body}"
+    );
+
+    let (status, body) = decide(&server, &people["alice"], id, "approve", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("pending")),
+        "{body}"
+    );
+    let (status, body) = decide(&server, &people["alice"], id, "approve", None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("already approved"));
+
+    // Two approvers at the same instant: one completes the request, the other finds it decided.
+    let (a, b) = tokio::join!(
+        decide(&server, &people["bob"], id, "approve", None),
+        decide(&server, &people["dave"], id, "approve", None)
+    );
+    let mut statuses = [a.0, b.0];
+    statuses.sort();
+    assert_eq!(statuses, [200, 409], "{a:?} {b:?}");
+    let done = if a.0 == 200 { a.1 } else { b.1 };
+    assert_eq!(done["status"], "synced", "{done}");
+    let syncs = f.store.syncs("guestbook", 10).await.unwrap();
+    assert_eq!(
+        syncs.iter().filter(|s| s.cause == "approved").count(),
+        1,
+        "{syncs:?}"
+    );
+    assert_eq!(done["sync_id"].as_i64(), Some(syncs[0].id));
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(f.kube.clone(), "guestbook");
+    assert!(deployments.get_opt("web").await.unwrap().is_some());
+
+    // In sync now: no new request; the ledger holds the approvals and the sync, chained.
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    assert!(f
+        .store
+        .sync_requests(Some("pending"), None, 10)
+        .await
+        .unwrap()
+        .is_empty());
+    let rows = f.store.audit_rows(0, 100).await.unwrap();
+    let actions: Vec<&str> = rows.iter().map(|r| r.event.action.as_str()).collect();
+    assert_eq!(
+        actions.iter().filter(|a| **a == "approve").count(),
+        2,
+        "{actions:?}"
+    );
+    assert!(actions.contains(&"sync"));
+    assert!(f.store.audit_verify().await.unwrap().ok);
+}
+
+#[tokio::test]
+async fn a_new_commit_supersedes_the_request_and_voids_its_approvals_and_rejection_needs_a_reason()
+{
+    let policy = server::config::ApprovalPolicy {
+        required: 2,
+        ..Default::default()
+    };
+    let f = fixture_approvals(app::model::SyncPolicy::Manual, false, policy).await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    let (server, people) = approvers(&f).await;
+    let first = f
+        .store
+        .sync_requests(Some("pending"), None, 1)
+        .await
+        .unwrap()[0]
+        .id;
+    assert_eq!(
+        decide(&server, &people["alice"], first, "approve", None)
+            .await
+            .0,
+        200
+    );
+
+    f.repo.write(
+        "apps/guestbook/app.yaml",
+        &APP.replace("replicas: 2", "replicas: 4"),
+    );
+    f.repo.commit("scale to 4");
+    f.git.sync_repository("demo").await.unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+
+    let old = f.store.sync_request(first).await.unwrap().unwrap();
+    assert_eq!(old.status, "superseded");
+    assert!(
+        old.approvals.iter().all(|a| a.void) && old.approvals.len() == 1,
+        "{old:?}"
+    );
+    let second = old.superseded_by.unwrap();
+    let new = f.store.sync_request(second).await.unwrap().unwrap();
+    assert_eq!((new.status.as_str(), new.approvals.len()), ("pending", 0));
+    assert_ne!(new.revision, old.revision);
+    let (status, _) = decide(&server, &people["bob"], first, "approve", None).await;
+    assert_eq!(status, 409, "a superseded request cannot be approved");
+    let timeline = f.store.timeline("guestbook", 50).await.unwrap();
+    assert!(
+        timeline
+            .iter()
+            .any(|(kind, message)| kind == "sync_request_superseded"
+                && message.contains("approvals are void")),
+        "{timeline:?}"
+    );
+
+    // The same revision rendered differently also supersedes (bound to the digest).
+    let change = f
+        .store
+        .ensure_sync_request(
+            "guestbook",
+            &new.revision,
+            "another-digest",
+            "revision",
+            2,
+            1,
+        )
+        .await
+        .unwrap();
+    let third = match change {
+        server::store::RequestChange::Created { id, superseded } => {
+            assert_eq!(superseded, Some(second));
+            id
+        }
+        other => panic!("{other:?}"),
+    };
+
+    // Rejection needs a reason; then the request is closed.
+    let (status, body) = decide(
+        &server,
+        &people["bob"],
+        third,
+        "reject",
+        Some(json!({"reason": "  "})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = decide(&server, &people["bob"], third, "reject", None).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = decide(
+        &server,
+        &people["bob"],
+        third,
+        "reject",
+        Some(json!({"reason": "wrong replicas"})),
+    )
+    .await;
+    assert_eq!(
+        (status, body["status"].as_str(), body["reason"].as_str()),
+        (200, Some("rejected"), Some("wrong replicas"))
+    );
+    assert_eq!(
+        decide(&server, &people["alice"], third, "approve", None)
+            .await
+            .0,
+        409
+    );
+    let viewer = crate::helpers::bearer_client(&server.token(app::model::Role::Viewer, None).await);
+    let denied = viewer
+        .post(format!(
+            "{}/api/v1/sync-requests/{third}/approve",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 403);
+    assert!(denied
+        .text()
+        .await
+        .unwrap()
+        .contains("Approving needs the deployer role in project demo"));
 }

@@ -1,0 +1,118 @@
+//! Sync requests over REST: list, approve, reject (with a reason), and "sync now" for an
+//! approved request whose policy waits for a click.
+
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::{internal_error, AppState};
+use crate::auth::guard::ClientIp;
+use crate::auth::Principal;
+use crate::workflow::{self, Deps};
+use app::model::AppError;
+
+fn deps(state: &AppState) -> Deps<'_> {
+    Deps {
+        store: &state.store,
+        clusters: &state.clusters,
+        locks: &state.app_locks,
+    }
+}
+
+fn respond<T: serde::Serialize>(result: Result<T, AppError>) -> Response {
+    match result {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    status: Option<String>,
+    application: Option<String>,
+    limit: Option<i64>,
+}
+
+/// `GET /api/v1/sync-requests?status=pending&application=`
+pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+    const STATUSES: [&str; 6] = [
+        "pending",
+        "approved",
+        "rejected",
+        "superseded",
+        "synced",
+        "failed",
+    ];
+    if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
+        return AppError::BadRequest(format!(
+            "unknown status `{s}` (expected one of {})",
+            STATUSES.join(", ")
+        ))
+        .into_response();
+    }
+    respond(
+        state
+            .store
+            .sync_requests(
+                q.status.as_deref(),
+                q.application.as_deref(),
+                q.limit.unwrap_or(100),
+            )
+            .await
+            .map(|items| json!({"items": items}))
+            .map_err(|e| internal_error(&e)),
+    )
+}
+
+/// `POST /api/v1/sync-requests/{id}/approve`
+pub async fn approve(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Path(id): Path<i64>,
+) -> Response {
+    respond(workflow::approve(&deps(&state), &who, &ip, id).await)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RejectBody {
+    reason: String,
+}
+
+/// `POST /api/v1/sync-requests/{id}/reject` with `{"reason": "..."}`
+pub async fn reject(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Path(id): Path<i64>,
+    body: Option<Json<RejectBody>>,
+) -> Response {
+    let Some(Json(body)) = body else {
+        return AppError::BadRequest("a rejection needs a JSON body {\"reason\": \"...\"}".into())
+            .into_response();
+    };
+    respond(workflow::reject(&deps(&state), &who, &ip, id, &body.reason).await)
+}
+
+/// `POST /api/v1/sync-requests/{id}/sync`: run an approved request now.
+pub async fn sync(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Path(id): Path<i64>,
+) -> Response {
+    let d = deps(&state);
+    let result = async {
+        workflow::run_approved(&d, &who, &ip, id).await?;
+        state
+            .store
+            .sync_request(id)
+            .await
+            .map_err(|e| internal_error(&e))
+    }
+    .await;
+    respond(result)
+}

@@ -1,0 +1,395 @@
+//! The approval aggregate: sync requests bound to (revision, digest) and their approvals. Each
+//! decision is one transaction that first claims the pending row with a conditional UPDATE, so
+//! concurrent deciders serialise and exactly one of them sees the request become approved.
+
+use sqlx::Row;
+
+use super::{append_audit, AuditEvent, Store, StoreError};
+use crate::clock::Millis;
+
+/// A sync request with its (non-void and void) approvals.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SyncRequest {
+    pub id: i64,
+    pub application: String,
+    pub revision: String,
+    pub digest: String,
+    pub cause: String,
+    pub required: i64,
+    pub status: String,
+    pub created_at: Millis,
+    pub decided_at: Option<Millis>,
+    pub decided_by: Option<String>,
+    pub reason: Option<String>,
+    pub sync_id: Option<i64>,
+    pub superseded_by: Option<i64>,
+    pub approvals: Vec<Approval>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Approval {
+    pub user_id: String,
+    pub user_name: String,
+    pub at: Millis,
+    pub void: bool,
+}
+
+/// What `ensure_sync_request` did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestChange {
+    /// A pending request for this exact (revision, digest) already exists.
+    Unchanged(i64),
+    /// A new pending request; `superseded` names the one it replaced (its approvals voided).
+    Created { id: i64, superseded: Option<i64> },
+}
+
+/// Why a decision was refused (mapped to 404 / 409 by the caller).
+#[derive(Debug, thiserror::Error)]
+pub enum DecisionError {
+    #[error("no sync request {0}")]
+    NotFound(i64),
+    #[error("sync request {id} is {status}, not pending")]
+    NotPending { id: i64, status: String },
+    #[error("you already approved sync request {0}")]
+    AlreadyApproved(i64),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for DecisionError {
+    fn from(e: sqlx::Error) -> Self {
+        DecisionError::Store(StoreError::Query(e))
+    }
+}
+
+/// The result of an approval.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approved {
+    pub approvals: i64,
+    pub required: i64,
+    /// This approval completed the request (it is now `approved`).
+    pub complete: bool,
+}
+
+const COLUMNS: &str = "id, application, revision, digest, cause, required, status, created_at, decided_at, decided_by, reason, sync_id, superseded_by";
+
+fn request_from(r: &sqlx::any::AnyRow) -> Result<SyncRequest, StoreError> {
+    Ok(SyncRequest {
+        id: r.try_get("id")?,
+        application: r.try_get("application")?,
+        revision: r.try_get("revision")?,
+        digest: r.try_get("digest")?,
+        cause: r.try_get("cause")?,
+        required: r.try_get("required")?,
+        status: r.try_get("status")?,
+        created_at: r.try_get("created_at")?,
+        decided_at: r.try_get("decided_at")?,
+        decided_by: r.try_get("decided_by")?,
+        reason: r.try_get("reason")?,
+        sync_id: r.try_get("sync_id")?,
+        superseded_by: r.try_get("superseded_by")?,
+        approvals: Vec::new(),
+    })
+}
+
+impl Store {
+    /// Makes sure the application's pending request is for (revision, digest): a different
+    /// pending one is superseded (its approvals voided) by a new one.
+    pub async fn ensure_sync_request(
+        &self,
+        app: &str,
+        revision: &str,
+        digest: &str,
+        cause: &str,
+        required: i64,
+        now: Millis,
+    ) -> Result<RequestChange, StoreError> {
+        let mut tx = self.write_tx().await?;
+        // The open request: pending, or approved and waiting for its sync.
+        let pending = sqlx::query(
+            "SELECT id, revision, digest FROM sync_requests
+             WHERE application = $1 AND status IN ('pending', 'approved') ORDER BY id DESC LIMIT 1",
+        )
+        .bind(app)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let mut superseded = None;
+        if let Some(p) = pending {
+            let (id, rev, dig): (i64, String, String) = (
+                p.try_get("id")?,
+                p.try_get("revision")?,
+                p.try_get("digest")?,
+            );
+            if rev == revision && dig == digest {
+                return Ok(RequestChange::Unchanged(id));
+            }
+            sqlx::query(
+                "UPDATE sync_requests SET status = 'superseded', decided_at = $1,
+                     reason = 'the target moved to another revision or rendering' WHERE id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE approvals SET void = 1 WHERE request_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            superseded = Some(id);
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO sync_requests (application, revision, digest, cause, required, status, created_at)
+             VALUES ($1, $2, $3, $4, $5, 'pending', $6) RETURNING id",
+        )
+        .bind(app)
+        .bind(revision)
+        .bind(digest)
+        .bind(cause)
+        .bind(required.max(1))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        if let Some(old) = superseded {
+            sqlx::query("UPDATE sync_requests SET superseded_by = $1 WHERE id = $2")
+                .bind(id)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(RequestChange::Created { id, superseded })
+    }
+
+    /// Supersedes the application's pending request without a replacement (the application
+    /// is in sync again); returns its id.
+    pub async fn close_pending_request(
+        &self,
+        app: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<Option<i64>, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM sync_requests WHERE application = $1 AND status IN ('pending', 'approved')
+             ORDER BY id DESC LIMIT 1",
+        )
+        .bind(app)
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(id) = id {
+            sqlx::query(
+                "UPDATE sync_requests SET status = 'superseded', decided_at = $1, reason = $2 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(reason)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE approvals SET void = 1 WHERE request_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn sync_request(&self, id: i64) -> Result<Option<SyncRequest>, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM sync_requests WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(mut req) = row.as_ref().map(request_from).transpose()? else {
+            return Ok(None);
+        };
+        req.approvals = self.approvals_of(id).await?;
+        Ok(Some(req))
+    }
+
+    async fn approvals_of(&self, id: i64) -> Result<Vec<Approval>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT user_id, user_name, at, void FROM approvals WHERE request_id = $1 ORDER BY at, user_id",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Approval {
+                    user_id: r.try_get("user_id")?,
+                    user_name: r.try_get("user_name")?,
+                    at: r.try_get("at")?,
+                    void: r.try_get::<i64, _>("void")? != 0,
+                })
+            })
+            .collect()
+    }
+
+    /// Requests, newest first, optionally of one status and/or application.
+    pub async fn sync_requests(
+        &self,
+        status: Option<&str>,
+        app: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SyncRequest>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM sync_requests
+             WHERE ($1 = '' OR status = $1) AND ($2 = '' OR application = $2)
+             ORDER BY id DESC LIMIT $3"
+        ))
+        .bind(status.unwrap_or_default())
+        .bind(app.unwrap_or_default())
+        .bind(limit.clamp(1, 1000))
+        .fetch_all(&self.pool)
+        .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let mut req = request_from(r)?;
+            req.approvals = self.approvals_of(req.id).await?;
+            out.push(req);
+        }
+        Ok(out)
+    }
+
+    /// Records one approval (and its audit row) if the request is still pending; completes the
+    /// request when the approvals reach its `required`.
+    pub async fn approve_request(
+        &self,
+        id: i64,
+        user_id: &str,
+        user_name: &str,
+        audit: &AuditEvent,
+        now: Millis,
+    ) -> Result<Approved, DecisionError> {
+        let mut tx = self.write_tx().await?;
+        // Claim the row first (a row lock on PostgreSQL; SQLite's write transaction already
+        // serialises): a concurrent decision waits here and then sees the new state.
+        let claimed = sqlx::query(
+            "UPDATE sync_requests SET status = status WHERE id = $1 AND status = 'pending'",
+        )
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if claimed.rows_affected() == 0 {
+            drop(tx);
+            return Err(self.not_pending(id).await);
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO approvals (request_id, user_id, user_name, at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(id)
+        .bind(user_id)
+        .bind(user_name)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(DecisionError::AlreadyApproved(id));
+        }
+        let row = sqlx::query(
+            "SELECT r.required, (SELECT COUNT(*) FROM approvals a WHERE a.request_id = r.id AND a.void = 0) AS n
+             FROM sync_requests r WHERE r.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+        let (required, approvals): (i64, i64) = (row.try_get("required")?, row.try_get("n")?);
+        let complete = approvals >= required;
+        if complete {
+            sqlx::query(
+                "UPDATE sync_requests SET status = 'approved', decided_at = $1, decided_by = $2 WHERE id = $3",
+            )
+            .bind(now)
+            .bind(user_id)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(Approved {
+            approvals,
+            required,
+            complete,
+        })
+    }
+
+    /// Rejects a pending request with a reason (and its audit row).
+    pub async fn reject_request(
+        &self,
+        id: i64,
+        user_id: &str,
+        reason: &str,
+        audit: &AuditEvent,
+        now: Millis,
+    ) -> Result<(), DecisionError> {
+        let mut tx = self.write_tx().await?;
+        let done = sqlx::query(
+            "UPDATE sync_requests SET status = 'rejected', decided_at = $1, decided_by = $2, reason = $3
+             WHERE id = $4 AND status = 'pending'",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(reason)
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            drop(tx);
+            return Err(self.not_pending(id).await);
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records the sync an approved request ran, once.
+    pub async fn finish_request(
+        &self,
+        id: i64,
+        status: &str,
+        sync_id: Option<i64>,
+        reason: Option<&str>,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE sync_requests SET status = $1, sync_id = $2, reason = COALESCE($3, reason)
+             WHERE id = $4 AND status = 'approved'",
+        )
+        .bind(status)
+        .bind(sync_id)
+        .bind(reason)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The author e-mail of a commit (four-eyes: authors do not approve their own change).
+    pub async fn commit_author_email(
+        &self,
+        repository: &str,
+        sha: &str,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT author_email FROM commits WHERE repository = $1 AND sha = $2",
+        )
+        .bind(repository)
+        .bind(sha)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
+    async fn not_pending(&self, id: i64) -> DecisionError {
+        match self.sync_request(id).await {
+            Ok(Some(r)) => DecisionError::NotPending {
+                id,
+                status: r.status,
+            },
+            Ok(None) => DecisionError::NotFound(id),
+            Err(e) => DecisionError::Store(e),
+        }
+    }
+}
