@@ -239,3 +239,210 @@ pub async fn run_approved(
         .map_err(|e| internal_error(&e))?;
     Ok(())
 }
+
+/// Rolls `app` back to a known-good revision: applies its stored snapshot (no Git needed), then
+/// pins the application there with the reason. Returns the sync and the pin.
+pub async fn rollback(
+    deps: &Deps<'_>,
+    who: &Principal,
+    ip: &str,
+    app: &str,
+    revision: &str,
+    reason: &str,
+) -> Result<serde_json::Value, AppError> {
+    let reason = reason.trim();
+    if reason.is_empty() {
+        return Err(AppError::BadRequest("a rollback needs a reason".into()));
+    }
+    if revision.len() < 7 {
+        return Err(AppError::BadRequest(
+            "name the revision by its commit SHA (at least 7 characters)".into(),
+        ));
+    }
+    let source = deps
+        .store
+        .app_source(app)
+        .await
+        .map_err(|e| internal_error(&e))?
+        .ok_or_else(|| AppError::NotFound(format!("application {app}")))?;
+    let known = deps
+        .store
+        .known_good_revisions(app)
+        .await
+        .map_err(|e| internal_error(&e))?;
+    let target = known
+        .iter()
+        .find(|k| k.revision.starts_with(revision))
+        .ok_or_else(|| {
+            AppError::Conflict(format!(
+                "{} is not a known-good revision of {app} (one that synced and became healthy); see GET /api/v1/applications/{app}/revisions",
+                short(revision)
+            ))
+        })?
+        .clone();
+    let content = deps
+        .store
+        .snapshot(&target.digest)
+        .await
+        .map_err(|e| internal_error(&e))?
+        .ok_or_else(|| {
+            AppError::Conflict(format!(
+                "the snapshot of {} is gone",
+                short(&target.revision)
+            ))
+        })?;
+    let cluster = deps
+        .clusters
+        .get(&source.cluster)
+        .cloned()
+        .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
+    let _guard = deps.locks.lock(&source.name).await;
+    let cluster_err = |e: ReconcileError| match e {
+        ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
+        other => internal_error(&other),
+    };
+    let objects = reconcile::place_all(&cluster, &content, &target.digest, &source.namespace)
+        .await
+        .map_err(cluster_err)?;
+    let (sync_id, status, results) = reconcile::sync(
+        deps.store,
+        &cluster,
+        &source,
+        &target.revision,
+        &target.digest,
+        &objects,
+        source.prune,
+        "rollback",
+        &who.actor(ip),
+    )
+    .await
+    .map_err(cluster_err)?;
+    if status != crate::store::SyncStatus::Succeeded {
+        return Ok(
+            json!({"sync": sync_id, "status": status, "revision": target.revision, "results": results, "pinned": null}),
+        );
+    }
+    let now = clock::now();
+    let pin = crate::store::Pin {
+        revision: target.revision.clone(),
+        digest: target.digest.clone(),
+        pinned_by: who.id.clone(),
+        pinned_name: who.display_name.clone(),
+        pinned_at: now,
+        reason: reason.to_owned(),
+    };
+    let event = who.actor(ip).event(
+        "rollback",
+        &format!("application:{app}"),
+        "success",
+        json!({"revision": target.revision, "digest": target.digest, "sync": sync_id, "reason": reason, "pinned": true}),
+        now,
+    );
+    deps.store
+        .pin(app, &pin, &event)
+        .await
+        .map_err(|e| internal_error(&e))?;
+    if let Some(open) = deps
+        .store
+        .open_drift(app)
+        .await
+        .map_err(|e| internal_error(&e))?
+    {
+        reconcile::close_drift(deps.store, app, &open, "rollback", now)
+            .await
+            .map_err(|e| internal_error(&e))?;
+    }
+    let title = target.title.clone().unwrap_or_default();
+    deps.store
+        .add_timeline(
+            app,
+            "rollback",
+            &format!(
+                "{} rolled back to {} \"{title}\" and pinned it: {reason}",
+                who.display_name,
+                short(&target.revision)
+            ),
+            &json!({"revision": target.revision, "sync": sync_id, "by": who.id, "reason": reason}),
+            now,
+        )
+        .await
+        .map_err(|e| internal_error(&e))?;
+    Ok(
+        json!({"sync": sync_id, "status": status, "revision": target.revision, "results": results, "pinned": pin}),
+    )
+}
+
+/// Removes the pin: the application follows its normal policy again.
+pub async fn unpin(
+    deps: &Deps<'_>,
+    who: &Principal,
+    ip: &str,
+    app: &str,
+) -> Result<serde_json::Value, AppError> {
+    let pin = deps
+        .store
+        .pin_of(app)
+        .await
+        .map_err(|e| internal_error(&e))?
+        .ok_or_else(|| AppError::Conflict(format!("application {app} is not pinned")))?;
+    let now = clock::now();
+    let event = who.actor(ip).event(
+        "unpin",
+        &format!("application:{app}"),
+        "success",
+        json!({"revision": pin.revision, "pinned_by": pin.pinned_by, "pinned_at": pin.pinned_at}),
+        now,
+    );
+    if !deps
+        .store
+        .unpin(app, &event)
+        .await
+        .map_err(|e| internal_error(&e))?
+    {
+        return Err(AppError::Conflict(format!(
+            "application {app} is not pinned"
+        )));
+    }
+    deps.store
+        .add_timeline(
+            app,
+            "unpinned",
+            &format!(
+                "{} unpinned {} (pinned at {}): the normal sync policy applies again",
+                who.display_name,
+                short(&pin.revision),
+                clock::rfc3339(pin.pinned_at)
+            ),
+            &json!({"revision": pin.revision, "by": who.id}),
+            now,
+        )
+        .await
+        .map_err(|e| internal_error(&e))?;
+    Ok(json!({"unpinned": app, "revision": pin.revision}))
+}
+
+/// Per resource and field, how two stored revisions of `app` differ (Secret values redacted).
+pub async fn diff_revisions(
+    store: &Store,
+    app: &str,
+    from: &str,
+    to: &str,
+) -> Result<serde_json::Value, AppError> {
+    let mut snapshots = Vec::new();
+    for rev in [from, to] {
+        let (digest, content) = store
+            .rendered_snapshot(app, rev)
+            .await
+            .map_err(|e| internal_error(&e))?
+            .ok_or_else(|| {
+                AppError::NotFound(format!("no stored rendering of {app} at revision {rev}"))
+            })?;
+        let objects: Vec<serde_json::Value> = serde_json::from_str(&content)
+            .map_err(|_| AppError::Internal(format!("corrupt snapshot {digest}")))?;
+        snapshots.push((digest, objects));
+    }
+    let resources = crate::diff::between(&snapshots[0].1, &snapshots[1].1);
+    Ok(
+        json!({"from": {"revision": from, "digest": snapshots[0].0}, "to": {"revision": to, "digest": snapshots[1].0}, "resources": resources}),
+    )
+}

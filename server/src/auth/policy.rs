@@ -120,6 +120,16 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ),
     (
         "POST",
+        "/api/v1/applications/{name}/rollback",
+        Rule::Act(Action::Rollback),
+    ),
+    (
+        "POST",
+        "/api/v1/applications/{name}/unpin",
+        Rule::Act(Action::Unpin),
+    ),
+    (
+        "POST",
         "/api/v1/sync-requests/{id}/approve",
         Rule::Act(Action::Approve),
     ),

@@ -509,3 +509,75 @@ mod tests {
         assert_eq!(base64(b"foobar"), "Zm9vYmFy");
     }
 }
+
+/// How one resource differs between two stored snapshots.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SnapshotDiff {
+    pub object: ObjectRef,
+    /// `added`, `removed` or `changed` (unchanged resources are left out).
+    pub change: &'static str,
+    pub fields: Vec<FieldDelta>,
+}
+
+/// One field between two snapshots (Secret data reads `(changed)`, never its value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldDelta {
+    pub path: String,
+    pub from: Option<Value>,
+    pub to: Option<Value>,
+}
+
+/// Per resource and field, what changed from snapshot `from` to snapshot `to`.
+pub fn between(from: &[Value], to: &[Value]) -> Vec<SnapshotDiff> {
+    let index = |objs: &[Value]| -> BTreeMap<ObjectRef, Value> {
+        objs.iter().map(|o| (ObjectRef::of(o), o.clone())).collect()
+    };
+    let (a, b) = (index(from), index(to));
+    let mut out = Vec::new();
+    for (object, new) in &b {
+        match a.get(object) {
+            None => out.push(SnapshotDiff {
+                object: object.clone(),
+                change: "added",
+                fields: Vec::new(),
+            }),
+            Some(old) => {
+                // Fields of `to` that differ from `from`, then fields only `from` has.
+                let mut fields: Vec<FieldDelta> = diff_object(object, new, old, &[])
+                    .into_iter()
+                    .map(|c| FieldDelta {
+                        path: c.path,
+                        from: c.live,
+                        to: c.desired,
+                    })
+                    .collect();
+                fields.extend(
+                    diff_object(object, old, new, &[])
+                        .into_iter()
+                        .filter(|c| c.live.is_none())
+                        .map(|c| FieldDelta {
+                            path: c.path,
+                            from: c.desired,
+                            to: None,
+                        }),
+                );
+                if !fields.is_empty() {
+                    out.push(SnapshotDiff {
+                        object: object.clone(),
+                        change: "changed",
+                        fields,
+                    });
+                }
+            }
+        }
+    }
+    for object in a.keys().filter(|o| !b.contains_key(*o)) {
+        out.push(SnapshotDiff {
+            object: object.clone(),
+            change: "removed",
+            fields: Vec::new(),
+        });
+    }
+    out.sort_by(|x, y| x.object.cmp(&y.object));
+    out
+}

@@ -79,6 +79,15 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/applications/{name}/commits", get(rest::commits))
         .route("/api/v1/applications/{name}/diff", get(rest::diff))
         .route("/api/v1/applications/{name}/refresh", post(rest::refresh))
+        .route(
+            "/api/v1/applications/{name}/revisions",
+            get(requests::revisions),
+        )
+        .route(
+            "/api/v1/applications/{name}/rollback",
+            post(requests::rollback),
+        )
+        .route("/api/v1/applications/{name}/unpin", post(requests::unpin))
         .route("/api/v1/sync-requests", get(requests::list))
         .route(
             "/api/v1/sync-requests/{id}/approve",

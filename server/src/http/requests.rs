@@ -116,3 +116,75 @@ pub async fn sync(
     .await;
     respond(result)
 }
+
+/// `GET /api/v1/applications/{name}/revisions`: known-good revisions (rollback targets).
+pub async fn revisions(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    let result = async {
+        if state
+            .store
+            .app_source(&name)
+            .await
+            .map_err(|e| internal_error(&e))?
+            .is_none()
+        {
+            return Err(AppError::NotFound(format!("application {name}")));
+        }
+        let items = state
+            .store
+            .known_good_revisions(&name)
+            .await
+            .map_err(|e| internal_error(&e))?;
+        let pin = state
+            .store
+            .pin_of(&name)
+            .await
+            .map_err(|e| internal_error(&e))?;
+        Ok(json!({"items": items, "pinned": pin}))
+    }
+    .await;
+    respond(result)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RollbackBody {
+    revision: String,
+    reason: String,
+}
+
+/// `POST /api/v1/applications/{name}/rollback` with `{"revision": SHA, "reason": "..."}`
+pub async fn rollback(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Path(name): Path<String>,
+    body: Option<Json<RollbackBody>>,
+) -> Response {
+    let Some(Json(body)) = body else {
+        return AppError::BadRequest(
+            "a rollback needs a JSON body {\"revision\": ..., \"reason\": ...}".into(),
+        )
+        .into_response();
+    };
+    respond(
+        workflow::rollback(
+            &deps(&state),
+            &who,
+            &ip,
+            &name,
+            &body.revision,
+            &body.reason,
+        )
+        .await,
+    )
+}
+
+/// `POST /api/v1/applications/{name}/unpin`
+pub async fn unpin(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Extension(ClientIp(ip)): Extension<ClientIp>,
+    Path(name): Path<String>,
+) -> Response {
+    respond(workflow::unpin(&deps(&state), &who, &ip, &name).await)
+}

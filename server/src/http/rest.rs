@@ -82,9 +82,33 @@ pub async fn refresh(State(state): State<AppState>, Path(name): Path<String>) ->
         .into_response()
 }
 
-/// `GET /api/v1/applications/{name}/diff`: every resource of the target revision compared with
+#[derive(Debug, Deserialize)]
+pub struct DiffQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// `GET /api/v1/applications/{name}/diff?from=&to=`: between two stored revisions (per resource
+/// and field); without them, every resource of the target revision compared with
 /// the cluster (status and field changes; Secret values redacted).
-pub async fn diff(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+pub async fn diff(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(q): Query<DiffQuery>,
+) -> Response {
+    match (q.from.as_deref(), q.to.as_deref()) {
+        (Some(from), Some(to)) => {
+            return match crate::workflow::diff_revisions(&state.store, &name, from, to).await {
+                Ok(body) => Json(body).into_response(),
+                Err(e) => e.into_response(),
+            }
+        }
+        (None, None) => {}
+        _ => {
+            return AppError::BadRequest("give both `from` and `to` revisions, or neither".into())
+                .into_response()
+        }
+    }
     let source = match state.store.app_source(&name).await {
         Ok(Some(s)) => s,
         Ok(None) => return AppError::NotFound(format!("application {name}")).into_response(),
@@ -164,6 +188,7 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
                 "health_message": s.health_message, "target_revision": s.target_sha,
                 "deployed_revision": s.deployed_sha, "compared_at": s.compared_at})),
             "open_drift": drift.map(|d| json!({"id": d.id, "since": d.opened_at})),
+            "pinned": state.store.pin_of(&name).await.map_err(|e| internal_error(&e))?,
         }))
     }
     .await;

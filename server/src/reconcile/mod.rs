@@ -60,12 +60,20 @@ pub struct ResourceResult {
 }
 
 /// The desired objects of the application's current target (from the stored snapshot: no Git
-/// needed), placed in their namespaces.
+/// needed), placed in their namespaces. A pinned application's target is its pin.
 pub async fn desired(
     store: &Store,
     cluster: &ClusterClient,
     app: &AppSource,
 ) -> Result<(String, String, Vec<Value>), ReconcileError> {
+    if let Some(pin) = store.pin_of(&app.name).await? {
+        let content = store
+            .snapshot(&pin.digest)
+            .await?
+            .ok_or_else(|| ReconcileError::CorruptSnapshot(pin.digest.clone()))?;
+        let objects = place_all(cluster, &content, &pin.digest, &app.namespace).await?;
+        return Ok((pin.revision, pin.digest, objects));
+    }
     let state = store.app_git_state(&app.name).await?;
     let sha = state
         .target_sha
@@ -74,13 +82,24 @@ pub async fn desired(
         .rendered_snapshot(&app.name, &sha)
         .await?
         .ok_or_else(|| ReconcileError::NotRendered(app.name.clone()))?;
-    let objects: Vec<Value> = serde_json::from_str(&content)
-        .map_err(|_| ReconcileError::CorruptSnapshot(digest.clone()))?;
+    let placed = place_all(cluster, &content, &digest, &app.namespace).await?;
+    Ok((sha, digest, placed))
+}
+
+/// A snapshot's objects, placed in the application's namespace where they have none.
+pub async fn place_all(
+    cluster: &ClusterClient,
+    content: &str,
+    digest: &str,
+    namespace: &str,
+) -> Result<Vec<Value>, ReconcileError> {
+    let objects: Vec<Value> = serde_json::from_str(content)
+        .map_err(|_| ReconcileError::CorruptSnapshot(digest.to_owned()))?;
     let mut placed = Vec::with_capacity(objects.len());
     for o in objects {
-        placed.push(cluster.place(o, &app.namespace).await?);
+        placed.push(cluster.place(o, namespace).await?);
     }
-    Ok((sha, digest, placed))
+    Ok(placed)
 }
 
 fn inventory_key(i: &InventoryItem) -> ObjectRef {
@@ -296,7 +315,7 @@ fn display_name(o: &Value) -> String {
     }
 }
 
-async fn close_drift(
+pub async fn close_drift(
     store: &Store,
     app: &str,
     open: &OpenDrift,
@@ -384,7 +403,10 @@ pub async fn reconcile_app(
         }
     }
 
-    if !app.auto_sync && app.approvals.required > 0 {
+    // A pinned application asks for no approvals (its target is the pin; drift is self-healed
+    // or shown, and unpinning resumes the normal policy).
+    let pinned = store.pin_of(&app.name).await?.is_some();
+    if !app.auto_sync && app.approvals.required > 0 && !pinned {
         request_approval(store, app, &sha, &digest, out_of_sync, drifting, now).await?;
     }
 

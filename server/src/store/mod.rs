@@ -7,6 +7,7 @@ mod audit;
 mod catalog;
 mod git;
 mod identity;
+mod pins;
 mod requests;
 mod status;
 mod syncs;
@@ -27,6 +28,7 @@ pub use audit::{
 pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit, TimelineEntry};
 pub use identity::{TokenRecord, UserRecord};
+pub use pins::{KnownGood, Pin};
 pub use requests::{Approval, Approved, DecisionError, RequestChange, SyncRequest};
 pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};

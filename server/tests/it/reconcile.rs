@@ -1377,3 +1377,194 @@ async fn a_new_commit_supersedes_the_request_and_voids_its_approvals_and_rejecti
         .unwrap()
         .contains("Approving needs the deployer role in project demo"));
 }
+
+// ---- rollback and pinning -----------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollback_applies_a_known_good_snapshot_without_git_and_pins_until_unpinned() {
+    let f = fixture_with(app::model::SyncPolicy::Auto, true).await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(f.kube.clone(), "guestbook");
+    let replicas = || async { deployments.get("web").await.unwrap().spec.replicas.unwrap() };
+    let settle = || async {
+        for _ in 0..3 {
+            reconcile::reconcile_app(&f.store, &f.cluster, &app)
+                .await
+                .unwrap();
+        }
+    };
+    settle().await;
+    let v1 = f
+        .store
+        .app_git_state("guestbook")
+        .await
+        .unwrap()
+        .target_sha
+        .unwrap();
+    assert_eq!(replicas().await, 2);
+
+    // v2: more replicas, another Secret value.
+    f.repo.write(
+        "apps/guestbook/app.yaml",
+        &APP.replace("replicas: 2", "replicas: 4")
+            .replace("hunter2", "hunter3"),
+    );
+    let v2 = f.repo.commit("scale to 4");
+    f.git.sync_repository("demo").await.unwrap();
+    settle().await;
+    assert_eq!(replicas().await, 4);
+    let known: Vec<String> = f
+        .store
+        .known_good_revisions("guestbook")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.revision)
+        .collect();
+    assert_eq!(
+        known,
+        vec![v2.clone(), v1.clone()],
+        "both synced and became healthy"
+    );
+
+    let server = crate::helpers::TestServer::start(f.settings.clone()).await;
+    let deployer =
+        crate::helpers::bearer_client(&server.token(app::model::Role::Deployer, None).await);
+    let url = |p: &str| format!("{}/api/v1/applications/guestbook{p}", server.base);
+
+    // The diff between the two revisions, per resource and field, with no Secret value in it.
+    let diff = deployer
+        .get(url(&format!("/diff?from={v1}&to={v2}")))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(!diff.contains("hunter"), "{diff}");
+    let diff: serde_json::Value = serde_json::from_str(&diff).unwrap();
+    let changed: Vec<&serde_json::Value> = diff["resources"].as_array().unwrap().iter().collect();
+    let web = changed
+        .iter()
+        .find(|r| r["object"]["kind"] == "Deployment")
+        .unwrap();
+    assert_eq!(
+        web["fields"][0],
+        json!({"path": ".spec.replicas", "from": 2, "to": 4})
+    );
+    let secret = changed
+        .iter()
+        .find(|r| r["object"]["kind"] == "Secret")
+        .unwrap();
+    assert_eq!(secret["fields"][0]["to"], "(changed)");
+
+    // Git becomes unreachable: the repository and Tidemark's mirror are gone.
+    let away = f.repo.path().with_extension("away");
+    std::fs::rename(f.repo.path(), &away).unwrap();
+    std::fs::remove_dir_all(&f.settings.git.cache_dir).unwrap();
+
+    let bad = [
+        (json!({"revision": v1, "reason": " "}), 400),
+        (json!({"revision": "0000000", "reason": "x"}), 409),
+        (json!({"revision": v1}), 422),
+    ];
+    for (body, status) in bad {
+        let resp = deployer
+            .post(url("/rollback"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{body}");
+    }
+    let viewer = crate::helpers::bearer_client(&server.token(app::model::Role::Viewer, None).await);
+    assert_eq!(
+        viewer
+            .post(url("/rollback"))
+            .json(&json!({"revision": v1, "reason": "x"}))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    let done: serde_json::Value = deployer
+        .post(url("/rollback"))
+        .json(&json!({"revision": &v1[..10], "reason": "v2 breaks checkout"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["pinned"]["reason"], "v2 breaks checkout");
+    assert_eq!(replicas().await, 2);
+    let detail: serde_json::Value = deployer
+        .get(url(""))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["pinned"]["revision"], v1.as_str());
+
+    // Pinned: a new commit is ingested but not deployed; self-heal enforces the pinned snapshot.
+    std::fs::rename(&away, f.repo.path()).unwrap();
+    f.repo.write(
+        "apps/guestbook/app.yaml",
+        &APP.replace("replicas: 2", "replicas: 6"),
+    );
+    let v3 = f.repo.commit("scale to 6");
+    f.git.sync_repository("demo").await.unwrap();
+    settle().await;
+    assert_eq!(
+        f.store
+            .app_git_state("guestbook")
+            .await
+            .unwrap()
+            .target_sha
+            .as_deref(),
+        Some(v3.as_str())
+    );
+    assert_eq!(replicas().await, 2, "pinned: v3 not deployed");
+    let mut scaled = deployments.get("web").await.unwrap();
+    scaled.spec.replicas = Some(9);
+    scaled.metadata.managed_fields = None;
+    deployments
+        .replace("web", &Default::default(), &scaled)
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(replicas().await, 2, "self-heal keeps the pinned snapshot");
+
+    // Unpin: the normal policy resumes and auto-sync deploys v3.
+    let resp = deployer.post(url("/unpin")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        deployer.post(url("/unpin")).send().await.unwrap().status(),
+        409
+    );
+    settle().await;
+    assert_eq!(replicas().await, 6);
+
+    let timeline = f.store.timeline("guestbook", 100).await.unwrap();
+    let kinds: Vec<&str> = timeline.iter().map(|(k, _)| k.as_str()).collect();
+    assert!(
+        kinds.contains(&"rollback") && kinds.contains(&"unpinned"),
+        "{kinds:?}"
+    );
+    let actions: Vec<String> = f
+        .store
+        .audit_rows(0, 500)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.event.action)
+        .collect();
+    assert!(actions.contains(&"rollback".to_owned()) && actions.contains(&"unpin".to_owned()));
+    assert!(f.store.audit_verify().await.unwrap().ok);
+}
