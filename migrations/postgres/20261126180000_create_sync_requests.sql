@@ -9,7 +9,8 @@ CREATE TABLE sync_requests (
     application    TEXT NOT NULL REFERENCES applications (name),
     revision       TEXT NOT NULL,
     digest         TEXT NOT NULL,
-    cause          TEXT NOT NULL,     -- revision | drift
+    cause          TEXT NOT NULL,     -- revision | drift | rollback
+    requested_by   TEXT,              -- the person asking (rollback requests); NULL: Tidemark
     required       BIGINT NOT NULL,   -- approvals needed (the policy's N when it was created)
     status         TEXT NOT NULL CHECK (status IN ('pending', 'approved', 'rejected', 'superseded', 'synced', 'failed')),
     created_at     BIGINT NOT NULL,

@@ -434,6 +434,8 @@ pub struct ApprovalPolicy {
     pub groups: Vec<String>,
     /// Sync as soon as the last approval arrives (otherwise a deployer clicks "sync now").
     pub sync_on_approval: bool,
+    /// Rollbacks need the same approvals too (default off: rollback is the emergency path).
+    pub rollback: bool,
 }
 
 impl Default for ApprovalPolicy {
@@ -442,6 +444,7 @@ impl Default for ApprovalPolicy {
             required: 1,
             groups: Vec::new(),
             sync_on_approval: true,
+            rollback: false,
         }
     }
 }

@@ -87,6 +87,11 @@ pub async fn approve(
             )));
         }
     }
+    if req.requested_by.as_deref() == Some(who.id.as_str()) {
+        return Err(AppError::Forbidden(
+            "you requested this rollback; someone else must approve it".into(),
+        ));
+    }
     let now = clock::now();
     let event = who.actor(ip).event(
         "approve",
@@ -187,6 +192,31 @@ pub async fn run_approved(
         .await
         .map_err(|e| internal_error(&e))?
         .ok_or_else(|| AppError::NotFound(format!("application {}", req.application)))?;
+    if req.cause == "rollback" {
+        let target = deps
+            .store
+            .known_good_revisions(&source.name)
+            .await
+            .map_err(|e| internal_error(&e))?
+            .into_iter()
+            .find(|k| k.revision == req.revision && k.digest == req.digest)
+            .ok_or_else(|| {
+                AppError::Conflict(format!("{} is no longer known-good", short(&req.revision)))
+            })?;
+        let reason = req.reason.clone().unwrap_or_default();
+        let done = apply_rollback(deps, who, ip, &source, &target, &reason).await?;
+        let ok = done["status"] == "succeeded";
+        deps.store
+            .finish_request(
+                id,
+                if ok { "synced" } else { "failed" },
+                done["sync"].as_i64(),
+                None,
+            )
+            .await
+            .map_err(|e| internal_error(&e))?;
+        return Ok(());
+    }
     let cluster = deps
         .clusters
         .get(&source.cluster)
@@ -280,6 +310,57 @@ pub async fn rollback(
             ))
         })?
         .clone();
+    let policy = &source.approvals;
+    if policy.rollback && policy.required > 0 {
+        let now = clock::now();
+        let event = who.actor(ip).event(
+            "rollback_request",
+            &format!("application:{app}"),
+            "pending",
+            json!({"revision": target.revision, "digest": target.digest, "reason": reason}),
+            now,
+        );
+        let id = deps
+            .store
+            .open_rollback_request(
+                app,
+                &target.revision,
+                &target.digest,
+                reason,
+                &who.id,
+                i64::from(policy.required),
+                &event,
+                now,
+            )
+            .await
+            .map_err(|e| internal_error(&e))?;
+        deps.store
+            .add_timeline(
+                app,
+                "rollback_requested",
+                &format!("{} asked to roll back to {}: {reason}; sync request #{id} waits for {} approval(s)", who.display_name, short(&target.revision), policy.required),
+                &json!({"request": id, "revision": target.revision, "by": who.id, "reason": reason}),
+                now,
+            )
+            .await
+            .map_err(|e| internal_error(&e))?;
+        return Ok(
+            json!({"request": id, "status": "pending", "required": policy.required, "revision": target.revision}),
+        );
+    }
+    apply_rollback(deps, who, ip, &source, &target, reason).await
+}
+
+/// Applies a known-good revision's stored snapshot, pins the application there and records it.
+async fn apply_rollback(
+    deps: &Deps<'_>,
+    who: &Principal,
+    ip: &str,
+    source: &crate::store::AppSource,
+    target: &crate::store::KnownGood,
+    reason: &str,
+) -> Result<serde_json::Value, AppError> {
+    let app = source.name.as_str();
     let content = deps
         .store
         .snapshot(&target.digest)
@@ -307,7 +388,7 @@ pub async fn rollback(
     let (sync_id, status, results) = reconcile::sync(
         deps.store,
         &cluster,
-        &source,
+        source,
         &target.revision,
         &target.digest,
         &objects,

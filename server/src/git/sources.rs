@@ -293,6 +293,27 @@ impl GitSources {
                     )
                     .await?;
                 self.store.record_app_error(&app.name, None, now).await?;
+                // A pinned application keeps its pin: say so where people look.
+                if let Some(pin) = self.store.pin_of(&app.name).await? {
+                    if pin.digest != r.digest {
+                        let message = format!(
+                            "new target {} not deployed: pinned at {} by {} ({})",
+                            &tip[..7.min(tip.len())],
+                            &pin.revision[..7.min(pin.revision.len())],
+                            pin.pinned_name,
+                            pin.reason
+                        );
+                        self.store
+                            .add_timeline(
+                                &app.name,
+                                "not_deployed_pinned",
+                                &message,
+                                &json!({"revision": tip, "pinned": pin.revision}),
+                                now,
+                            )
+                            .await?;
+                    }
+                }
                 self.changed.notify_one();
                 Some(Ok(r.digest))
             }

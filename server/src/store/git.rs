@@ -503,7 +503,7 @@ impl Store {
             .unwrap_or((i64::MAX, i64::MAX));
         let mut sql = String::from(
             "SELECT id, kind, occurred_at, message, detail FROM timeline
-             WHERE application = $1 AND (occurred_at < $2 OR (occurred_at = $2 AND id < $3))",
+             WHERE application = $1 AND (occurred_at, id) < ($2, $3)",
         );
         if !kinds.is_empty() {
             let list: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 5)).collect();

@@ -121,7 +121,7 @@ impl Store {
         sqlx::query(
             "UPDATE sync_requests SET status = 'superseded', decided_at = $1,
                  reason = 'the application was rolled back and pinned'
-             WHERE application = $2 AND status IN ('pending', 'approved')",
+             WHERE application = $2 AND status IN ('pending', 'approved') AND cause <> 'rollback'",
         )
         .bind(pin.pinned_at)
         .bind(app)

@@ -15,6 +15,7 @@ pub struct SyncRequest {
     pub revision: String,
     pub digest: String,
     pub cause: String,
+    pub requested_by: Option<String>,
     pub required: i64,
     pub status: String,
     pub created_at: Millis,
@@ -71,7 +72,7 @@ pub struct Approved {
     pub complete: bool,
 }
 
-const COLUMNS: &str = "id, application, revision, digest, cause, required, status, created_at, decided_at, decided_by, reason, sync_id, superseded_by";
+const COLUMNS: &str = "id, application, revision, digest, cause, requested_by, required, status, created_at, decided_at, decided_by, reason, sync_id, superseded_by";
 
 fn request_from(r: &sqlx::any::AnyRow) -> Result<SyncRequest, StoreError> {
     Ok(SyncRequest {
@@ -80,6 +81,7 @@ fn request_from(r: &sqlx::any::AnyRow) -> Result<SyncRequest, StoreError> {
         revision: r.try_get("revision")?,
         digest: r.try_get("digest")?,
         cause: r.try_get("cause")?,
+        requested_by: r.try_get("requested_by")?,
         required: r.try_get("required")?,
         status: r.try_get("status")?,
         created_at: r.try_get("created_at")?,
@@ -107,7 +109,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         // The open request: pending, or approved and waiting for its sync.
         let pending = sqlx::query(
-            "SELECT id, revision, digest FROM sync_requests
+            "SELECT id, revision, digest, cause FROM sync_requests
              WHERE application = $1 AND status IN ('pending', 'approved') ORDER BY id DESC LIMIT 1",
         )
         .bind(app)
@@ -120,7 +122,9 @@ impl Store {
                 p.try_get("revision")?,
                 p.try_get("digest")?,
             );
-            if rev == revision && dig == digest {
+            // A requested rollback holds the slot until it is decided.
+            let rollback = p.try_get::<String, _>("cause")? == "rollback";
+            if (rev == revision && dig == digest) || rollback {
                 return Ok(RequestChange::Unchanged(id));
             }
             sqlx::query(
@@ -160,6 +164,65 @@ impl Store {
         Ok(RequestChange::Created { id, superseded })
     }
 
+    /// Opens a rollback request (the application's open request, if any, is superseded by it).
+    #[allow(clippy::too_many_arguments)]
+    pub async fn open_rollback_request(
+        &self,
+        app: &str,
+        revision: &str,
+        digest: &str,
+        reason: &str,
+        requested_by: &str,
+        required: i64,
+        audit: &AuditEvent,
+        now: Millis,
+    ) -> Result<i64, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let open: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM sync_requests WHERE application = $1 AND status IN ('pending', 'approved')",
+        )
+        .bind(app)
+        .fetch_all(&mut *tx)
+        .await?;
+        for id in &open {
+            sqlx::query(
+                "UPDATE sync_requests SET status = 'superseded', decided_at = $1,
+                     reason = 'a rollback was requested' WHERE id = $2",
+            )
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE approvals SET void = 1 WHERE request_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO sync_requests (application, revision, digest, cause, requested_by, required, status, created_at, reason)
+             VALUES ($1, $2, $3, 'rollback', $4, $5, 'pending', $6, $7) RETURNING id",
+        )
+        .bind(app)
+        .bind(revision)
+        .bind(digest)
+        .bind(requested_by)
+        .bind(required.max(1))
+        .bind(now)
+        .bind(reason)
+        .fetch_one(&mut *tx)
+        .await?;
+        for old in &open {
+            sqlx::query("UPDATE sync_requests SET superseded_by = $1 WHERE id = $2")
+                .bind(id)
+                .bind(old)
+                .execute(&mut *tx)
+                .await?;
+        }
+        append_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
     /// Supersedes the application's pending request without a replacement (the application
     /// is in sync again); returns its id.
     pub async fn close_pending_request(
@@ -171,7 +234,7 @@ impl Store {
         let mut tx = self.write_tx().await?;
         let id: Option<i64> = sqlx::query_scalar(
             "SELECT id FROM sync_requests WHERE application = $1 AND status IN ('pending', 'approved')
-             ORDER BY id DESC LIMIT 1",
+                 AND cause <> 'rollback' ORDER BY id DESC LIMIT 1",
         )
         .bind(app)
         .fetch_optional(&mut *tx)

@@ -1557,6 +1557,12 @@ async fn rollback_applies_a_known_good_snapshot_without_git_and_pins_until_unpin
         kinds.contains(&"rollback") && kinds.contains(&"unpinned"),
         "{kinds:?}"
     );
+    assert!(
+        timeline.iter().any(|(k, m)| k == "not_deployed_pinned"
+            && m.contains("pinned at")
+            && m.contains("v2 breaks checkout")),
+        "{timeline:?}"
+    );
     let actions: Vec<String> = f
         .store
         .audit_rows(0, 500)
@@ -1567,4 +1573,129 @@ async fn rollback_applies_a_known_good_snapshot_without_git_and_pins_until_unpin
         .collect();
     assert!(actions.contains(&"rollback".to_owned()) && actions.contains(&"unpin".to_owned()));
     assert!(f.store.audit_verify().await.unwrap().ok);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_can_make_rollbacks_wait_for_someone_elses_approval() {
+    let policy = server::config::ApprovalPolicy {
+        required: 1,
+        rollback: true,
+        ..Default::default()
+    };
+    let f = fixture_approvals(app::model::SyncPolicy::Auto, false, policy).await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    let settle = || async {
+        for _ in 0..3 {
+            reconcile::reconcile_app(&f.store, &f.cluster, &app)
+                .await
+                .unwrap();
+        }
+    };
+    settle().await;
+    let v1 = f
+        .store
+        .app_git_state("guestbook")
+        .await
+        .unwrap()
+        .target_sha
+        .unwrap();
+    f.repo.write(
+        "apps/guestbook/app.yaml",
+        &APP.replace("replicas: 2", "replicas: 4"),
+    );
+    f.repo.commit("scale to 4");
+    f.git.sync_repository("demo").await.unwrap();
+    settle().await;
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(f.kube.clone(), "guestbook");
+    let replicas = || async { deployments.get("web").await.unwrap().spec.replicas.unwrap() };
+    assert_eq!(replicas().await, 4);
+
+    let (server, people) = approvers(&f).await;
+    let asked: serde_json::Value = people["alice"]
+        .post(format!(
+            "{}/api/v1/applications/guestbook/rollback",
+            server.base
+        ))
+        .header("origin", &server.base)
+        .json(&json!({"revision": v1, "reason": "checkout errors"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(asked["status"], "pending", "{asked}");
+    let id = asked["request"].as_i64().unwrap();
+    settle().await;
+    assert_eq!(replicas().await, 4, "nothing applied before approval");
+    assert_eq!(
+        f.store.sync_request(id).await.unwrap().unwrap().status,
+        "pending",
+        "the loop leaves it alone"
+    );
+
+    let (status, body) = decide(&server, &people["alice"], id, "approve", None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["message"]
+        .as_str()
+        .unwrap()
+        .contains("you requested this rollback"));
+    let (status, body) = decide(&server, &people["bob"], id, "approve", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("synced")),
+        "{body}"
+    );
+    assert_eq!(replicas().await, 2);
+    let pin = f.store.pin_of("guestbook").await.unwrap().unwrap();
+    assert_eq!(
+        (pin.revision.as_str(), pin.reason.as_str()),
+        (v1.as_str(), "checkout errors")
+    );
+}
+
+#[tokio::test]
+async fn an_approved_request_can_wait_for_a_sync_now_click() {
+    let policy = server::config::ApprovalPolicy {
+        required: 1,
+        sync_on_approval: false,
+        ..Default::default()
+    };
+    let f = fixture_approvals(app::model::SyncPolicy::Manual, false, policy).await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    let (server, people) = approvers(&f).await;
+    let id = f
+        .store
+        .sync_requests(Some("pending"), None, 1)
+        .await
+        .unwrap()[0]
+        .id;
+    let (status, body) = decide(&server, &people["alice"], id, "approve", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("approved")),
+        "{body}"
+    );
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store.sync_requests(None, None, 10).await.unwrap().len(),
+        1,
+        "no second request while it waits"
+    );
+    assert!(f.store.syncs("guestbook", 10).await.unwrap().is_empty());
+    let (status, body) = decide(&server, &people["bob"], id, "sync", None).await;
+    assert_eq!(
+        (status, body["status"].as_str()),
+        (200, Some("synced")),
+        "{body}"
+    );
+    let (status, _) = decide(&server, &people["bob"], id, "sync", None).await;
+    assert_eq!(status, 409, "runs once");
+    assert_eq!(f.store.syncs("guestbook", 10).await.unwrap().len(), 1);
 }
