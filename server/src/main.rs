@@ -198,20 +198,20 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// An audit row for something done on the command line (by whoever can run the binary).
-fn cli_audit(action: &str, target: &str, details: serde_json::Value) -> server::store::AuditEvent {
+/// Whoever runs the binary on this machine, as the audit ledger's actor.
+fn cli_actor() -> server::store::Actor {
     let who = std::env::var("USER").unwrap_or_else(|_| "unknown".into());
-    server::store::AuditEvent {
-        at: server::clock::now(),
-        actor_id: format!("cli:{who}"),
-        actor_name: who,
-        auth_method: "cli".into(),
-        action: action.into(),
-        target: target.into(),
-        details,
+    server::store::Actor {
+        id: format!("cli:{who}"),
+        name: who,
+        method: "cli".into(),
         source_ip: "local".into(),
-        outcome: "success".into(),
     }
+}
+
+/// An audit row for something done on the command line.
+fn cli_audit(action: &str, target: &str, details: serde_json::Value) -> server::store::AuditEvent {
+    cli_actor().event(action, target, "success", details, server::clock::now())
 }
 
 async fn token_command(
@@ -226,14 +226,8 @@ async fn token_command(
             role,
             project,
         } => {
-            let secret = tokens::create(store, &name, role, project.as_deref(), now).await?;
-            store
-                .audit(&cli_audit(
-                    "token_create",
-                    &format!("token:{name}"),
-                    serde_json::json!({"role": role.as_str(), "project": project}),
-                ))
-                .await?;
+            let secret =
+                tokens::create(store, &cli_actor(), &name, role, project.as_deref(), now).await?;
             eprintln!(
                 "Token `{name}` ({}) created. It is shown once; store it now:",
                 role.as_str()
@@ -241,14 +235,7 @@ async fn token_command(
             println!("{secret}");
         }
         TokenCommand::Revoke { name } => {
-            tokens::revoke(store, &name, now).await?;
-            store
-                .audit(&cli_audit(
-                    "token_revoke",
-                    &format!("token:{name}"),
-                    serde_json::json!({}),
-                ))
-                .await?;
+            tokens::revoke(store, &cli_actor(), &name, now).await?;
             println!("Token `{name}` revoked.");
         }
         TokenCommand::List => {

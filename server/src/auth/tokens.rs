@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 
 use super::{AuthMethod, Principal};
 use crate::clock::Millis;
-use crate::store::{Store, StoreError};
+use crate::store::{Actor, Store, StoreError};
 
 const PREFIX: &str = "tdm_";
 
@@ -32,6 +32,7 @@ fn digest(token: &str) -> String {
 /// Creates a token and returns its secret (the only time it is visible).
 pub async fn create(
     store: &Store,
+    actor: &Actor,
     name: &str,
     role: Role,
     project: Option<&str>,
@@ -46,8 +47,22 @@ pub async fn create(
         return Err(TokenError::BadName(name.to_owned()));
     }
     let secret = format!("{PREFIX}{}", super::random_token(32));
+    let event = actor.event(
+        "token_create",
+        &format!("token:{name}"),
+        "success",
+        serde_json::json!({"role": role.as_str(), "project": project}),
+        now,
+    );
     if !store
-        .token_create(name, &digest(&secret), role.as_str(), project, now)
+        .token_create(
+            name,
+            &digest(&secret),
+            role.as_str(),
+            project,
+            Some(&event),
+            now,
+        )
         .await?
     {
         return Err(TokenError::Exists(name.to_owned()));
@@ -55,8 +70,20 @@ pub async fn create(
     Ok(secret)
 }
 
-pub async fn revoke(store: &Store, name: &str, now: Millis) -> Result<(), TokenError> {
-    if store.token_revoke(name, now).await? {
+pub async fn revoke(
+    store: &Store,
+    actor: &Actor,
+    name: &str,
+    now: Millis,
+) -> Result<(), TokenError> {
+    let event = actor.event(
+        "token_revoke",
+        &format!("token:{name}"),
+        "success",
+        serde_json::json!({}),
+        now,
+    );
+    if store.token_revoke(name, Some(&event), now).await? {
         Ok(())
     } else {
         Err(TokenError::Unknown(name.to_owned()))

@@ -192,15 +192,18 @@ impl Store {
 
     // ---- API tokens -----------------------------------------------------------------------
 
-    /// Stores a new token; `Ok(false)` when a live token already has this name.
+    /// Stores a new token (and its audit row, in the same transaction); `Ok(false)` when a
+    /// live token already has this name.
     pub async fn token_create(
         &self,
         name: &str,
         token_hash: &str,
         role: &str,
         project: Option<&str>,
+        audit: Option<&super::AuditEvent>,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "INSERT INTO api_tokens (name, token_hash, role, project, created_at)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
@@ -210,9 +213,16 @@ impl Store {
         .bind(role)
         .bind(project)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(audit) = audit {
+            super::append_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The live token with this hash, marking it used.
@@ -247,16 +257,29 @@ impl Store {
         Ok(Some(token))
     }
 
-    /// Revokes the live token of this name; false when there is none.
-    pub async fn token_revoke(&self, name: &str, now: Millis) -> Result<bool, StoreError> {
+    /// Revokes the live token of this name (with its audit row); false when there is none.
+    pub async fn token_revoke(
+        &self,
+        name: &str,
+        audit: Option<&super::AuditEvent>,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE api_tokens SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL",
         )
         .bind(now)
         .bind(name)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() > 0)
+        if done.rows_affected() == 0 {
+            return Ok(false);
+        }
+        if let Some(audit) = audit {
+            super::append_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(true)
     }
 
     pub async fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {

@@ -202,12 +202,13 @@ async fn actions_are_listed_filtered_paged_and_exported_with_the_chain_status() 
             None => break,
         }
     }
-    assert_eq!(seqs, vec![2, 1]);
+    // 1: the test server's admin token, 2: the application, 3: the viewer token, 4: the denial.
+    assert_eq!(seqs, vec![4, 3, 2, 1]);
 
     let jsonl = viewer.get(url("/audit?format=jsonl")).send().await.unwrap();
     assert_eq!(jsonl.headers()["content-type"], "application/x-ndjson");
     let text = jsonl.text().await.unwrap();
-    assert_eq!(text.lines().count(), 2);
+    assert_eq!(text.lines().count(), 4);
     assert!(text
         .lines()
         .all(|l| serde_json::from_str::<Value>(l).unwrap()["hash"]
@@ -220,11 +221,11 @@ async fn actions_are_listed_filtered_paged_and_exported_with_the_chain_status() 
         .send()
         .await
         .unwrap();
-    assert_eq!(csv.headers()["x-next-cursor"], "2");
+    assert_eq!(csv.headers()["x-next-cursor"], "4");
     let text = csv.text().await.unwrap();
     assert!(text.starts_with("seq,at,actor_id,"), "{text}");
     assert!(
-        text.lines().nth(1).unwrap().starts_with("\"2\",\""),
+        text.lines().nth(1).unwrap().starts_with("\"4\",\""),
         "{text}"
     );
 
@@ -259,6 +260,6 @@ async fn actions_are_listed_filtered_paged_and_exported_with_the_chain_status() 
         .unwrap();
     assert_eq!(
         v,
-        json!({"ok": true, "verified_through": 2, "first_bad": null, "problem": null})
+        json!({"ok": true, "verified_through": 4, "first_bad": null, "problem": null})
     );
 }

@@ -328,9 +328,14 @@ async fn api_tokens_authenticate_until_revoked_and_bad_tokens_are_refused() {
         .collect();
     assert_eq!(names.len(), 2, "the test server's admin token and this one");
     for name in &names {
-        server::auth::tokens::revoke(&server.store, name, server::clock::now())
-            .await
-            .unwrap();
+        server::auth::tokens::revoke(
+            &server.store,
+            &server::store::Actor::system(),
+            name,
+            server::clock::now(),
+        )
+        .await
+        .unwrap();
     }
     assert_eq!(
         bearer_client(&token)

@@ -181,9 +181,16 @@ impl TestServer {
     /// A new API token with this role (and project).
     pub async fn token(&self, role: app::model::Role, project: Option<&str>) -> String {
         let name = format!("t-{}", uuid::Uuid::new_v4().simple());
-        server::auth::tokens::create(&self.store, &name, role, project, server::clock::now())
-            .await
-            .unwrap()
+        server::auth::tokens::create(
+            &self.store,
+            &server::store::Actor::system(),
+            &name,
+            role,
+            project,
+            server::clock::now(),
+        )
+        .await
+        .unwrap()
     }
 
     /// A browser-like client (cookie jar, no redirects followed) signed in with the local form.

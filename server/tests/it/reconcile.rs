@@ -1459,10 +1459,24 @@ async fn rollback_applies_a_known_good_snapshot_without_git_and_pins_until_unpin
         .unwrap();
     assert_eq!(secret["fields"][0]["to"], "(changed)");
 
-    // Git becomes unreachable: the repository and Tidemark's mirror are gone.
-    let away = f.repo.path().with_extension("away");
-    std::fs::rename(f.repo.path(), &away).unwrap();
+    // Git becomes unreachable: the repository directory and Tidemark's mirror are deleted (a
+    // copy is kept to bring the repository back later in this test).
+    let away = f.repo.path().with_extension("copy");
+    let copied = std::process::Command::new("cp")
+        .args([
+            "-a",
+            f.repo.path().to_str().unwrap(),
+            away.to_str().unwrap(),
+        ])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    std::fs::remove_dir_all(f.repo.path()).unwrap();
     std::fs::remove_dir_all(&f.settings.git.cache_dir).unwrap();
+    assert!(
+        f.git.sync_repository("demo").await.is_err(),
+        "Git is unreachable"
+    );
 
     let bad = [
         (json!({"revision": v1, "reason": " "}), 400),

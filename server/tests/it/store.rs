@@ -376,12 +376,12 @@ async fn sessions_tokens_and_sign_in_failures_behave_alike_on_both_backends() {
         assert_eq!(store.session_load("s1", 0).await.unwrap(), None);
 
         assert!(store
-            .token_create("ci", "h1", "deployer", Some("web"), 10)
+            .token_create("ci", "h1", "deployer", Some("web"), None, 10)
             .await
             .unwrap());
         assert!(
             !store
-                .token_create("ci", "h2", "admin", None, 11)
+                .token_create("ci", "h2", "admin", None, None, 11)
                 .await
                 .unwrap(),
             "one live token per name"
@@ -392,12 +392,12 @@ async fn sessions_tokens_and_sign_in_failures_behave_alike_on_both_backends() {
             ("ci", "deployer", Some("web"))
         );
         assert_eq!(store.tokens().await.unwrap()[0].last_used_at, Some(100_000));
-        assert!(store.token_revoke("ci", 200_000).await.unwrap());
-        assert!(!store.token_revoke("ci", 200_001).await.unwrap());
+        assert!(store.token_revoke("ci", None, 200_000).await.unwrap());
+        assert!(!store.token_revoke("ci", None, 200_001).await.unwrap());
         assert_eq!(store.token_use("h1", 300_000).await.unwrap(), None);
         assert!(
             store
-                .token_create("ci", "h3", "viewer", None, 400_000)
+                .token_create("ci", "h3", "viewer", None, None, 400_000)
                 .await
                 .unwrap(),
             "the name is free again"
