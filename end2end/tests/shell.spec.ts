@@ -64,3 +64,18 @@ test("pages read well in the dark colour scheme", async ({ browser }) => {
   await page.screenshot({ path: "artifacts/approvals-dark.png", fullPage: true });
   await context.close();
 });
+
+test("the Audit page shows the ledger with its chain status, filters and exports", async ({ page }) => {
+  await page.goto("/audit");
+  await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+  await expect(page.locator("#chain-status")).toContainText("Hash chain verified through #");
+  await expect(page.locator("table.audit")).toContainText("sign_in");
+  await page.getByLabel("Action").fill("sign_in");
+  await page.getByRole("button", { name: "Filter" }).click();
+  await expect(page).toHaveURL(/action=sign_in/);
+  const actions = await page.locator("table.audit tbody .badge").allTextContents();
+  expect(actions.length).toBeGreaterThan(0);
+  expect(new Set(actions)).toEqual(new Set(["sign_in"]));
+  await expect(page.getByRole("link", { name: "CSV" })).toHaveAttribute("href", /format=csv.*action=sign_in/);
+  await page.screenshot({ path: "artifacts/audit.png", fullPage: true });
+});

@@ -8,7 +8,7 @@ pub mod ports;
 
 use leptos::prelude::*;
 
-use crate::model::{AppError, AppSummary, SignInOptions, Viewer};
+use crate::model::{AppError, AppSummary, AuditQuery, AuditView, SignInOptions, Viewer};
 
 /// All applications Tidemark manages, sorted by name.
 #[server(prefix = "/_fn", endpoint = "list_applications")]
@@ -29,4 +29,10 @@ pub async fn whoami() -> Result<Option<Viewer>, AppError> {
 #[server(prefix = "/_fn", endpoint = "login_options")]
 pub async fn login_options() -> Result<SignInOptions, AppError> {
     Ok(ports::Ports::from_context()?.identity.sign_in_options())
+}
+
+/// One page of the audit ledger and the chain's state (the Audit page).
+#[server(prefix = "/_fn", endpoint = "audit_page")]
+pub async fn audit_page(query: AuditQuery) -> Result<AuditView, AppError> {
+    ports::Ports::from_context()?.ledger.audit(query).await
 }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::model::{AppError, AppSummary, SignInOptions, Viewer};
+use crate::model::{AppError, AppSummary, AuditQuery, AuditView, SignInOptions, Viewer};
 
 /// Read access to the applications Tidemark knows about.
 #[async_trait]
@@ -21,11 +21,19 @@ pub trait Identity: Send + Sync + 'static {
     fn sign_in_options(&self) -> SignInOptions;
 }
 
+/// Read access to the audit ledger.
+#[async_trait]
+pub trait Ledger: Send + Sync + 'static {
+    /// One page (newest first) matching the filters, with the chain's verification.
+    async fn audit(&self, query: AuditQuery) -> Result<AuditView, AppError>;
+}
+
 /// The set of ports the server provides to every SSR render and server function call.
 #[derive(Clone)]
 pub struct Ports {
     pub catalog: Arc<dyn Catalog>,
     pub identity: Arc<dyn Identity>,
+    pub ledger: Arc<dyn Ledger>,
 }
 
 impl Ports {

@@ -97,6 +97,45 @@ pub struct SignInOptions {
     pub local: bool,
 }
 
+/// One audit ledger row as the Audit page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    pub seq: i64,
+    /// RFC 3339, UTC.
+    pub at: String,
+    pub actor_id: String,
+    pub actor_name: String,
+    pub auth_method: String,
+    pub action: String,
+    pub target: String,
+    pub outcome: String,
+    pub source_ip: String,
+    /// The details as compact JSON.
+    pub details: String,
+}
+
+/// Filters of the Audit page (empty strings mean "any").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditQuery {
+    pub actor: String,
+    pub action: String,
+    pub application: String,
+    pub cursor: String,
+}
+
+/// One page of the ledger with the chain's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditView {
+    pub entries: Vec<AuditEntry>,
+    /// Cursor of the next (older) page.
+    pub next: Option<String>,
+    /// Whether the whole chain verified.
+    pub chain_ok: bool,
+    pub verified_through: i64,
+    pub first_bad: Option<i64>,
+    pub problem: Option<String>,
+}
+
 /// One row of the Applications list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSummary {

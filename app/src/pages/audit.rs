@@ -1,20 +1,157 @@
-//! Audit: the ledger of who asked Tidemark to do what, when and why.
+//! Audit: the ledger of who asked Tidemark to do what, when and why — newest first, filterable,
+//! exportable, with the hash chain's state. Filters and paging are plain links and a GET form,
+//! so the page works before (and without) the WASM.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
+use leptos_router::hooks::use_query_map;
+
+use crate::api::audit_page;
+use crate::model::{AuditQuery, AuditView};
+use crate::pages::applications::ErrorList;
+
+fn encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+fn query_string(q: &AuditQuery, extra: &[(&str, &str)]) -> String {
+    [
+        ("actor", q.actor.as_str()),
+        ("action", q.action.as_str()),
+        ("application", q.application.as_str()),
+    ]
+    .iter()
+    .chain(extra.iter())
+    .filter(|(_, v)| !v.is_empty())
+    .map(|(k, v)| format!("{k}={}", encode(v)))
+    .collect::<Vec<_>>()
+    .join("&")
+}
 
 /// The Audit page.
 #[component]
 pub fn AuditPage() -> impl IntoView {
+    let params = use_query_map();
+    let query = Memo::new(move |_| {
+        params.with(|p| AuditQuery {
+            actor: p.get("actor").unwrap_or_default(),
+            action: p.get("action").unwrap_or_default(),
+            application: p.get("application").unwrap_or_default(),
+            cursor: p.get("cursor").unwrap_or_default(),
+        })
+    });
+    let page = Resource::new(move || query.get(), audit_page);
+
     view! {
         <Title text="Audit" />
-        <h1>"Audit"</h1>
-        <section class="empty">
-            <h2>"The ledger is empty"</h2>
-            <p>
-                "Every sign-in, approval, sync and rollback is recorded here, in order, "
-                "in a hash chain that shows any later edit."
+        <div class="page-head">
+            <h1>"Audit"</h1>
+        </div>
+        <form class="filters" method="get" action="/audit" role="search">
+            <label>"Actor" <input name="actor" placeholder="oidc:alice, local:admin…" prop:value=move || query.get().actor /></label>
+            <label>"Action" <input name="action" placeholder="sync, approve, sign_in…" prop:value=move || query.get().action /></label>
+            <label>"Application" <input name="application" prop:value=move || query.get().application /></label>
+            <button type="submit">"Filter"</button>
+        </form>
+        <Transition fallback=|| view! { <p class="muted">"Loading the ledger…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    page.await.map(|view| view! { <Ledger view query=query.get_untracked() /> })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
+}
+
+#[component]
+fn Ledger(view: AuditView, query: AuditQuery) -> impl IntoView {
+    let chain = if view.chain_ok {
+        view! {
+            <p class="chain ok" id="chain-status" role="status">
+                {format!("✔ Hash chain verified through #{}", view.verified_through)}
             </p>
-        </section>
+        }
+        .into_any()
+    } else {
+        view! {
+            <p class="chain bad alert" id="chain-status" role="alert">
+                {format!(
+                    "✖ Hash chain broken at #{}: {} (intact through #{})",
+                    view.first_bad.unwrap_or_default(),
+                    view.problem.clone().unwrap_or_default(),
+                    view.verified_through
+                )}
+            </p>
+        }
+        .into_any()
+    };
+    let exports = query_string(&query, &[]);
+    let sep = if exports.is_empty() { "" } else { "&" };
+    let older = view
+        .next
+        .as_ref()
+        .map(|c| format!("/audit?{}", query_string(&query, &[("cursor", c)])));
+    let body = if view.entries.is_empty() {
+        view! {
+            <section class="empty">
+                <h2>"No matching entries"</h2>
+                <p>"Every sign-in, approval, sync and rollback is recorded here, in order. Clear the filters to see everything."</p>
+            </section>
+        }
+        .into_any()
+    } else {
+        view! {
+            <table class="audit">
+                <thead>
+                    <tr>
+                        <th scope="col">"#"</th>
+                        <th scope="col">"Time (UTC)"</th>
+                        <th scope="col">"Actor"</th>
+                        <th scope="col">"Action"</th>
+                        <th scope="col">"Target"</th>
+                        <th scope="col">"Outcome"</th>
+                        <th scope="col">"From"</th>
+                    </tr>
+                </thead>
+                <tbody>
+                    {view
+                        .entries
+                        .into_iter()
+                        .map(|e| {
+                            view! {
+                                <tr data-seq=e.seq>
+                                    <td class="mono">{e.seq}</td>
+                                    <td class="mono"><time datetime=e.at.clone()>{e.at.replace('T', " ").replace('Z', "")}</time></td>
+                                    <td title=e.actor_id.clone()>{e.actor_name} " " <span class="muted">{format!("({})", e.auth_method)}</span></td>
+                                    <td title=e.details><span class="badge">{e.action}</span></td>
+                                    <td class="mono">{e.target}</td>
+                                    <td>{e.outcome}</td>
+                                    <td class="mono">{e.source_ip}</td>
+                                </tr>
+                            }
+                        })
+                        .collect_view()}
+                </tbody>
+            </table>
+        }
+        .into_any()
+    };
+    view! {
+        {chain}
+        <p class="exports">
+            "Export: "
+            <a href=format!("/api/v1/audit?format=jsonl&limit=10000{sep}{exports}") rel="external" download="audit.jsonl">"JSON Lines"</a>
+            " · "
+            <a href=format!("/api/v1/audit?format=csv&limit=10000{sep}{exports}") rel="external" download="audit.csv">"CSV"</a>
+        </p>
+        {body}
+        {older.map(|href| view! { <p class="pager"><a href=href>"Older entries →"</a></p> })}
     }
 }

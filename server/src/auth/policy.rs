@@ -97,6 +97,7 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("POST", "/_fn/whoami", Rule::Public),
     ("POST", "/_fn/login_options", Rule::Public),
     ("POST", "/_fn/list_applications", Rule::Act(Action::View)),
+    ("POST", "/_fn/audit_page", Rule::Act(Action::View)),
     ("POST", "/api/v1/webhooks/{provider}", Rule::Public),
     (
         "POST",

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use app::api::ports::{Catalog, Identity, Ports};
-use app::model::{AppError, AppSummary, SignInOptions, Viewer};
+use app::api::ports::{Catalog, Identity, Ledger, Ports};
+use app::model::{AppError, AppSummary, AuditEntry, AuditQuery, AuditView, SignInOptions, Viewer};
 use async_trait::async_trait;
 
 use super::AppState;
@@ -14,6 +14,76 @@ pub fn ports(state: &AppState) -> Ports {
     Ports {
         catalog: Arc::new(StoreCatalog(state.store.clone())),
         identity: Arc::new(RequestIdentity(state.settings.clone())),
+        ledger: Arc::new(StoreLedger {
+            store: state.store.clone(),
+            verified: Arc::default(),
+        }),
+    }
+}
+
+/// The ledger through the store. Walking the whole chain costs time proportional to its length,
+/// so a verification is reused for 30 seconds.
+struct StoreLedger {
+    store: Store,
+    verified:
+        Arc<tokio::sync::Mutex<Option<(std::time::Instant, crate::store::AuditVerification)>>>,
+}
+
+#[async_trait]
+impl Ledger for StoreLedger {
+    async fn audit(&self, q: AuditQuery) -> Result<AuditView, AppError> {
+        let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
+        let filter = crate::store::AuditFilter {
+            actor: some(&q.actor),
+            action: some(&q.action),
+            application: some(&q.application),
+            since: None,
+            until: None,
+        };
+        let cursor = some(&q.cursor);
+        if cursor.as_deref().is_some_and(|c| c.parse::<i64>().is_err()) {
+            return Err(AppError::BadRequest(
+                "that page link is not valid any more".into(),
+            ));
+        }
+        let (rows, next) = self
+            .store
+            .audit_page(&filter, cursor.as_deref(), 50)
+            .await
+            .map_err(store_error)?;
+        let verification = {
+            let mut cached = self.verified.lock().await;
+            match cached.as_ref() {
+                Some((at, v)) if at.elapsed() < std::time::Duration::from_secs(30) => v.clone(),
+                _ => {
+                    let v = self.store.audit_verify().await.map_err(store_error)?;
+                    *cached = Some((std::time::Instant::now(), v.clone()));
+                    v
+                }
+            }
+        };
+        Ok(AuditView {
+            entries: rows
+                .into_iter()
+                .map(|r| AuditEntry {
+                    seq: r.seq,
+                    at: crate::clock::rfc3339(r.event.at),
+                    actor_id: r.event.actor_id,
+                    actor_name: r.event.actor_name,
+                    auth_method: r.event.auth_method,
+                    action: r.event.action,
+                    target: r.event.target,
+                    outcome: r.event.outcome,
+                    source_ip: r.event.source_ip,
+                    details: r.event.details.to_string(),
+                })
+                .collect(),
+            next,
+            chain_ok: verification.ok,
+            verified_through: verification.verified_through,
+            first_bad: verification.first_bad,
+            problem: verification.problem,
+        })
     }
 }
 

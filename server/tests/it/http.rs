@@ -101,3 +101,28 @@ async fn unknown_pages_answer_404_with_the_app_shell() {
     assert_eq!(resp.status(), 404);
     assert!(resp.text().await.unwrap().contains("Page not found"));
 }
+
+#[tokio::test]
+async fn the_audit_page_lists_the_ledger_with_its_chain_status_and_filters() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.settings()).await;
+    let html = server.get("/audit").await.text().await.unwrap();
+    assert!(html.contains("Hash chain verified through #1"), "{html}");
+    assert!(
+        html.contains("token_create") && html.contains(r#"data-seq="1""#),
+        "{html}"
+    );
+    assert!(html.contains("/api/v1/audit?format=csv"), "{html}");
+    let none = server
+        .get("/audit?action=rollback")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(none.contains("No matching entries"), "{none}");
+    assert!(
+        none.contains("format=jsonl&amp;limit=10000&amp;action=rollback")
+            || none.contains("format=jsonl&limit=10000&action=rollback"),
+        "{none}"
+    );
+}
