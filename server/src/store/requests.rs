@@ -94,6 +94,28 @@ fn request_from(r: &sqlx::any::AnyRow) -> Result<SyncRequest, StoreError> {
     })
 }
 
+/// Marks request `id` superseded (with why) and voids its approvals, inside `tx`.
+async fn supersede(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: i64,
+    reason: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE sync_requests SET status = 'superseded', decided_at = $1, reason = $2 WHERE id = $3",
+    )
+    .bind(now)
+    .bind(reason)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query("UPDATE approvals SET void = 1 WHERE request_id = $1")
+        .bind(id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
 impl Store {
     /// Makes sure the application's pending request is for (revision, digest): a different
     /// pending one is superseded (its approvals voided) by a new one.
@@ -127,18 +149,13 @@ impl Store {
             if (rev == revision && dig == digest) || rollback {
                 return Ok(RequestChange::Unchanged(id));
             }
-            sqlx::query(
-                "UPDATE sync_requests SET status = 'superseded', decided_at = $1,
-                     reason = 'the target moved to another revision or rendering' WHERE id = $2",
+            supersede(
+                &mut tx,
+                id,
+                "the target moved to another revision or rendering",
+                now,
             )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
             .await?;
-            sqlx::query("UPDATE approvals SET void = 1 WHERE request_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
             superseded = Some(id);
         }
         let id: i64 = sqlx::query_scalar(
@@ -185,18 +202,7 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for id in &open {
-            sqlx::query(
-                "UPDATE sync_requests SET status = 'superseded', decided_at = $1,
-                     reason = 'a rollback was requested' WHERE id = $2",
-            )
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE approvals SET void = 1 WHERE request_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            supersede(&mut tx, *id, "a rollback was requested", now).await?;
         }
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO sync_requests (application, revision, digest, cause, requested_by, required, status, created_at, reason)
@@ -240,18 +246,7 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(id) = id {
-            sqlx::query(
-                "UPDATE sync_requests SET status = 'superseded', decided_at = $1, reason = $2 WHERE id = $3",
-            )
-            .bind(now)
-            .bind(reason)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE approvals SET void = 1 WHERE request_id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
+            supersede(&mut tx, id, reason, now).await?;
         }
         tx.commit().await?;
         Ok(id)
