@@ -68,16 +68,22 @@ impl Principal {
         if self.method == AuthMethod::Local && self.username == BOOTSTRAP_ADMIN {
             return Some(Role::Admin);
         }
-        auth.bindings
-            .iter()
-            .filter(|b| match (&b.group, &b.user) {
-                (Some(g), _) => self.groups.iter().any(|mine| mine == g),
-                (None, Some(u)) => *u == self.username,
-                (None, None) => false,
-            })
+        self.bindings(auth)
             .filter_map(|b| scoped(b.role, b.project.as_deref()))
             .chain(auth.default_role)
             .max()
+    }
+
+    /// The bindings naming this principal (by one of its groups or its user name).
+    fn bindings<'a>(
+        &'a self,
+        auth: &'a AuthSettings,
+    ) -> impl Iterator<Item = &'a crate::config::RoleBinding> + 'a {
+        auth.bindings.iter().filter(|b| match (&b.group, &b.user) {
+            (Some(g), _) => self.groups.iter().any(|mine| mine == g),
+            (None, Some(u)) => *u == self.username,
+            (None, None) => false,
+        })
     }
 
     /// The highest role held anywhere (what the user menu shows).
@@ -88,13 +94,7 @@ impl Principal {
         if self.method == AuthMethod::Local && self.username == BOOTSTRAP_ADMIN {
             return Some(Role::Admin);
         }
-        auth.bindings
-            .iter()
-            .filter(|b| match (&b.group, &b.user) {
-                (Some(g), _) => self.groups.iter().any(|mine| mine == g),
-                (None, Some(u)) => *u == self.username,
-                (None, None) => false,
-            })
+        self.bindings(auth)
             .map(|b| b.role)
             .chain(auth.default_role)
             .max()

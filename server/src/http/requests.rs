@@ -7,6 +7,7 @@ use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
+use super::rest::respond;
 use super::{internal_error, AppState};
 use crate::auth::guard::ClientIp;
 use crate::auth::Principal;
@@ -18,13 +19,6 @@ fn deps(state: &AppState) -> Deps<'_> {
         store: &state.store,
         clusters: &state.clusters,
         locks: &state.app_locks,
-    }
-}
-
-fn respond<T: serde::Serialize>(result: Result<T, AppError>) -> Response {
-    match result {
-        Ok(body) => Json(body).into_response(),
-        Err(e) => e.into_response(),
     }
 }
 

@@ -141,7 +141,7 @@ pub async fn diff(
     }
 }
 
-fn respond<T: serde::Serialize>(result: Result<T, AppError>) -> Response {
+pub(super) fn respond<T: serde::Serialize>(result: Result<T, AppError>) -> Response {
     match result {
         Ok(body) => Json(body).into_response(),
         Err(e) => e.into_response(),
