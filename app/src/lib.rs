@@ -17,8 +17,8 @@ use leptos_router::{
 
 use crate::components::layout::Shell;
 use crate::pages::{
-    applications::ApplicationsPage, approvals::ApprovalsPage, audit::AuditPage, login::LoginPage,
-    not_found::NotFoundPage,
+    application::ApplicationPage, applications::ApplicationsPage, approvals::ApprovalsPage,
+    audit::AuditPage, login::LoginPage, not_found::NotFoundPage,
 };
 
 /// The HTML document the server renders around [`App`].
@@ -69,7 +69,12 @@ pub fn App() -> impl IntoView {
                         view=ApplicationsPage
                         ssr=SsrMode::Async
                     />
-                    <Route path=path!("/approvals") view=ApprovalsPage />
+                    <Route
+                        path=path!("/applications/:name")
+                        view=ApplicationPage
+                        ssr=SsrMode::Async
+                    />
+                    <Route path=path!("/approvals") view=ApprovalsPage ssr=SsrMode::Async />
                     <Route path=path!("/audit") view=AuditPage ssr=SsrMode::Async />
                     <Route path=path!("/login") view=LoginPage ssr=SsrMode::Async />
                 </Routes>

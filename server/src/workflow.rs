@@ -43,22 +43,15 @@ async fn request(deps: &Deps<'_>, id: i64) -> Result<SyncRequest, AppError> {
         .ok_or_else(|| AppError::NotFound(format!("sync request {id}")))
 }
 
-/// Approves request `id` as `who`. Refuses people outside the policy's groups and the author of
-/// the commit (matched by e-mail). When this approval completes the request and the policy
-/// says so, the sync runs now. Returns the request as it ends up.
-pub async fn approve(
-    deps: &Deps<'_>,
+/// Whether `who` may approve `req` beyond their role: the policy's groups, four-eyes on the
+/// commit's author (by e-mail) and on a rollback's requester, one approval per person. The
+/// error says why not, in words the UI shows next to the disabled button.
+pub async fn may_approve(
+    store: &Store,
     who: &Principal,
-    ip: &str,
-    id: i64,
-) -> Result<SyncRequest, AppError> {
-    let req = request(deps, id).await?;
-    let source = deps
-        .store
-        .app_source(&req.application)
-        .await
-        .map_err(|e| internal_error(&e))?
-        .ok_or_else(|| AppError::NotFound(format!("application {}", req.application)))?;
+    req: &SyncRequest,
+    source: &crate::store::AppSource,
+) -> Result<(), AppError> {
     let policy = &source.approvals;
     if !policy.groups.is_empty() && !who.groups.iter().any(|g| policy.groups.contains(g)) {
         return Err(AppError::Forbidden(format!(
@@ -68,14 +61,12 @@ pub async fn approve(
         )));
     }
     // Four-eyes: the commit's author does not approve their own change.
-    let email = deps
-        .store
+    let email = store
         .user(&who.id)
         .await
         .map_err(|e| internal_error(&e))?
         .and_then(|u| u.email);
-    let author = deps
-        .store
+    let author = store
         .commit_author_email(&source.repository, &req.revision)
         .await
         .map_err(|e| internal_error(&e))?;
@@ -92,6 +83,33 @@ pub async fn approve(
             "you requested this rollback; someone else must approve it".into(),
         ));
     }
+    if req.approvals.iter().any(|a| !a.void && a.user_id == who.id) {
+        return Err(AppError::Conflict(format!(
+            "you already approved sync request {}",
+            req.id
+        )));
+    }
+    Ok(())
+}
+
+/// Approves request `id` as `who`. Refuses people outside the policy's groups and the author of
+/// the commit (matched by e-mail). When this approval completes the request and the policy
+/// says so, the sync runs now. Returns the request as it ends up.
+pub async fn approve(
+    deps: &Deps<'_>,
+    who: &Principal,
+    ip: &str,
+    id: i64,
+) -> Result<SyncRequest, AppError> {
+    let req = request(deps, id).await?;
+    let source = deps
+        .store
+        .app_source(&req.application)
+        .await
+        .map_err(|e| internal_error(&e))?
+        .ok_or_else(|| AppError::NotFound(format!("application {}", req.application)))?;
+    may_approve(deps.store, who, &req, &source).await?;
+    let policy = &source.approvals;
     let now = clock::now();
     let event = who.actor(ip).event(
         "approve",

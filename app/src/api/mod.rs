@@ -8,15 +8,166 @@ pub mod ports;
 
 use leptos::prelude::*;
 
-use crate::model::{AppError, AppSummary, AuditQuery, AuditView, SignInOptions, Viewer};
+/// Gives a failed call its HTTP status (404, 403, 409…) instead of a generic 500, for callers
+/// that read status codes (scripts, tests, the browser's network panel).
+#[cfg(feature = "ssr")]
+fn answer<T>(result: Result<T, AppError>) -> Result<T, AppError> {
+    if let Err(e) = &result {
+        if let Some(options) = use_context::<leptos_axum::ResponseOptions>() {
+            options.set_status(
+                axum::http::StatusCode::from_u16(e.status_code())
+                    .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+            );
+        }
+    }
+    result
+}
 
-/// All applications Tidemark manages, sorted by name.
-#[server(prefix = "/_fn", endpoint = "list_applications")]
-pub async fn list_applications() -> Result<Vec<AppSummary>, AppError> {
-    ports::Ports::from_context()?
-        .catalog
-        .list_applications()
-        .await
+use crate::model::{
+    AppDetail, AppError, AppListPage, AppListQuery, AuditQuery, AuditView, DiffQuery, DiffView,
+    HistoryPage, RequestList, RevisionView, SignInOptions, Viewer,
+};
+
+/// One page of the Applications list.
+#[server(prefix = "/_fn", endpoint = "application_page")]
+pub async fn application_page(
+    #[server(default)] query: AppListQuery,
+) -> Result<AppListPage, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .catalog
+                .application_page(query)
+                .await
+        }
+        .await,
+    )
+}
+
+/// Header, banners, open request and resources of one application.
+#[server(prefix = "/_fn", endpoint = "application_detail")]
+pub async fn application_detail(name: String) -> Result<AppDetail, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .catalog
+                .application(&name)
+                .await
+        }
+        .await,
+    )
+}
+
+/// A page of an application's timeline; `kinds` is comma-separated (empty: all).
+#[server(prefix = "/_fn", endpoint = "application_history")]
+pub async fn application_history(
+    name: String,
+    kinds: String,
+    cursor: String,
+) -> Result<HistoryPage, AppError> {
+    answer(
+        async {
+            let kinds: Vec<String> = kinds
+                .split(',')
+                .map(str::trim)
+                .filter(|k| !k.is_empty())
+                .map(str::to_owned)
+                .collect();
+            ports::Ports::from_context()?
+                .catalog
+                .history(&name, &kinds, &cursor)
+                .await
+        }
+        .await,
+    )
+}
+
+/// Git against live, or two revisions.
+#[server(prefix = "/_fn", endpoint = "application_diff")]
+pub async fn application_diff(name: String, query: DiffQuery) -> Result<DiffView, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .catalog
+                .diff(&name, query)
+                .await
+        }
+        .await,
+    )
+}
+
+/// Known-good revisions of an application (rollback targets).
+#[server(prefix = "/_fn", endpoint = "known_good")]
+pub async fn known_good(name: String) -> Result<Vec<RevisionView>, AppError> {
+    answer(async { ports::Ports::from_context()?.catalog.revisions(&name).await }.await)
+}
+
+/// Open sync requests across applications (the Approvals page).
+#[server(prefix = "/_fn", endpoint = "open_requests")]
+pub async fn open_requests() -> Result<RequestList, AppError> {
+    answer(async { ports::Ports::from_context()?.catalog.open_requests().await }.await)
+}
+
+/// Approve a sync request.
+#[server(prefix = "/_fn", endpoint = "approve")]
+pub async fn approve(request: i64) -> Result<String, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .workflow
+                .approve(request)
+                .await
+        }
+        .await,
+    )
+}
+
+/// Reject a sync request, saying why.
+#[server(prefix = "/_fn", endpoint = "reject")]
+pub async fn reject(request: i64, reason: String) -> Result<String, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .workflow
+                .reject(request, &reason)
+                .await
+        }
+        .await,
+    )
+}
+
+/// Run an approved request that waits for a click.
+#[server(prefix = "/_fn", endpoint = "sync_now")]
+pub async fn sync_now(request: i64) -> Result<String, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .workflow
+                .sync_now(request)
+                .await
+        }
+        .await,
+    )
+}
+
+/// Roll back to a known-good revision and pin it.
+#[server(prefix = "/_fn", endpoint = "rollback")]
+pub async fn rollback(name: String, revision: String, reason: String) -> Result<String, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .workflow
+                .rollback(&name, &revision, &reason)
+                .await
+        }
+        .await,
+    )
+}
+
+/// Remove a rollback pin: the application follows Git again.
+#[server(prefix = "/_fn", endpoint = "unpin")]
+pub async fn unpin(name: String) -> Result<String, AppError> {
+    answer(async { ports::Ports::from_context()?.workflow.unpin(&name).await }.await)
 }
 
 /// The signed-in person (`None` when anonymous): the user menu.
@@ -34,5 +185,5 @@ pub async fn login_options() -> Result<SignInOptions, AppError> {
 /// One page of the audit ledger and the chain's state (the Audit page).
 #[server(prefix = "/_fn", endpoint = "audit_page")]
 pub async fn audit_page(query: AuditQuery) -> Result<AuditView, AppError> {
-    ports::Ports::from_context()?.ledger.audit(query).await
+    answer(async { ports::Ports::from_context()?.ledger.audit(query).await }.await)
 }

@@ -1,16 +1,48 @@
 //! Port traits: what the UI needs from the engine, sized to the capability.
+//!
+//! Implementations judge the caller themselves for anything about one application (its
+//! project decides the role), the same way the HTTP guard does for REST routes.
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::model::{AppError, AppSummary, AuditQuery, AuditView, SignInOptions, Viewer};
+use crate::model::{
+    AppDetail, AppError, AppListPage, AppListQuery, AuditQuery, AuditView, DiffQuery, DiffView,
+    HistoryPage, RequestList, RevisionView, SignInOptions, Viewer,
+};
 
 /// Read access to the applications Tidemark knows about.
 #[async_trait]
 pub trait Catalog: Send + Sync + 'static {
-    /// Every active application, sorted by name.
-    async fn list_applications(&self) -> Result<Vec<AppSummary>, AppError>;
+    /// One page of the Applications list.
+    async fn application_page(&self, query: AppListQuery) -> Result<AppListPage, AppError>;
+    /// The application page's header, banners, open request and resources.
+    async fn application(&self, name: &str) -> Result<AppDetail, AppError>;
+    /// A page of the application's timeline (commits and events), newest first.
+    async fn history(
+        &self,
+        name: &str,
+        kinds: &[String],
+        cursor: &str,
+    ) -> Result<HistoryPage, AppError>;
+    /// Git against live (empty query) or two revisions.
+    async fn diff(&self, name: &str, query: DiffQuery) -> Result<DiffView, AppError>;
+    /// Known-good revisions: rollback targets.
+    async fn revisions(&self, name: &str) -> Result<Vec<RevisionView>, AppError>;
+    /// Sync requests waiting for a decision (or a "sync now"), across applications.
+    async fn open_requests(&self) -> Result<RequestList, AppError>;
+}
+
+/// Decisions people take: each one checked, recorded in the ledger, and answered with a
+/// sentence saying what happened.
+#[async_trait]
+pub trait Workflow: Send + Sync + 'static {
+    async fn approve(&self, request: i64) -> Result<String, AppError>;
+    async fn reject(&self, request: i64, reason: &str) -> Result<String, AppError>;
+    async fn sync_now(&self, request: i64) -> Result<String, AppError>;
+    async fn rollback(&self, app: &str, revision: &str, reason: &str) -> Result<String, AppError>;
+    async fn unpin(&self, app: &str) -> Result<String, AppError>;
 }
 
 /// Who is asking, and how people can sign in.
@@ -32,6 +64,7 @@ pub trait Ledger: Send + Sync + 'static {
 #[derive(Clone)]
 pub struct Ports {
     pub catalog: Arc<dyn Catalog>,
+    pub workflow: Arc<dyn Workflow>,
     pub identity: Arc<dyn Identity>,
     pub ledger: Arc<dyn Ledger>,
 }

@@ -4,10 +4,22 @@ use leptos::prelude::*;
 use leptos_router::components::A;
 
 use crate::api::whoami;
+use crate::components::widgets::{Flash, Outcome};
 
 /// Header with the product name and navigation, then the page in `<main>`.
 #[component]
 pub fn Shell(children: Children) -> impl IntoView {
+    let flash = RwSignal::new(None);
+    provide_context(Flash(flash));
+    // A message belongs to the page it was shown on.
+    let location = leptos_router::hooks::use_location();
+    Effect::new(move |previous: Option<String>| {
+        let path = location.pathname.get();
+        if previous.is_some_and(|p| p != path) {
+            flash.set(None);
+        }
+        path
+    });
     view! {
         <a class="skip-link" href="#main">"Skip to content"</a>
         <header class="topbar">
@@ -24,7 +36,10 @@ pub fn Shell(children: Children) -> impl IntoView {
             </nav>
             <UserMenu />
         </header>
-        <main id="main" tabindex="-1">{children()}</main>
+        <main id="main" tabindex="-1">
+            <div class="flash"><Outcome result=flash.into() /></div>
+            {children()}
+        </main>
     }
 }
 

@@ -1,3 +1,4 @@
-//! Reusable view pieces.
+//! Components shared by several pages.
 
 pub mod layout;
+pub mod widgets;

@@ -1,7 +1,9 @@
 //! Data shared by the browser and the server (serde only, no I/O).
 
+mod console;
 mod error;
 
+pub use console::*;
 pub use error::AppError;
 
 use serde::{Deserialize, Serialize};
@@ -158,6 +160,17 @@ pub struct AppSummary {
     pub health: Option<String>,
     /// Why the application is not healthy (its worst resource).
     pub health_message: Option<String>,
+    /// Held at a revision by a rollback.
+    #[serde(default)]
+    pub pinned: bool,
+    /// The last successful sync: who asked (display name) and when (ms since the epoch).
+    #[serde(default)]
+    pub last_deploy_by: Option<String>,
+    #[serde(default)]
+    pub last_deploy_at: Option<i64>,
+    /// The open sync request: its id, approvals so far and approvals needed.
+    #[serde(default)]
+    pub pending: Option<(i64, i64, i64)>,
 }
 
 impl AppSummary {
@@ -194,6 +207,10 @@ mod tests {
             sync_status: None,
             health: None,
             health_message: None,
+            pinned: false,
+            last_deploy_by: None,
+            last_deploy_at: None,
+            pending: None,
         }
     }
 

@@ -1,66 +1,167 @@
-//! Applications: every application Tidemark manages, with a filter that narrows the list as
-//! you type (and, before the WASM loads, on submit through `?q=`).
+//! Applications: every application Tidemark manages, filtered and paged on the server (keyset
+//! by name), so the page stays fast at tens of thousands of applications. Filters are a GET
+//! form and paging is links: it works before (and without) the WASM.
 
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
-use crate::api::list_applications;
-use crate::model::AppSummary;
+use crate::api::application_page;
+use crate::components::widgets::{ago, ErrorList, GetForm, StatusBadges};
+use crate::model::{AppListPage, AppListQuery, AppSummary};
+
+/// `key=value&…` with values percent-encoded; empty values left out.
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| {
+            let value: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
 
 /// The Applications page.
 #[component]
 pub fn ApplicationsPage() -> impl IntoView {
-    let apps = Resource::new(|| (), |_| list_applications());
-    let initial = use_query_map().with_untracked(|q| q.get("q").unwrap_or_default());
-    let query = RwSignal::new(initial);
+    let params = use_query_map();
+    let query = Memo::new(move |_| {
+        params.with(|p| AppListQuery {
+            q: p.get("q").unwrap_or_default(),
+            project: p.get("project").unwrap_or_default(),
+            status: p.get("status").unwrap_or_default(),
+            health: p.get("health").unwrap_or_default(),
+            after: p.get("after").unwrap_or_default(),
+        })
+    });
+    let page = Resource::new(move || query.get(), application_page);
+    let select =
+        move |name: &'static str, label: &'static str, options: &'static [&'static str]| {
+            view! {
+                <label>
+                    {label}
+                    <select name=name>
+                        <option value="">"Any"</option>
+                        {options
+                            .iter()
+                            .map(|o| {
+                                let selected = move || query.with(|q| field(q, name) == *o);
+                                view! { <option value=*o selected=selected>{*o}</option> }
+                            })
+                            .collect_view()}
+                    </select>
+                </label>
+            }
+        };
 
     view! {
         <Title text="Applications" />
         <div class="page-head">
             <h1>"Applications"</h1>
-            <form class="filter" method="get" action="/applications" role="search">
-                <label for="app-filter">"Filter"</label>
+        </div>
+        <GetForm action="/applications" class="filters">
+            <label>
+                "Search"
                 <input
                     id="app-filter"
                     name="q"
                     type="search"
                     placeholder="name, project, cluster…"
                     autocomplete="off"
-                    prop:value=move || query.get()
-                    on:input=move |ev| query.set(event_target_value(&ev))
+                    prop:value=move || query.get().q
                 />
-            </form>
-        </div>
+            </label>
+            <Transition fallback=|| ()>
+                {move || Suspend::new(async move {
+                    let projects = page.await.map(|p| p.projects).unwrap_or_default();
+                    view! {
+                        <label>
+                            "Project"
+                            <select name="project">
+                                <option value="">"Any"</option>
+                                {projects
+                                    .into_iter()
+                                    .map(|p| {
+                                        let selected = query.with_untracked(|q| q.project == p);
+                                        view! { <option value=p.clone() selected=selected>{p.clone()}</option> }
+                                    })
+                                    .collect_view()}
+                            </select>
+                        </label>
+                    }
+                })}
+            </Transition>
+            {select("status", "Sync status", &["Synced", "OutOfSync", "Unknown"])}
+            {select("health", "Health", &["Healthy", "Progressing", "Degraded", "Missing", "Unknown"])}
+            <button type="submit" class="button">"Filter"</button>
+            <a href="/applications" class="clear">"Clear"</a>
+        </GetForm>
         <Transition fallback=|| view! { <p class="muted">"Loading applications…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || Suspend::new(async move {
-                    apps.await.map(|apps| view! { <ApplicationTable apps query /> })
+                    page.await.map(|p| view! { <ApplicationTable page=p query=query.get_untracked() /> })
                 })}
             </ErrorBoundary>
         </Transition>
     }
 }
 
-#[component]
-fn ApplicationTable(apps: Vec<AppSummary>, query: RwSignal<String>) -> impl IntoView {
-    if apps.is_empty() {
-        return view! { <EmptyState /> }.into_any();
+fn field<'a>(q: &'a AppListQuery, name: &str) -> &'a str {
+    match name {
+        "status" => &q.status,
+        "health" => &q.health,
+        "project" => &q.project,
+        _ => &q.q,
     }
-    let total = apps.len();
-    let apps = StoredValue::new(apps);
-    let shown = move || {
-        let q = query.get();
-        apps.with_value(|apps| {
-            apps.iter()
-                .filter(|a| a.matches(&q))
-                .cloned()
-                .collect::<Vec<_>>()
-        })
-    };
+}
+
+#[component]
+fn ApplicationTable(page: AppListPage, query: AppListQuery) -> impl IntoView {
+    let filtered = !(query.q.is_empty()
+        && query.project.is_empty()
+        && query.status.is_empty()
+        && query.health.is_empty());
+    if page.items.is_empty() {
+        return if filtered {
+            view! {
+                <section class="empty">
+                    <h2>"No application matches these filters"</h2>
+                    <p><a href="/applications">"Clear the filters"</a> " to see all applications."</p>
+                </section>
+            }
+            .into_any()
+        } else {
+            view! { <EmptyState /> }.into_any()
+        };
+    }
+    let now = page.now;
+    let base = [
+        ("q", query.q.as_str()),
+        ("project", query.project.as_str()),
+        ("status", query.status.as_str()),
+        ("health", query.health.as_str()),
+    ];
+    let next = page.next.as_ref().map(|after| {
+        let mut pairs = base.to_vec();
+        pairs.push(("after", after));
+        format!("/applications?{}", query_string(&pairs))
+    });
+    let first = (!query.after.is_empty()).then(|| format!("/applications?{}", query_string(&base)));
+    let shown = page.items.len();
     view! {
         <p class="muted" aria-live="polite" data-testid="app-count">
-            {move || format!("Showing {} of {total} applications", shown().len())}
+            {format!("{} application{} match · showing {shown}{}", page.total, if page.total == 1 { "" } else { "s" },
+                if query.after.is_empty() { String::new() } else { format!(" after {}", query.after) })}
         </p>
         <table class="apps">
             <thead>
@@ -70,73 +171,68 @@ fn ApplicationTable(apps: Vec<AppSummary>, query: RwSignal<String>) -> impl Into
                     <th scope="col">"Source"</th>
                     <th scope="col">"Destination"</th>
                     <th scope="col">"Status"</th>
-                    <th scope="col">"Sync policy"</th>
+                    <th scope="col">"Last deploy"</th>
+                    <th scope="col">"Approvals"</th>
+                    <th scope="col">"Policy"</th>
                 </tr>
             </thead>
             <tbody>
-                <For each=shown key=|a| a.name.clone() let:app>
-                    <tr data-app=app.name.clone()>
-                        <th scope="row">{app.name.clone()}</th>
-                        <td>{app.project.clone()}</td>
-                        <td>
-                            <span class="mono" title=app.repo_url.clone()>{app.repository.clone()}</span>
-                            " / "
-                            <span class="mono">{app.path.clone()}</span>
-                            " @ "
-                            <span class="mono">{app.target_revision.clone()}</span>
-                            {app.target_sha.clone().map(|sha| view! {
-                                " " <span class="mono muted" title=sha.clone()>{sha[..7.min(sha.len())].to_string()}</span>
-                            })}
-                            {app.git_error.clone().map(|e| view! {
-                                <p class="git-error" role="status">
-                                    <span aria-hidden="true">"⚠ "</span>
-                                    <strong>"Git: "</strong>{e}
-                                </p>
-                            })}
-                        </td>
-                        <td>{format!("{} / {}", app.cluster, app.namespace)}</td>
-                        <td><StatusBadges app=app.clone() /></td>
-                        <td><span class="badge">{app.sync_policy.as_str()}</span></td>
-                    </tr>
-                </For>
+                {page.items.into_iter().map(|app| view! { <AppRow app now /> }).collect_view()}
             </tbody>
         </table>
+        <nav class="pager" aria-label="Pages">
+            {first.map(|href| view! { <a href=href>"← First page"</a> })}
+            {next.map(|href| view! { <a href=href rel="next" data-testid="next-page">"Next page →"</a> })}
+        </nav>
     }
     .into_any()
 }
 
-/// Sync status and health as icon + label (never colour alone).
 #[component]
-fn StatusBadges(app: AppSummary) -> impl IntoView {
-    let sync = app
-        .sync_status
-        .clone()
-        .unwrap_or_else(|| "Not compared".into());
-    let (sync_icon, sync_class) = match sync.as_str() {
-        "Synced" => ("✓", "ok"),
-        "OutOfSync" => ("≠", "warn"),
-        _ => ("?", "unknown"),
-    };
-    let health = app.health.clone().unwrap_or_else(|| "Unknown".into());
-    let (health_icon, health_class) = match health.as_str() {
-        "Healthy" => ("♥", "ok"),
-        "Progressing" => ("◔", "info"),
-        "Degraded" | "Missing" => ("✕", "bad"),
-        _ => ("?", "unknown"),
-    };
-    let title = app
-        .health_message
-        .clone()
-        .filter(|m| !m.is_empty())
-        .unwrap_or_default();
+fn AppRow(app: AppSummary, now: i64) -> impl IntoView {
+    let href = format!("/applications/{}", app.name);
     view! {
-        <span class=format!("status {sync_class}")>
-            <span aria-hidden="true">{sync_icon}" "</span>{sync}
-        </span>
-        " "
-        <span class=format!("status {health_class}") title=title>
-            <span aria-hidden="true">{health_icon}" "</span>{health}
-        </span>
+        <tr data-app=app.name.clone()>
+            <th scope="row"><a href=href.clone()>{app.name.clone()}</a></th>
+            <td>{app.project.clone()}</td>
+            <td>
+                <span class="mono" title=app.repo_url.clone()>{app.repository.clone()}</span>
+                " / "
+                <span class="mono">{app.path.clone()}</span>
+                " @ "
+                <span class="mono">{app.target_revision.clone()}</span>
+                {app.target_sha.clone().map(|sha| view! {
+                    " " <span class="mono muted" title=sha.clone()>{sha[..7.min(sha.len())].to_string()}</span>
+                })}
+                {app.git_error.clone().map(|e| view! {
+                    <p class="git-error" role="status">
+                        <span aria-hidden="true">"⚠ "</span>
+                        <strong>"Git: "</strong>{e}
+                    </p>
+                })}
+            </td>
+            <td>{format!("{} / {}", app.cluster, app.namespace)}</td>
+            <td><StatusBadges app=app.clone() /></td>
+            <td>
+                {match (app.last_deploy_by.clone(), app.last_deploy_at) {
+                    (Some(by), Some(at)) => view! {
+                        <span title=crate::components::widgets::utc(at)>{format!("{by}, {}", ago(at, now))}</span>
+                    }.into_any(),
+                    _ => view! { <span class="muted">"never"</span> }.into_any(),
+                }}
+            </td>
+            <td>
+                {match app.pending {
+                    Some((_, got, need)) => view! {
+                        <a href=href.clone() class="status info" data-testid="pending">
+                            <span aria-hidden="true">"✋ "</span>{format!("{got} of {need}")}
+                        </a>
+                    }.into_any(),
+                    None => view! { <span class="muted">"—"</span> }.into_any(),
+                }}
+            </td>
+            <td><span class="badge">{app.sync_policy.as_str()}</span></td>
+        </tr>
     }
 }
 
@@ -168,22 +264,3 @@ repository = "examples"
 path = "apps/guestbook"
 cluster = "sandbox"
 namespace = "guestbook""#;
-
-/// Errors from a failed load, readable and without internals.
-#[component]
-pub fn ErrorList(errors: ArcRwSignal<Errors>) -> impl IntoView {
-    view! {
-        <div class="error" role="alert">
-            <p>"Could not load this page:"</p>
-            <ul>
-                {move || {
-                    errors
-                        .get()
-                        .into_iter()
-                        .map(|(_, e)| view! { <li>{e.to_string()}</li> })
-                        .collect_view()
-                }}
-            </ul>
-        </div>
-    }
-}

@@ -7,8 +7,8 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::audit_page;
+use crate::components::widgets::ErrorList;
 use crate::model::{AuditQuery, AuditView};
-use crate::pages::applications::ErrorList;
 
 fn encode(s: &str) -> String {
     s.bytes()

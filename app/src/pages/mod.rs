@@ -1,5 +1,6 @@
 //! One file per page; each page owns its resources and actions.
 
+pub mod application;
 pub mod applications;
 pub mod approvals;
 pub mod audit;

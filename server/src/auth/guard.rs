@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use tower_sessions::Session;
 
-use super::policy::{self, Rule};
+use super::policy::{self, Action, Rule};
 use super::{sessions, tokens, Principal};
 use crate::clock::{self, Millis};
 use crate::http::AppState;
@@ -125,24 +125,57 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
             }
         }
     }
-    if app.as_deref().is_some_and(|a| a.contains('%')) {
-        return AppError::BadRequest("application names are letters, digits and `-`".into())
-            .into_response();
+    match authorize(
+        &state,
+        &principal,
+        action,
+        app.as_deref(),
+        method.as_str(),
+        &path,
+        &ip,
+    )
+    .await
+    {
+        Ok(()) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(AppError::Forbidden(message)) if !wants_json => forbidden_page(&principal, &message),
+        Err(e) => e.into_response(),
     }
-    let project = match &app {
-        Some(name) => match state.store.application_project(name).await {
-            Ok(p) => p,
-            Err(e) => return crate::http::internal_error(&e).into_response(),
-        },
+}
+
+/// Whether `principal` may take `action` (within the project of application `app`, when the
+/// request is about one). A denial is recorded in the ledger and explained: "Syncing needs the
+/// deployer role in project demo; you have viewer". Server functions about one application
+/// call this themselves (the guard cannot see their arguments).
+pub async fn authorize(
+    state: &AppState,
+    principal: &Principal,
+    action: Action,
+    app: Option<&str>,
+    method: &str,
+    path: &str,
+    ip: &str,
+) -> Result<(), AppError> {
+    if app.is_some_and(|a| a.contains('%')) {
+        return Err(AppError::BadRequest(
+            "application names are letters, digits and `-`".into(),
+        ));
+    }
+    let project = match app {
+        Some(name) => state
+            .store
+            .application_project(name)
+            .await
+            .map_err(|e| crate::http::internal_error(&e))?,
         None => None,
     };
     let needed = action.role();
     let held = principal.role_in(&state.settings.auth, project.as_deref());
     if held.is_some_and(|r| r >= needed) {
-        req.extensions_mut().insert(principal);
-        return next.run(req).await;
+        return Ok(());
     }
-
     // Denied: record it, then say which role is needed.
     let scope = project
         .as_deref()
@@ -156,20 +189,16 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     );
     let event = principal.audit(
         "access_denied",
-        &app.as_deref()
-            .map_or_else(|| path.clone(), |a| format!("application:{a}")),
+        &app.map_or_else(|| path.to_owned(), |a| format!("application:{a}")),
         "denied",
         json!({"action": action.as_str(), "needs": needed.as_str(), "has": held.map(|r| r.as_str()),
-               "method": method.as_str(), "path": path, "project": project}),
-        &ip,
+               "method": method, "path": path, "project": project}),
+        ip,
     );
     if let Err(e) = state.store.audit(&event).await {
         tracing::error!(error = %e, "could not record a denial in the audit ledger");
     }
-    if wants_json {
-        return AppError::Forbidden(message).into_response();
-    }
-    forbidden_page(&principal, &message)
+    Err(AppError::Forbidden(message))
 }
 
 fn is_safe(method: &Method) -> bool {

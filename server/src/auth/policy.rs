@@ -96,8 +96,20 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("GET", "/auth/oidc/callback", Rule::Public),
     ("POST", "/_fn/whoami", Rule::Public),
     ("POST", "/_fn/login_options", Rule::Public),
-    ("POST", "/_fn/list_applications", Rule::Act(Action::View)),
+    ("POST", "/_fn/application_page", Rule::Act(Action::View)),
+    ("POST", "/_fn/open_requests", Rule::Act(Action::View)),
     ("POST", "/_fn/audit_page", Rule::Act(Action::View)),
+    // Server functions about one application: signed in here, then the function judges its
+    // action within the application's project (`auth::guard::authorize`).
+    ("POST", "/_fn/application_detail", Rule::Act(Action::View)),
+    ("POST", "/_fn/application_history", Rule::Act(Action::View)),
+    ("POST", "/_fn/application_diff", Rule::Act(Action::View)),
+    ("POST", "/_fn/known_good", Rule::Act(Action::View)),
+    ("POST", "/_fn/approve", Rule::Act(Action::View)),
+    ("POST", "/_fn/reject", Rule::Act(Action::View)),
+    ("POST", "/_fn/sync_now", Rule::Act(Action::View)),
+    ("POST", "/_fn/rollback", Rule::Act(Action::View)),
+    ("POST", "/_fn/unpin", Rule::Act(Action::View)),
     ("POST", "/api/v1/webhooks/{provider}", Rule::Public),
     (
         "POST",

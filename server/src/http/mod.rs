@@ -2,6 +2,7 @@
 
 mod audit;
 mod auth;
+mod console;
 mod ports;
 mod requests;
 mod rest;
@@ -88,6 +89,7 @@ pub fn router(state: AppState) -> Router {
             post(requests::rollback),
         )
         .route("/api/v1/applications/{name}/unpin", post(requests::unpin))
+        .route("/api/v1/applications/{name}/events", get(console::events))
         .route("/api/v1/sync-requests", get(requests::list))
         .route(
             "/api/v1/sync-requests/{id}/approve",

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
-use app::api::ports::{Catalog, Identity, Ledger, Ports};
-use app::model::{AppError, AppSummary, AuditEntry, AuditQuery, AuditView, SignInOptions, Viewer};
+use app::api::ports::{Identity, Ledger, Ports};
+use app::model::{AppError, AuditEntry, AuditQuery, AuditView, SignInOptions, Viewer};
 use async_trait::async_trait;
 
 use super::AppState;
@@ -12,7 +12,8 @@ use crate::store::{Store, StoreError};
 /// The ports handed to every SSR render and server function.
 pub fn ports(state: &AppState) -> Ports {
     Ports {
-        catalog: Arc::new(StoreCatalog(state.store.clone())),
+        catalog: Arc::new(ConsoleCatalog(state.clone())),
+        workflow: Arc::new(ConsoleWorkflow(state.clone())),
         identity: Arc::new(RequestIdentity(state.settings.clone())),
         ledger: Arc::new(StoreLedger {
             store: state.store.clone(),
@@ -107,16 +108,9 @@ impl Identity for RequestIdentity {
     }
 }
 
-struct StoreCatalog(Store);
+pub use super::console::{ConsoleCatalog, ConsoleWorkflow};
 
-#[async_trait]
-impl Catalog for StoreCatalog {
-    async fn list_applications(&self) -> Result<Vec<AppSummary>, AppError> {
-        self.0.list_applications().await.map_err(store_error)
-    }
-}
-
-fn store_error(e: StoreError) -> AppError {
+pub(super) fn store_error(e: StoreError) -> AppError {
     match e {
         StoreError::Connect { .. } => AppError::Unavailable("the database does not answer".into()),
         other => internal_error(&other),

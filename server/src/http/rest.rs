@@ -174,11 +174,9 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
         source_of(&state, &name).await?;
         let summary = state
             .store
-            .list_applications()
+            .application_summary(&name)
             .await
             .map_err(|e| internal_error(&e))?
-            .into_iter()
-            .find(|a| a.name == name)
             .ok_or_else(|| AppError::NotFound(format!("application {name}")))?;
         let status = state.store.app_status(&name).await.map_err(|e| internal_error(&e))?;
         let drift = state.store.open_drift(&name).await.map_err(|e| internal_error(&e))?;

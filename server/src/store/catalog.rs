@@ -1,6 +1,6 @@
 //! The catalog aggregate: repositories, clusters and applications.
 
-use app::model::{AppSummary, SyncPolicy};
+use app::model::{AppListPage, AppListQuery, AppSummary, SyncPolicy};
 use sqlx::Row;
 
 use super::{Store, StoreError};
@@ -178,45 +178,165 @@ impl Store {
     /// Every active (not retired) application, sorted by name.
     #[tracing::instrument(skip_all, err)]
     pub async fn list_applications(&self) -> Result<Vec<AppSummary>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT a.name, a.project, a.repository, r.url AS repo_url, a.path, a.target_revision,
+        let page = self
+            .application_page(&AppListQuery::default(), i64::from(i32::MAX))
+            .await?;
+        Ok(page.items)
+    }
+
+    /// One active application's summary.
+    pub async fn application_summary(&self, name: &str) -> Result<Option<AppSummary>, StoreError> {
+        let row = sqlx::query(&format!(
+            "{SUMMARY_SELECT} WHERE a.retired_at IS NULL AND a.name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(summary_from).transpose()
+    }
+
+    /// One page (by name) of the active applications matching the filters, with the total
+    /// that match and every project (for the filter).
+    #[tracing::instrument(skip_all, err)]
+    pub async fn application_page(
+        &self,
+        q: &AppListQuery,
+        limit: i64,
+    ) -> Result<AppListPage, StoreError> {
+        let limit = limit.max(1);
+        // The filters, as SQL with numbered parameters shared by the page and the count.
+        let mut filter = String::from("a.retired_at IS NULL");
+        let mut params: Vec<String> = Vec::new();
+        let param = |value: String, params: &mut Vec<String>| {
+            params.push(value);
+            format!("${}", params.len())
+        };
+        for word in q.q.split_whitespace().take(8) {
+            let escaped = word
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            let p = param(format!("%{escaped}%"), &mut params);
+            filter.push_str(&format!(
+                " AND LOWER(a.name || ' ' || a.project || ' ' || a.repository || ' ' || a.path || ' ' || a.cluster || ' ' || a.namespace) LIKE {p} ESCAPE '\\'"
+            ));
+        }
+        if !q.project.is_empty() {
+            let p = param(q.project.clone(), &mut params);
+            filter.push_str(&format!(" AND a.project = {p}"));
+        }
+        if !q.status.is_empty() {
+            let p = param(q.status.clone(), &mut params);
+            filter.push_str(&format!(" AND COALESCE(st.sync_status, 'Unknown') = {p}"));
+        }
+        if !q.health.is_empty() {
+            let p = param(q.health.clone(), &mut params);
+            filter.push_str(&format!(" AND COALESCE(st.health, 'Unknown') = {p}"));
+        }
+        let count_sql = format!(
+            "SELECT COUNT(*) FROM applications a LEFT JOIN app_status st ON st.application = a.name WHERE {filter}"
+        );
+        let mut page_filter = filter.clone();
+        if !q.after.is_empty() {
+            let p = param(q.after.clone(), &mut params);
+            page_filter.push_str(&format!(" AND a.name > {p}"));
+        }
+        let limit_param = params.len() + 1;
+        let page_sql = format!(
+            "{SUMMARY_SELECT}
+             WHERE {page_filter}
+             ORDER BY a.name LIMIT ${limit_param}"
+        );
+        let mut page = sqlx::query(&page_sql);
+        for p in &params {
+            page = page.bind(p.clone());
+        }
+        let rows = page.bind(limit + 1).fetch_all(&self.pool).await?;
+        let items = rows
+            .iter()
+            .map(summary_from)
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let (items, next) = super::git::keyset_page(items, limit, |a| a.name.clone());
+        let mut count = sqlx::query_scalar::<_, i64>(&count_sql);
+        for p in params
+            .iter()
+            .take(params.len() - usize::from(!q.after.is_empty()))
+        {
+            count = count.bind(p.clone());
+        }
+        let total = count.fetch_one(&self.pool).await?;
+        let projects = sqlx::query_scalar(
+            "SELECT DISTINCT project FROM applications WHERE retired_at IS NULL ORDER BY project",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(AppListPage {
+            items,
+            next,
+            total,
+            projects,
+            now: crate::clock::now(),
+        })
+    }
+}
+
+/// The columns of an application summary, up to the WHERE clause.
+const SUMMARY_SELECT: &str = "SELECT a.name, a.project, a.repository, r.url AS repo_url, a.path, a.target_revision,
                     a.cluster, a.namespace, a.sync_policy, g.target_sha,
                     COALESCE(rs.last_error, g.last_error) AS git_error,
-                    st.sync_status, st.health, st.health_message
+                    st.sync_status, st.health, st.health_message,
+                    p.revision AS pinned_revision,
+                    ls.requested_by AS deploy_by, u.display_name AS deploy_by_name, ls.finished_at AS deploy_at,
+                    sr.id AS request_id, sr.required AS request_required,
+                    (SELECT COUNT(*) FROM approvals ap WHERE ap.request_id = sr.id AND ap.void = 0) AS request_approvals
              FROM applications a JOIN repositories r ON r.name = a.repository
              LEFT JOIN app_git_state g ON g.application = a.name
              LEFT JOIN repository_state rs ON rs.repository = a.repository
              LEFT JOIN app_status st ON st.application = a.name
-             WHERE a.retired_at IS NULL
-             ORDER BY a.name",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                let policy: String = row.try_get("sync_policy")?;
-                Ok(AppSummary {
-                    name: row.try_get("name")?,
-                    project: row.try_get("project")?,
-                    repository: row.try_get("repository")?,
-                    repo_url: row.try_get("repo_url")?,
-                    path: row.try_get("path")?,
-                    target_revision: row.try_get("target_revision")?,
-                    cluster: row.try_get("cluster")?,
-                    namespace: row.try_get("namespace")?,
-                    sync_policy: policy
-                        .parse::<SyncPolicy>()
-                        .map_err(|_| StoreError::Corrupt {
-                            column: "applications.sync_policy",
-                            value: policy,
-                        })?,
-                    target_sha: row.try_get("target_sha")?,
-                    git_error: row.try_get("git_error")?,
-                    sync_status: row.try_get("sync_status")?,
-                    health: row.try_get("health")?,
-                    health_message: row.try_get("health_message")?,
-                })
-            })
-            .collect()
-    }
+             LEFT JOIN pins p ON p.application = a.name
+             LEFT JOIN syncs ls ON ls.id = (SELECT MAX(s.id) FROM syncs s WHERE s.application = a.name AND s.status = 'succeeded')
+             LEFT JOIN users u ON u.id = ls.requested_by
+             LEFT JOIN sync_requests sr ON sr.application = a.name AND sr.status = 'pending'";
+
+fn summary_from(row: &sqlx::any::AnyRow) -> Result<AppSummary, StoreError> {
+    let policy: String = row.try_get("sync_policy")?;
+    let deploy_by: Option<String> = row.try_get("deploy_by")?;
+    let deploy_by_name: Option<String> = row.try_get("deploy_by_name")?;
+    let request: Option<i64> = row.try_get("request_id")?;
+    Ok(AppSummary {
+        name: row.try_get("name")?,
+        project: row.try_get("project")?,
+        repository: row.try_get("repository")?,
+        repo_url: row.try_get("repo_url")?,
+        path: row.try_get("path")?,
+        target_revision: row.try_get("target_revision")?,
+        cluster: row.try_get("cluster")?,
+        namespace: row.try_get("namespace")?,
+        sync_policy: policy
+            .parse::<SyncPolicy>()
+            .map_err(|_| StoreError::Corrupt {
+                column: "applications.sync_policy",
+                value: policy,
+            })?,
+        target_sha: row.try_get("target_sha")?,
+        git_error: row.try_get("git_error")?,
+        sync_status: row.try_get("sync_status")?,
+        health: row.try_get("health")?,
+        health_message: row.try_get("health_message")?,
+        pinned: row
+            .try_get::<Option<String>, _>("pinned_revision")?
+            .is_some(),
+        last_deploy_by: deploy_by
+            .map(|id| deploy_by_name.unwrap_or_else(|| super::actor_display_name(&id))),
+        last_deploy_at: row.try_get("deploy_at")?,
+        pending: match request {
+            Some(id) => Some((
+                id,
+                row.try_get("request_approvals")?,
+                row.try_get("request_required")?,
+            )),
+            None => None,
+        },
+    })
 }

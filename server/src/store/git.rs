@@ -537,6 +537,126 @@ impl Store {
         }))
     }
 
+    /// A page of the whole history of an application, newest first: its timeline events merged
+    /// with the commits touching its path (kind `commit`). `kinds` filters (empty: all). The
+    /// cursor keeps each stream's position: `<events>|<commits>`, each empty (start), `~`
+    /// (exhausted) or that stream's own cursor.
+    pub async fn history_page(
+        &self,
+        app: &str,
+        cursor: Option<&str>,
+        limit: u32,
+        kinds: &[String],
+    ) -> Result<(Vec<TimelineEntry>, Option<String>), StoreError> {
+        let limit = limit.clamp(1, 200);
+        let (ev_cursor, co_cursor) = cursor.and_then(|c| c.split_once('|')).unwrap_or(("", ""));
+        let want_commits = kinds.is_empty() || kinds.iter().any(|k| k == "commit");
+        let event_kinds: Vec<String> = kinds.iter().filter(|k| *k != "commit").cloned().collect();
+        let want_events = kinds.is_empty() || !event_kinds.is_empty();
+        let some = |c: &str| (!c.is_empty()).then(|| c.to_owned());
+        let (events, ev_next) = if want_events && ev_cursor != "~" {
+            self.timeline_page(app, some(ev_cursor).as_deref(), limit, &event_kinds)
+                .await?
+        } else {
+            (Vec::new(), None)
+        };
+        let (commits, co_next) = if want_commits && co_cursor != "~" {
+            self.app_commits(app, some(co_cursor).as_deref(), limit)
+                .await?
+        } else {
+            (Vec::new(), None)
+        };
+        let commits: Vec<TimelineEntry> = commits
+            .into_iter()
+            .map(|c| {
+                let gone = if c.reachable {
+                    ""
+                } else {
+                    " (no longer on the branch)"
+                };
+                TimelineEntry {
+                    id: 0,
+                    kind: "commit".into(),
+                    occurred_at: c.committed_at,
+                    message: format!("{} by {}{gone}", c.title, c.author_name),
+                    detail: serde_json::json!({"sha": c.sha, "author_email": c.author_email}),
+                }
+            })
+            .collect();
+        // Merge newest first and keep `limit`; each stream resumes after what was shown.
+        let (mut e, mut c) = (0, 0);
+        let mut out = Vec::new();
+        while out.len() < limit as usize && (e < events.len() || c < commits.len()) {
+            let take_event = match (events.get(e), commits.get(c)) {
+                (Some(ev), Some(co)) => ev.occurred_at >= co.occurred_at,
+                (Some(_), None) => true,
+                _ => false,
+            };
+            if take_event {
+                out.push(events[e].clone());
+                e += 1;
+            } else {
+                out.push(commits[c].clone());
+                c += 1;
+            }
+        }
+        let resume = |shown: usize, all: usize, next: &Option<String>, was: &str, key: String| {
+            if shown == all && next.is_none() {
+                "~".to_owned()
+            } else if shown > 0 {
+                key
+            } else {
+                was.to_owned()
+            }
+        };
+        let ev_key = e
+            .checked_sub(1)
+            .map(|i| format!("{}:{}", events[i].occurred_at, events[i].id))
+            .unwrap_or_default();
+        let co_key = c
+            .checked_sub(1)
+            .and_then(|i| {
+                commits[i]
+                    .detail
+                    .get("sha")
+                    .and_then(|s| s.as_str())
+                    .map(|sha| format!("{}:{sha}", commits[i].occurred_at))
+            })
+            .unwrap_or_default();
+        let ev_pos = resume(
+            e,
+            events.len(),
+            &ev_next,
+            if want_events { ev_cursor } else { "~" },
+            ev_key,
+        );
+        let co_pos = resume(
+            c,
+            commits.len(),
+            &co_next,
+            if want_commits { co_cursor } else { "~" },
+            co_key,
+        );
+        let next = (ev_pos != "~" || co_pos != "~").then(|| format!("{ev_pos}|{co_pos}"));
+        Ok((out, next))
+    }
+
+    /// A fingerprint of an application's history (newest event id, commit count): it changes
+    /// whenever something is added, so live views know when to reload.
+    pub async fn history_version(&self, app: &str) -> Result<(i64, i64), StoreError> {
+        let events: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(id) FROM timeline WHERE application = $1")
+                .bind(app)
+                .fetch_one(&self.pool)
+                .await?;
+        let commits: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM app_commits WHERE application = $1")
+                .bind(app)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok((events.unwrap_or(0), commits))
+    }
+
     /// The newest timeline events of an application: `(kind, message)`, newest first.
     pub async fn timeline(
         &self,

@@ -147,6 +147,17 @@ impl Store {
 }
 
 /// Checks the scheme and normalises the URL for the driver (`mode=rwc` for SQLite).
+/// A readable name for an actor id when no user record names it: `system:tidemark` is
+/// "Tidemark", `local:ann` is "ann", `token:ci` is "token ci".
+pub fn actor_display_name(id: &str) -> String {
+    match id.split_once(':') {
+        Some(("system", _)) => "Tidemark".into(),
+        Some(("token", name)) => format!("token {name}"),
+        Some((_, name)) => name.into(),
+        None => id.into(),
+    }
+}
+
 fn parse_url(url: &DatabaseUrl) -> Result<(Backend, String), StoreError> {
     let raw = url.expose();
     let bad = |reason: &str| StoreError::BadUrl {

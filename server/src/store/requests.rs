@@ -440,6 +440,23 @@ impl Store {
         .await?)
     }
 
+    /// A commit's subject line and author name.
+    pub async fn commit_summary(
+        &self,
+        repository: &str,
+        sha: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT title, author_name FROM commits WHERE repository = $1 AND sha = $2",
+        )
+        .bind(repository)
+        .bind(sha)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get("title")?, r.try_get("author_name")?)))
+            .transpose()
+    }
+
     async fn not_pending(&self, id: i64) -> DecisionError {
         match self.sync_request(id).await {
             Ok(Some(r)) => DecisionError::NotPending {

@@ -181,6 +181,22 @@ impl Store {
             .collect()
     }
 
+    /// A sync's per-resource results (JSON) and who asked for it.
+    pub async fn sync_results(&self, id: i64) -> Result<Option<(Value, String)>, StoreError> {
+        let row = sqlx::query("SELECT results, requested_by FROM syncs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            let results: String = r.try_get("results")?;
+            Ok((
+                serde_json::from_str(&results).unwrap_or(Value::Null),
+                r.try_get("requested_by")?,
+            ))
+        })
+        .transpose()
+    }
+
     /// Adds applied objects to the application's inventory.
     pub async fn add_to_inventory(
         &self,

@@ -474,7 +474,7 @@ async fn the_rbac_matrix_holds_for_every_role_action_and_entry_point() {
                 "{html}"
             );
             let f = client
-                .post(format!("{}/_fn/list_applications", server.base))
+                .post(format!("{}/_fn/application_page", server.base))
                 .header("origin", &server.base)
                 .header("content-type", "application/x-www-form-urlencoded")
                 .send()
@@ -539,7 +539,9 @@ async fn cross_site_requests_carrying_the_session_cookie_are_refused() {
         .map(|(m, p, _)| (m.to_owned(), p.replace("{name}", "guestbook")))
         .collect();
     routes.push(("POST".into(), "/auth/logout".into()));
-    routes.push(("POST".into(), "/_fn/list_applications".into()));
+    routes.push(("POST".into(), "/_fn/application_page".into()));
+    routes.push(("POST".into(), "/_fn/approve".into()));
+    routes.push(("POST".into(), "/_fn/rollback".into()));
     for (method, path) in &routes {
         for origin in [Some("http://evil.example"), Some("null"), None] {
             let mut req = client

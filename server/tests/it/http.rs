@@ -82,15 +82,16 @@ async fn the_server_function_returns_applications_as_json() {
 
     let resp = server
         .client
-        .post(format!("{}/_fn/list_applications", server.base))
+        .post(format!("{}/_fn/application_page", server.base))
         .header("content-type", "application/x-www-form-urlencoded")
         .body("")
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 200);
-    let apps: Vec<app::model::AppSummary> = resp.json().await.unwrap();
-    assert_eq!(apps.len(), 2);
+    let page: app::model::AppListPage = resp.json().await.unwrap();
+    assert_eq!(page.items.len(), 2);
+    assert_eq!(page.total, 2);
 }
 
 #[tokio::test]

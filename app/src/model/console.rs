@@ -1,0 +1,269 @@
+//! What the application, approvals and diff pages show (serde only, no I/O).
+
+use serde::{Deserialize, Serialize};
+
+use super::AppSummary;
+
+/// Filters and position of the Applications list (empty strings mean "any").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppListQuery {
+    /// Free text: every word must appear in the name, project, repository, path, cluster or
+    /// namespace.
+    pub q: String,
+    pub project: String,
+    /// `Synced`, `OutOfSync` or `Unknown` (never compared counts as `Unknown`).
+    pub status: String,
+    /// `Healthy`, `Progressing`, `Degraded`, `Missing` or `Unknown`.
+    pub health: String,
+    /// The name of the last application of the previous page (keyset).
+    pub after: String,
+}
+
+/// One page (by name) of the Applications list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppListPage {
+    pub items: Vec<AppSummary>,
+    /// `after` of the next page.
+    pub next: Option<String>,
+    /// How many applications match the filters.
+    pub total: i64,
+    /// Every project, for the filter.
+    pub projects: Vec<String>,
+    /// The server's clock (ms) when this was read: relative times are computed against it.
+    pub now: i64,
+}
+
+/// An application's sync policy as the header shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyView {
+    pub auto_sync: bool,
+    pub self_heal: bool,
+    pub prune: bool,
+    /// Approvals a manual sync needs (0: deployers sync directly).
+    pub approvals_required: u32,
+    pub approval_groups: Vec<String>,
+    pub sync_on_approval: bool,
+    pub rollback_needs_approval: bool,
+}
+
+/// A rollback pin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PinView {
+    pub revision: String,
+    pub by: String,
+    pub at: i64,
+    pub reason: String,
+}
+
+/// A sync request with what the viewer may do about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestView {
+    pub id: i64,
+    pub application: String,
+    pub revision: String,
+    /// The commit's subject line, when Tidemark has the commit.
+    pub title: Option<String>,
+    pub author: Option<String>,
+    /// `revision`, `drift` or `rollback`.
+    pub cause: String,
+    /// `pending` or `approved` (waiting for "sync now").
+    pub status: String,
+    pub required: i64,
+    /// Who approved so far (display names) and when (ms).
+    pub approvals: Vec<(String, i64)>,
+    pub created_at: i64,
+    pub requested_by: Option<String>,
+    /// `None`: the viewer may approve and reject; otherwise why not.
+    pub why_not: Option<String>,
+}
+
+/// One resource of the last comparison.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceView {
+    pub group: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// `Synced`, `OutOfSync`, `Missing` or `Extraneous`.
+    pub status: String,
+    pub health: Option<String>,
+    pub health_message: Option<String>,
+    /// How many fields differ from Git.
+    pub changes: usize,
+}
+
+impl ResourceView {
+    /// `Kind/namespace/name`: how links select one resource's diff.
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// Everything the application page's header, banners and Resources tab show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppDetail {
+    pub summary: AppSummary,
+    pub deployed_sha: Option<String>,
+    pub compared_at: Option<i64>,
+    pub policy: PolicyView,
+    pub pin: Option<PinView>,
+    pub drift_since: Option<i64>,
+    pub request: Option<RequestView>,
+    pub resources: Vec<ResourceView>,
+    /// `None`: the viewer may roll back (and unpin); otherwise why not.
+    pub rollback_why_not: Option<String>,
+    pub now: i64,
+}
+
+/// One line of an application's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Unique within the timeline (`e<id>` for events, `c<sha>` for commits).
+    pub key: String,
+    pub kind: String,
+    pub at: i64,
+    pub message: String,
+    /// For commits: the SHA; for syncs: per-resource results as `(action, object, message)`.
+    pub revision: Option<String>,
+    pub results: Vec<(String, String, String)>,
+}
+
+/// A page of the timeline, newest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryPage {
+    pub entries: Vec<HistoryEntry>,
+    pub next: Option<String>,
+    pub now: i64,
+}
+
+/// Open sync requests across applications (the Approvals page).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestList {
+    pub items: Vec<RequestView>,
+    pub now: i64,
+}
+
+/// Which comparison the Diff tab shows.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffQuery {
+    /// Both empty: Git (the target) against the live cluster.
+    pub from: String,
+    pub to: String,
+}
+
+/// One differing field: `before` is live (or the `from` revision), `after` is Git (or `to`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffField {
+    pub path: String,
+    pub before: Option<String>,
+    pub after: Option<String>,
+}
+
+/// One resource of a diff.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffResource {
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// Live: `OutOfSync`, `Missing`, `Extraneous`, `Synced`; revisions: `added`, `removed`,
+    /// `changed`.
+    pub status: String,
+    pub fields: Vec<DiffField>,
+}
+
+impl DiffResource {
+    pub fn key(&self) -> String {
+        format!("{}/{}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// A comparison, ready to show.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiffView {
+    /// "live" or "revisions".
+    pub mode: String,
+    pub before_label: String,
+    pub after_label: String,
+    /// Only resources that differ.
+    pub resources: Vec<DiffResource>,
+    /// Resources compared in all.
+    pub compared: usize,
+}
+
+/// A known-good revision (rollback target).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevisionView {
+    pub revision: String,
+    pub title: Option<String>,
+    pub author: Option<String>,
+    pub deployed_by: String,
+    pub deployed_at: i64,
+    /// What is running now.
+    pub current: bool,
+}
+
+/// The timeline's filter groups: key (in links), label, and the event kinds they select.
+pub const TIMELINE_GROUPS: &[(&str, &str, &[&str])] = &[
+    ("commits", "Commits", &["commit"]),
+    ("syncs", "Syncs", &["sync", "sync_interrupted"]),
+    (
+        "approvals",
+        "Requests & approvals",
+        &[
+            "sync_requested",
+            "approval",
+            "sync_request_rejected",
+            "sync_request_superseded",
+            "rollback_requested",
+        ],
+    ),
+    ("drift", "Drift", &["drift_opened", "drift_closed"]),
+    (
+        "rollbacks",
+        "Rollbacks & pins",
+        &["rollback", "unpinned", "not_deployed_pinned"],
+    ),
+    ("health", "Health", &["health", "known_good"]),
+    (
+        "git",
+        "Git & config",
+        &[
+            "git_error",
+            "git_recovered",
+            "render_error",
+            "force_push",
+            "webhook",
+            "refresh",
+            "application",
+        ],
+    ),
+];
+
+/// How a timeline kind is shown: an icon (decorative), a label (always shown, so meaning never
+/// rests on colour) and a tone for the stylesheet.
+pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) {
+    match kind {
+        "commit" => ("●", "Commit", "info"),
+        "sync" => ("⟳", "Sync", "ok"),
+        "sync_interrupted" => ("⚠", "Sync interrupted", "warn"),
+        "sync_requested" => ("✋", "Sync requested", "info"),
+        "approval" => ("✔", "Approved", "ok"),
+        "sync_request_rejected" => ("✖", "Rejected", "bad"),
+        "sync_request_superseded" => ("↷", "Superseded", "unknown"),
+        "rollback_requested" => ("↶", "Rollback requested", "warn"),
+        "drift_opened" => ("≠", "Drift", "warn"),
+        "drift_closed" => ("=", "Drift ended", "ok"),
+        "rollback" => ("↶", "Rollback", "warn"),
+        "unpinned" => ("⚲", "Unpinned", "info"),
+        "not_deployed_pinned" => ("⚲", "Held by pin", "warn"),
+        "health" => ("♥", "Health", "info"),
+        "known_good" => ("★", "Known good", "ok"),
+        "git_error" | "render_error" => ("⚠", "Git problem", "bad"),
+        "git_recovered" => ("✔", "Git recovered", "ok"),
+        "force_push" => ("⚠", "Force push", "warn"),
+        "webhook" => ("↯", "Webhook", "unknown"),
+        "refresh" => ("↻", "Refresh", "unknown"),
+        "application" => ("✎", "Application", "unknown"),
+        _ => ("•", "Event", "unknown"),
+    }
+}

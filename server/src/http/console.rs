@@ -1,0 +1,659 @@
+//! The dashboard's ports: what the application, approvals and diff pages read, and the
+//! decisions people take there. Every call about one application is judged in its project
+//! (`auth::guard::authorize`, the same check the guard applies to REST routes) and goes
+//! through the same workflow functions as the REST API.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use app::api::ports::{Catalog, Workflow};
+use app::model::{
+    AppDetail, AppError, AppListPage, AppListQuery, DiffField, DiffQuery, DiffResource, DiffView,
+    HistoryEntry, HistoryPage, PinView, PolicyView, RequestList, RequestView, ResourceView,
+    RevisionView,
+};
+use async_trait::async_trait;
+use axum::extract::{Path, State};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use serde_json::Value;
+
+use super::ports::store_error;
+use super::{internal_error, AppState};
+use crate::auth::guard::{authorize, ClientIp};
+use crate::auth::policy::Action;
+use crate::auth::Principal;
+use crate::store::{AppSource, SyncRequest};
+use crate::workflow::{self, Deps};
+
+/// Applications shown per page of the list.
+pub const PAGE_SIZE: i64 = 50;
+
+/// The person behind the current server-function call, where they come from, and the path.
+fn caller() -> Result<(Principal, String, String), AppError> {
+    let parts = leptos::prelude::use_context::<axum::http::request::Parts>()
+        .ok_or_else(|| AppError::Internal("request-missing".into()))?;
+    let principal = parts
+        .extensions
+        .get::<Principal>()
+        .cloned()
+        .ok_or(AppError::Unauthorized)?;
+    let ip = parts
+        .extensions
+        .get::<ClientIp>()
+        .map(|ClientIp(ip)| ip.clone())
+        .unwrap_or_else(|| "unknown".into());
+    Ok((principal, ip, parts.uri.path().to_owned()))
+}
+
+/// The caller, allowed to take `action` about application `app`.
+async fn allowed(
+    state: &AppState,
+    action: Action,
+    app: Option<&str>,
+) -> Result<(Principal, String), AppError> {
+    let (principal, ip, path) = caller()?;
+    authorize(state, &principal, action, app, "POST", &path, &ip).await?;
+    Ok((principal, ip))
+}
+
+fn deps(state: &AppState) -> Deps<'_> {
+    Deps {
+        store: &state.store,
+        clusters: &state.clusters,
+        locks: &state.app_locks,
+    }
+}
+
+async fn source(state: &AppState, name: &str) -> Result<AppSource, AppError> {
+    state
+        .store
+        .app_source(name)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| AppError::NotFound(format!("application {name}")))
+}
+
+fn short(sha: &str) -> &str {
+    sha.get(..7).unwrap_or(sha)
+}
+
+/// A JSON value as a diff line shows it: strings bare, everything else as compact JSON.
+fn show(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn text(v: &Value, key: &str) -> String {
+    v.get(key)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Why `principal` may not take `action` in `project` (without recording anything: this only
+/// decides what the page offers; the action itself is checked again when taken).
+fn role_gap(
+    state: &AppState,
+    principal: &Principal,
+    action: Action,
+    project: &str,
+) -> Option<String> {
+    let needed = action.role();
+    let held = principal.role_in(&state.settings.auth, Some(project));
+    held.is_none_or(|r| r < needed).then(|| {
+        format!(
+            "needs role {} in project {project}; you have {}",
+            needed.as_str(),
+            held.map_or("no role", |r| r.as_str())
+        )
+    })
+}
+
+/// A sync request as the pages show it, with what `principal` may do about it.
+async fn request_view(
+    state: &AppState,
+    principal: &Principal,
+    req: SyncRequest,
+    source: &AppSource,
+) -> Result<RequestView, AppError> {
+    let why_not = match role_gap(state, principal, Action::Approve, &source.project) {
+        Some(gap) => Some(gap),
+        None if req.status == "approved" => None,
+        None => workflow::may_approve(&state.store, principal, &req, source)
+            .await
+            .err()
+            .map(|e| match e {
+                AppError::Forbidden(m) | AppError::Conflict(m) => m,
+                other => other.to_string(),
+            }),
+    };
+    let commit = state
+        .store
+        .commit_summary(&source.repository, &req.revision)
+        .await
+        .map_err(store_error)?;
+    let requested_by = match &req.requested_by {
+        Some(id) => Some(display_name(state, id).await?),
+        None => None,
+    };
+    Ok(RequestView {
+        id: req.id,
+        application: req.application,
+        revision: req.revision,
+        title: commit.as_ref().map(|(t, _)| t.clone()),
+        author: commit.map(|(_, a)| a),
+        cause: req.cause,
+        status: req.status,
+        required: req.required,
+        approvals: req
+            .approvals
+            .into_iter()
+            .filter(|a| !a.void)
+            .map(|a| (a.user_name, a.at))
+            .collect(),
+        created_at: req.created_at,
+        requested_by,
+        why_not,
+    })
+}
+
+async fn display_name(state: &AppState, actor_id: &str) -> Result<String, AppError> {
+    Ok(state
+        .store
+        .user(actor_id)
+        .await
+        .map_err(store_error)?
+        .map(|u| u.display_name)
+        .unwrap_or_else(|| crate::store::actor_display_name(actor_id)))
+}
+
+/// The open request of an application: pending, or approved and waiting for "sync now".
+async fn open_request(state: &AppState, app: &str) -> Result<Option<SyncRequest>, AppError> {
+    Ok(state
+        .store
+        .sync_requests(None, Some(app), 5)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .find(|r| r.status == "pending" || (r.status == "approved" && r.sync_id.is_none())))
+}
+
+/// The dashboard's read side.
+pub struct ConsoleCatalog(pub AppState);
+
+#[async_trait]
+impl Catalog for ConsoleCatalog {
+    async fn application_page(&self, query: AppListQuery) -> Result<AppListPage, AppError> {
+        self.0
+            .store
+            .application_page(&query, PAGE_SIZE)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn application(&self, name: &str) -> Result<AppDetail, AppError> {
+        let state = &self.0;
+        let (principal, _) = allowed(state, Action::View, Some(name)).await?;
+        let source = source(state, name).await?;
+        let summary = state
+            .store
+            .application_summary(name)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| AppError::NotFound(format!("application {name}")))?;
+        let status = state.store.app_status(name).await.map_err(store_error)?;
+        let pin = match state.store.pin_of(name).await.map_err(store_error)? {
+            Some(p) => Some(PinView {
+                revision: p.revision,
+                by: p.pinned_name,
+                at: p.pinned_at,
+                reason: p.reason,
+            }),
+            None => None,
+        };
+        let drift_since = state
+            .store
+            .open_drift(name)
+            .await
+            .map_err(store_error)?
+            .map(|d| d.opened_at);
+        let request = match open_request(state, name).await? {
+            Some(r) => Some(request_view(state, &principal, r, &source).await?),
+            None => None,
+        };
+        let resources = status
+            .as_ref()
+            .and_then(|s| s.resources.as_array().cloned())
+            .unwrap_or_default()
+            .iter()
+            .map(|r| {
+                let object = r.get("object").cloned().unwrap_or(Value::Null);
+                ResourceView {
+                    group: text(&object, "group"),
+                    kind: text(&object, "kind"),
+                    namespace: text(&object, "namespace"),
+                    name: text(&object, "name"),
+                    status: text(r, "status"),
+                    health: r.get("health").and_then(Value::as_str).map(str::to_owned),
+                    health_message: r
+                        .get("health_message")
+                        .and_then(Value::as_str)
+                        .filter(|m| !m.is_empty())
+                        .map(str::to_owned),
+                    changes: r
+                        .get("changes")
+                        .and_then(Value::as_array)
+                        .map_or(0, Vec::len),
+                }
+            })
+            .collect();
+        let policy = &source.approvals;
+        Ok(AppDetail {
+            summary,
+            deployed_sha: status.as_ref().and_then(|s| s.deployed_sha.clone()),
+            compared_at: status.as_ref().map(|s| s.compared_at),
+            policy: PolicyView {
+                auto_sync: source.auto_sync,
+                self_heal: source.self_heal,
+                prune: source.prune,
+                approvals_required: if source.auto_sync { 0 } else { policy.required },
+                approval_groups: policy.groups.clone(),
+                sync_on_approval: policy.sync_on_approval,
+                rollback_needs_approval: policy.rollback && policy.required > 0,
+            },
+            pin,
+            drift_since,
+            request,
+            resources,
+            rollback_why_not: role_gap(state, &principal, Action::Rollback, &source.project),
+            now: crate::clock::now(),
+        })
+    }
+
+    async fn history(
+        &self,
+        name: &str,
+        kinds: &[String],
+        cursor: &str,
+    ) -> Result<HistoryPage, AppError> {
+        let state = &self.0;
+        allowed(state, Action::View, Some(name)).await?;
+        source(state, name).await?;
+        if !cursor.is_empty() && !cursor.contains('|') {
+            return Err(AppError::BadRequest(
+                "that page link is not valid any more".into(),
+            ));
+        }
+        let (items, next) = state
+            .store
+            .history_page(name, (!cursor.is_empty()).then_some(cursor), 30, kinds)
+            .await
+            .map_err(store_error)?;
+        let mut entries = Vec::with_capacity(items.len());
+        for item in items {
+            let (key, revision) = if item.kind == "commit" {
+                let sha = text(&item.detail, "sha");
+                (format!("c{sha}"), Some(sha))
+            } else {
+                let rev = item
+                    .detail
+                    .get("revision")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                (format!("e{}", item.id), rev)
+            };
+            let mut message = item.message;
+            let mut results = Vec::new();
+            if item.kind == "sync" {
+                if let Some(id) = item.detail.get("sync").and_then(Value::as_i64) {
+                    if let Some((res, by)) =
+                        state.store.sync_results(id).await.map_err(store_error)?
+                    {
+                        message = format!("{message} · by {}", display_name(state, &by).await?);
+                        results = res
+                            .as_array()
+                            .map(|list| {
+                                list.iter()
+                                    .map(|r| {
+                                        (text(r, "action"), text(r, "object"), text(r, "message"))
+                                    })
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                    }
+                }
+            }
+            entries.push(HistoryEntry {
+                key,
+                kind: item.kind,
+                at: item.occurred_at,
+                message,
+                revision,
+                results,
+            });
+        }
+        Ok(HistoryPage {
+            entries,
+            next,
+            now: crate::clock::now(),
+        })
+    }
+
+    async fn diff(&self, name: &str, query: DiffQuery) -> Result<DiffView, AppError> {
+        let state = &self.0;
+        allowed(state, Action::View, Some(name)).await?;
+        let source = source(state, name).await?;
+        let (from, to) = (query.from.trim(), query.to.trim());
+        if !from.is_empty() || !to.is_empty() {
+            if from.is_empty() || to.is_empty() {
+                return Err(AppError::BadRequest(
+                    "choose both revisions to compare".into(),
+                ));
+            }
+            let body = workflow::diff_revisions(&state.store, name, from, to).await?;
+            let resources: Vec<DiffResource> = body["resources"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+                .iter()
+                .map(|r| DiffResource {
+                    kind: text(&r["object"], "kind"),
+                    namespace: text(&r["object"], "namespace"),
+                    name: text(&r["object"], "name"),
+                    status: text(r, "change"),
+                    fields: r["fields"]
+                        .as_array()
+                        .cloned()
+                        .unwrap_or_default()
+                        .iter()
+                        .map(|f| DiffField {
+                            path: text(f, "path"),
+                            before: f.get("from").filter(|v| !v.is_null()).map(show),
+                            after: f.get("to").filter(|v| !v.is_null()).map(show),
+                        })
+                        .collect(),
+                })
+                .collect();
+            return Ok(DiffView {
+                mode: "revisions".into(),
+                before_label: short(from).to_owned(),
+                after_label: short(to).to_owned(),
+                compared: resources.len(),
+                resources,
+            });
+        }
+        let cluster = state
+            .clusters
+            .get(&source.cluster)
+            .cloned()
+            .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
+        let reconcile_err = |e: crate::reconcile::ReconcileError| match e {
+            crate::reconcile::ReconcileError::NotRendered(app) => {
+                AppError::Conflict(format!("application {app} has no rendered revision yet"))
+            }
+            crate::reconcile::ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
+            other => internal_error(&other),
+        };
+        let (revision, _digest, desired) =
+            crate::reconcile::desired(&state.store, &cluster, &source)
+                .await
+                .map_err(reconcile_err)?;
+        let diffs =
+            crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore)
+                .await
+                .map_err(reconcile_err)?;
+        let compared = diffs.len();
+        let resources = diffs
+            .into_iter()
+            .filter(|d| d.status != crate::diff::ResourceStatus::Synced)
+            .map(|d| DiffResource {
+                kind: d.object.kind.clone(),
+                namespace: d.object.namespace.clone(),
+                name: d.object.name.clone(),
+                status: format!("{:?}", d.status),
+                fields: d
+                    .changes
+                    .iter()
+                    .map(|c| DiffField {
+                        path: c.path.clone(),
+                        before: c.live.as_ref().map(show),
+                        after: c.desired.as_ref().map(show),
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(DiffView {
+            mode: "live".into(),
+            before_label: "live cluster".into(),
+            after_label: format!("Git {}", short(&revision)),
+            resources,
+            compared,
+        })
+    }
+
+    async fn revisions(&self, name: &str) -> Result<Vec<RevisionView>, AppError> {
+        let state = &self.0;
+        allowed(state, Action::View, Some(name)).await?;
+        source(state, name).await?;
+        let running = match state.store.pin_of(name).await.map_err(store_error)? {
+            Some(pin) => Some(pin.revision),
+            None => state
+                .store
+                .app_status(name)
+                .await
+                .map_err(store_error)?
+                .and_then(|s| s.deployed_sha),
+        };
+        let known = state
+            .store
+            .known_good_revisions(name)
+            .await
+            .map_err(store_error)?;
+        let mut out = Vec::with_capacity(known.len());
+        for k in known {
+            out.push(RevisionView {
+                current: running.as_deref() == Some(k.revision.as_str()),
+                deployed_by: display_name(state, &k.deployed_by).await?,
+                revision: k.revision,
+                title: k.title,
+                author: k.author_name,
+                deployed_at: k.deployed_at,
+            });
+        }
+        Ok(out)
+    }
+
+    async fn open_requests(&self) -> Result<RequestList, AppError> {
+        let state = &self.0;
+        let (principal, _) = allowed(state, Action::View, None).await?;
+        let mut open = state
+            .store
+            .sync_requests(Some("pending"), None, 500)
+            .await
+            .map_err(store_error)?;
+        open.extend(
+            state
+                .store
+                .sync_requests(Some("approved"), None, 500)
+                .await
+                .map_err(store_error)?
+                .into_iter()
+                .filter(|r| r.sync_id.is_none()),
+        );
+        open.sort_by_key(|r| std::cmp::Reverse(r.id));
+        let mut out = Vec::with_capacity(open.len());
+        for req in open {
+            let Some(source) = state
+                .store
+                .app_source(&req.application)
+                .await
+                .map_err(store_error)?
+            else {
+                continue;
+            };
+            // People see the requests of the projects they can see.
+            if principal
+                .role_in(&state.settings.auth, Some(&source.project))
+                .is_none()
+            {
+                continue;
+            }
+            out.push(request_view(state, &principal, req, &source).await?);
+        }
+        Ok(RequestList {
+            items: out,
+            now: crate::clock::now(),
+        })
+    }
+}
+
+/// The dashboard's decisions.
+pub struct ConsoleWorkflow(pub AppState);
+
+impl ConsoleWorkflow {
+    async fn request_app(&self, id: i64) -> Result<String, AppError> {
+        Ok(self
+            .0
+            .store
+            .sync_request(id)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| AppError::NotFound(format!("sync request {id}")))?
+            .application)
+    }
+}
+
+fn outcome(req: &SyncRequest) -> String {
+    let given = req.approvals.iter().filter(|a| !a.void).count();
+    match req.status.as_str() {
+        "synced" => format!(
+            "Sync request #{} approved ({given} of {}) and synced (sync #{}).",
+            req.id,
+            req.required,
+            req.sync_id.unwrap_or_default()
+        ),
+        "failed" => format!(
+            "Sync request #{} approved, but the sync failed: see the timeline.",
+            req.id
+        ),
+        "approved" => format!(
+            "Sync request #{} approved ({given} of {}); it waits for “Sync now”.",
+            req.id, req.required
+        ),
+        _ => format!(
+            "Approved: {given} of {} approvals for sync request #{}.",
+            req.required, req.id
+        ),
+    }
+}
+
+#[async_trait]
+impl Workflow for ConsoleWorkflow {
+    async fn approve(&self, request: i64) -> Result<String, AppError> {
+        let app = self.request_app(request).await?;
+        let (who, ip) = allowed(&self.0, Action::Approve, Some(&app)).await?;
+        let req = workflow::approve(&deps(&self.0), &who, &ip, request).await?;
+        Ok(outcome(&req))
+    }
+
+    async fn reject(&self, request: i64, reason: &str) -> Result<String, AppError> {
+        let app = self.request_app(request).await?;
+        let (who, ip) = allowed(&self.0, Action::Reject, Some(&app)).await?;
+        workflow::reject(&deps(&self.0), &who, &ip, request, reason).await?;
+        Ok(format!("Sync request #{request} rejected."))
+    }
+
+    async fn sync_now(&self, request: i64) -> Result<String, AppError> {
+        let app = self.request_app(request).await?;
+        let (who, ip) = allowed(&self.0, Action::Sync, Some(&app)).await?;
+        workflow::run_approved(&deps(&self.0), &who, &ip, request).await?;
+        let req = self
+            .0
+            .store
+            .sync_request(request)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| AppError::NotFound(format!("sync request {request}")))?;
+        Ok(outcome(&req))
+    }
+
+    async fn rollback(&self, app: &str, revision: &str, reason: &str) -> Result<String, AppError> {
+        let (who, ip) = allowed(&self.0, Action::Rollback, Some(app)).await?;
+        let body =
+            workflow::rollback(&deps(&self.0), &who, &ip, app, revision, reason.trim()).await?;
+        if let Some(id) = body.get("request").and_then(Value::as_i64) {
+            return Ok(format!(
+                "Rollback to {} requested as sync request #{id}: someone else must approve it.",
+                short(revision)
+            ));
+        }
+        let status = body
+            .get("status")
+            .map(|s| show(s).to_lowercase())
+            .unwrap_or_default();
+        Ok(format!(
+            "Rolled back to {} (sync {status}); {app} is pinned there until someone unpins it.",
+            short(revision)
+        ))
+    }
+
+    async fn unpin(&self, app: &str) -> Result<String, AppError> {
+        let (who, ip) = allowed(&self.0, Action::Unpin, Some(app)).await?;
+        workflow::unpin(&deps(&self.0), &who, &ip, app).await?;
+        Ok(format!("{app} is unpinned and follows Git again."))
+    }
+}
+
+/// `GET /api/v1/applications/{name}/events`: Server-Sent Events, one `changed` event whenever
+/// the application's history or status moves (checked every second), so open pages update
+/// without a reload. Works across replicas: the database is the source.
+pub async fn events(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+    match state.store.app_source(&name).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return AppError::NotFound(format!("application {name}")).into_response(),
+        Err(e) => return internal_error(&e).into_response(),
+    }
+    let stream = futures_util::stream::unfold(
+        (state, name, None::<(i64, i64, Option<i64>)>),
+        |(state, name, last)| async move {
+            loop {
+                let history = state.store.history_version(&name).await.ok();
+                let compared = state
+                    .store
+                    .app_status(&name)
+                    .await
+                    .ok()
+                    .flatten()
+                    .map(|s| (s.sync_status, s.health, s.deployed_sha));
+                let version = history
+                    .map(|(events, commits)| (events, commits, compared.as_ref().map(fingerprint)));
+                match (last, version) {
+                    (_, None) => {}
+                    (None, Some(v)) => {
+                        let event = Event::default().event("ready").data(v.0.to_string());
+                        return Some((Ok::<_, Infallible>(event), (state, name, Some(v))));
+                    }
+                    (Some(prev), Some(v)) if prev != v => {
+                        let event = Event::default().event("changed").data(v.0.to_string());
+                        return Some((Ok(event), (state, name, Some(v))));
+                    }
+                    _ => {}
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        },
+    );
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
+}
+
+fn fingerprint(s: &(String, String, Option<String>)) -> i64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    s.hash(&mut h);
+    i64::from_ne_bytes(h.finish().to_ne_bytes())
+}
