@@ -6,6 +6,12 @@ const bin = process.env.TIDEMARK_BIN ?? "target/release/tidemark";
 const port = Number(process.env.TIDEMARK_E2E_PORT ?? 3100);
 const idpPort = Number(process.env.TIDEMARK_E2E_IDP_PORT ?? 3190);
 const base = `http://127.0.0.1:${port}`;
+const sandboxPort = Number(process.env.TIDEMARK_E2E_SANDBOX_PORT ?? 3644);
+const config = "--config end2end/tidemark.e2e.toml";
+// Two local deployers for four-eyes approvals (passwords on stdin, never on the command line).
+const users = ["deployer1", "deployer2"]
+  .map((u, i) => `echo ${u}-password | ${bin} user add ${u} --display-name "Deployer ${i + 1}" --password-stdin ${config} >/dev/null`)
+  .join(" && ");
 
 export default defineConfig({
   testDir: "./tests",
@@ -42,6 +48,15 @@ export default defineConfig({
   },
   webServer: [
     {
+      // The world: a Git repository made with the git CLI and the sandbox cluster.
+      cwd: "..",
+      command: "end2end/support/env.sh",
+      url: `http://127.0.0.1:${sandboxPort}/version`,
+      env: { SANDBOX_PORT: String(sandboxPort), TIDEMARK_BIN: bin },
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+    {
       // A certified OpenID provider from npm (the single sign-on tests sign in through it).
       command: "node support/oidc-provider.mjs",
       url: `http://127.0.0.1:${idpPort}/.well-known/openid-configuration`,
@@ -51,7 +66,7 @@ export default defineConfig({
     },
     {
       cwd: "..",
-      command: `rm -rf end2end/artifacts/db && ${bin} serve --config end2end/tidemark.e2e.toml`,
+      command: `rm -rf end2end/artifacts/db end2end/artifacts/git-cache && mkdir -p end2end/artifacts/db && ${users} && ${bin} serve ${config}`,
       url: `${base}/readyz`,
       env: {
         TIDEMARK__SERVER__LISTEN: `127.0.0.1:${port}`,

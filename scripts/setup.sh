@@ -37,13 +37,18 @@ if [ ! -x end2end/node_modules/.bin/wasm-opt ] || [ ! -x end2end/node_modules/.b
   (cd end2end && npm ci --no-audit --no-fund)
 fi
 
-# 5. Chromium from Debian (browsers downloaded by test tools cannot be fetched here).
-if [ ! -x /usr/bin/chromium ]; then
-  say "installing Debian chromium"
+# 5. Debian packages: Chromium (browsers downloaded by test tools cannot be fetched here) and
+#    wrk (the load generator of the SSR benchmark).
+missing=""
+[ -x /usr/bin/chromium ] || missing="$missing chromium"
+command -v wrk >/dev/null || missing="$missing wrk"
+if [ -n "$missing" ]; then
+  say "installing Debian packages:$missing"
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing
 fi
 
 say "toolchain ready (cargo-leptos $(cargo leptos --version | awk '{print $2}'), wasm-bindgen $want, wasm-opt $(end2end/node_modules/.bin/wasm-opt --version | awk '{print $3}'))"

@@ -236,7 +236,7 @@ pub fn RequestPanel(req: RequestView, now: i64, #[prop(optional)] show_app: bool
             <p class="muted">{format!("Approved by: {approvers}")}</p>
             {match req.why_not.clone() {
                 Some(why) => view! {
-                    <p class="why-not" data-testid="why-not"><span aria-hidden="true">"🔒 "</span>{format!("You cannot decide this request: {why}.")}</p>
+                    <p class="why-not" data-testid="why-not"><span aria-hidden="true">"⊘ "</span>{format!("You cannot decide this request: {why}.")}</p>
                 }.into_any(),
                 None if waiting => view! {
                     <ActionForm action=sync_now attr:class="decide">

@@ -246,7 +246,7 @@ pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) 
         "commit" => ("●", "Commit", "info"),
         "sync" => ("⟳", "Sync", "ok"),
         "sync_interrupted" => ("⚠", "Sync interrupted", "warn"),
-        "sync_requested" => ("✋", "Sync requested", "info"),
+        "sync_requested" => ("◇", "Sync requested", "info"),
         "approval" => ("✔", "Approved", "ok"),
         "sync_request_rejected" => ("✖", "Rejected", "bad"),
         "sync_request_superseded" => ("↷", "Superseded", "unknown"),

@@ -464,9 +464,13 @@ fn DiffTab(name: Memo<String>) -> impl IntoView {
             </div>
             <Transition fallback=|| view! { <p class="muted">"Comparing…"</p> }>
                 <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
-                    {move || Suspend::new(async move {
-                        diff.await.map(|d| view! { <Diff diff=d split=split.get_untracked() focus=focus.get_untracked() /> })
-                    })}
+                    {move || {
+                        // Layout and focus change the view, not the data: track them here.
+                        let (split, focus) = (split.get(), focus.get());
+                        Suspend::new(async move {
+                            diff.await.map(|d| view! { <Diff diff=d split focus /> })
+                        })
+                    }}
                 </ErrorBoundary>
             </Transition>
         </section>

@@ -160,7 +160,7 @@ fn ApplicationTable(page: AppListPage, query: AppListQuery) -> impl IntoView {
     let shown = page.items.len();
     view! {
         <p class="muted" aria-live="polite" data-testid="app-count">
-            {format!("{} application{} match · showing {shown}{}", page.total, if page.total == 1 { "" } else { "s" },
+            {format!("{} · showing {shown}{}", if page.total == 1 { "1 application matches".to_owned() } else { format!("{} applications match", page.total) },
                 if query.after.is_empty() { String::new() } else { format!(" after {}", query.after) })}
         </p>
         <table class="apps">
@@ -225,7 +225,7 @@ fn AppRow(app: AppSummary, now: i64) -> impl IntoView {
                 {match app.pending {
                     Some((_, got, need)) => view! {
                         <a href=href.clone() class="status info" data-testid="pending">
-                            <span aria-hidden="true">"✋ "</span>{format!("{got} of {need}")}
+                            <span aria-hidden="true">"◇ "</span>{format!("{got} of {need}")}
                         </a>
                     }.into_any(),
                     None => view! { <span class="muted">"—"</span> }.into_any(),

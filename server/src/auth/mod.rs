@@ -86,6 +86,26 @@ impl Principal {
         })
     }
 
+    /// The projects whose applications this principal may see; `None` means all of them.
+    pub fn visible_projects(&self, auth: &AuthSettings) -> Option<Vec<String>> {
+        if let Some((_, scope)) = &self.grant {
+            return scope.clone().map(|p| vec![p]);
+        }
+        if (self.method == AuthMethod::Local && self.username == BOOTSTRAP_ADMIN)
+            || auth.default_role.is_some()
+        {
+            return None;
+        }
+        let mut projects = Vec::new();
+        for b in self.bindings(auth) {
+            match &b.project {
+                None => return None,
+                Some(p) => projects.push(p.clone()),
+            }
+        }
+        Some(projects)
+    }
+
     /// The highest role held anywhere (what the user menu shows).
     pub fn highest_role(&self, auth: &AuthSettings) -> Option<Role> {
         if let Some((role, _)) = &self.grant {

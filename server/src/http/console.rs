@@ -187,9 +187,12 @@ pub struct ConsoleCatalog(pub AppState);
 #[async_trait]
 impl Catalog for ConsoleCatalog {
     async fn application_page(&self, query: AppListQuery) -> Result<AppListPage, AppError> {
+        let (principal, _) = allowed(&self.0, Action::View, None).await?;
+        // People with project-scoped roles see only those projects' applications.
+        let only = principal.visible_projects(&self.0.settings.auth);
         self.0
             .store
-            .application_page(&query, PAGE_SIZE)
+            .application_page(&query, PAGE_SIZE, only.as_deref())
             .await
             .map_err(store_error)
     }

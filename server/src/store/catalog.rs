@@ -179,7 +179,7 @@ impl Store {
     #[tracing::instrument(skip_all, err)]
     pub async fn list_applications(&self) -> Result<Vec<AppSummary>, StoreError> {
         let page = self
-            .application_page(&AppListQuery::default(), i64::from(i32::MAX))
+            .application_page(&AppListQuery::default(), i64::from(i32::MAX), None)
             .await?;
         Ok(page.items)
     }
@@ -198,10 +198,12 @@ impl Store {
     /// One page (by name) of the active applications matching the filters, with the total
     /// that match and every project (for the filter).
     #[tracing::instrument(skip_all, err)]
+    /// `only`: the projects the reader may see (`None`: all).
     pub async fn application_page(
         &self,
         q: &AppListQuery,
         limit: i64,
+        only: Option<&[String]>,
     ) -> Result<AppListPage, StoreError> {
         let limit = limit.max(1);
         // The filters, as SQL with numbered parameters shared by the page and the count.
@@ -221,6 +223,18 @@ impl Store {
             filter.push_str(&format!(
                 " AND LOWER(a.name || ' ' || a.project || ' ' || a.repository || ' ' || a.path || ' ' || a.cluster || ' ' || a.namespace) LIKE {p} ESCAPE '\\'"
             ));
+        }
+        if let Some(projects) = only {
+            if projects.is_empty() {
+                filter.push_str(" AND 1 = 0");
+            }
+            let list: Vec<String> = projects
+                .iter()
+                .map(|p| param(p.clone(), &mut params))
+                .collect();
+            if !list.is_empty() {
+                filter.push_str(&format!(" AND a.project IN ({})", list.join(", ")));
+            }
         }
         if !q.project.is_empty() {
             let p = param(q.project.clone(), &mut params);
@@ -266,11 +280,15 @@ impl Store {
             count = count.bind(p.clone());
         }
         let total = count.fetch_one(&self.pool).await?;
-        let projects = sqlx::query_scalar(
+        let projects: Vec<String> = sqlx::query_scalar(
             "SELECT DISTINCT project FROM applications WHERE retired_at IS NULL ORDER BY project",
         )
         .fetch_all(&self.pool)
         .await?;
+        let projects = projects
+            .into_iter()
+            .filter(|p| only.is_none_or(|only| only.contains(p)))
+            .collect();
         Ok(AppListPage {
             items,
             next,

@@ -1783,6 +1783,13 @@ async fn the_dashboard_shows_requests_timeline_diff_and_decides_through_server_f
     let after = page(&people["alice"], &server, "/applications?after=guestbook").await;
     assert!(!after.contains(r#"data-app="guestbook""#));
 
+    // Someone whose role is limited to another project does not see this one in the list.
+    let other = crate::helpers::bearer_client(
+        &server.token(app::model::Role::Deployer, Some("shop")).await,
+    );
+    assert!(!page(&other, &server, "/applications")
+        .await
+        .contains(r#"data-app="guestbook""#));
     // The author sees why they cannot approve; another deployer gets the buttons.
     let ada = page(&people["ada"], &server, "/applications/guestbook").await;
     assert!(ada.contains("you authored commit"), "{ada}");
