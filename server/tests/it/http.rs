@@ -59,7 +59,7 @@ async fn the_filter_works_without_javascript_through_the_query_string() {
         .text()
         .await
         .unwrap();
-    assert!(html.contains("Showing 1 of 2 applications"), "{html}");
+    assert!(html.contains("1 application matches · showing 1"), "{html}");
     assert!(html.contains(r#"data-app="podinfo""#));
     assert!(!html.contains(r#"data-app="guestbook""#));
 }

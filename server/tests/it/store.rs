@@ -45,6 +45,135 @@ async fn declared_applications_are_listed_sorted_with_their_repository() {
 }
 
 #[tokio::test]
+async fn the_applications_list_filters_and_pages_by_keyset_on_the_server() {
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        let mut settings = db.settings();
+        catalog(&mut settings);
+        let template = settings.applications[0].clone();
+        settings.applications = (0..120)
+            .map(|i| {
+                let mut a = template.clone();
+                a.name = format!("app-{i:03}");
+                a.project = if i % 3 == 0 { "shop" } else { "web" }.into();
+                a.namespace = format!("team_{}", i % 2);
+                a
+            })
+            .collect();
+        store
+            .sync_declared(declared(&settings), 1_000)
+            .await
+            .unwrap();
+        let status = server::store::AppStatus {
+            sync_status: "OutOfSync".into(),
+            health: "Degraded".into(),
+            health_message: String::new(),
+            target_sha: None,
+            deployed_sha: None,
+            resources: serde_json::json!([]),
+            compared_at: 0,
+        };
+        store.save_status("app-007", &status).await.unwrap();
+
+        // Every application exactly once over the pages, in name order.
+        let mut seen = Vec::new();
+        let mut q = app::model::AppListQuery::default();
+        loop {
+            let page = store.application_page(&q, 50, None).await.unwrap();
+            assert_eq!(page.total, 120, "on {}", db.url);
+            seen.extend(page.items.iter().map(|a| a.name.clone()));
+            match page.next {
+                Some(after) => q.after = after,
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..120).map(|i| format!("app-{i:03}")).collect();
+        assert_eq!(seen, expected, "on {}", db.url);
+
+        let page = |q: app::model::AppListQuery, only: Option<Vec<String>>| {
+            let store = store.clone();
+            async move {
+                store
+                    .application_page(&q, 50, only.as_deref())
+                    .await
+                    .unwrap()
+            }
+        };
+        let shop = page(
+            app::model::AppListQuery {
+                project: "shop".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!((shop.total, shop.items.len()), (40, 40), "on {}", db.url);
+        let broken = page(
+            app::model::AppListQuery {
+                health: "Degraded".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!(
+            broken
+                .items
+                .iter()
+                .map(|a| a.name.as_str())
+                .collect::<Vec<_>>(),
+            ["app-007"]
+        );
+        let unknown = page(
+            app::model::AppListQuery {
+                status: "Unknown".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!(
+            unknown.total, 119,
+            "never compared counts as Unknown on {}",
+            db.url
+        );
+        // Words must all match; `_` and `%` are literal, not wildcards.
+        let words = page(
+            app::model::AppListQuery {
+                q: "APP-01 team_1".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!(words.total, 5, "on {}", db.url);
+        let literal = page(
+            app::model::AppListQuery {
+                q: "team%".into(),
+                ..Default::default()
+            },
+            None,
+        )
+        .await;
+        assert_eq!(literal.total, 0, "on {}", db.url);
+        // Someone limited to one project sees only it, and only it in the project filter.
+        let scoped = page(
+            app::model::AppListQuery::default(),
+            Some(vec!["shop".into()]),
+        )
+        .await;
+        assert_eq!(
+            (scoped.total, scoped.projects.clone()),
+            (40, vec!["shop".to_owned()])
+        );
+        let nothing = page(app::model::AppListQuery::default(), Some(Vec::new())).await;
+        assert_eq!(nothing.total, 0);
+        store.close().await;
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
 async fn an_application_removed_from_config_is_retired_and_returns_when_declared_again() {
     for db in TestDb::both().await {
         let store = db.store().await;
