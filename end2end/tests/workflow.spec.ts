@@ -50,6 +50,13 @@ test.describe.serial("operator workflow", () => {
     // The open request follows the new revision.
     await expect(page.locator("section.request")).toContainText("guestbook: three replicas", { timeout: 20_000 });
     await page.screenshot({ path: "artifacts/application-timeline.png", fullPage: true });
+    // Works from 1,024 px wide: nothing scrolls sideways.
+    await page.setViewportSize({ width: 1024, height: 768 });
+    expect(await page.evaluate(() => document.documentElement.scrollWidth)).toBeLessThanOrEqual(1024);
+    // Keyboard: the tabs are links that work with Enter.
+    await page.getByRole("link", { name: "Resources" }).focus();
+    await page.keyboard.press("Enter");
+    await expect(page).toHaveURL(/tab=resources/);
   });
 
   test("two deployers approve an N=2 request and the sync runs", async ({ browser }) => {

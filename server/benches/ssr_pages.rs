@@ -106,10 +106,8 @@ fn main() {
         let store = Store::connect(&db).await.unwrap();
         store.migrate().await.unwrap();
 
-        let mut settings = Settings {
-            database: db,
-            ..Default::default()
-        };
+        let mut settings = Settings::load(None, Vec::new()).unwrap();
+        settings.database = db;
         settings.git.cache_dir = dir.path().join("git");
         settings.server.site_root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../target/site");
@@ -160,6 +158,15 @@ fn main() {
             store.save_status(&app.name, &status).await.unwrap();
         }
         eprintln!("filled {apps} applications in {:.1?}", started.elapsed());
+        let t = std::time::Instant::now();
+        for _ in 0..20 {
+            store
+                .application_page(&Default::default(), 50, None)
+                .await
+                .unwrap();
+        }
+        eprintln!("store page: {:.2?} per call", t.elapsed() / 20);
+
         let token = server::auth::tokens::create(
             &store,
             &Actor::system(),
@@ -199,6 +206,18 @@ fn main() {
         let html = String::from_utf8_lossy(&bytes);
         assert!(html.contains("app-00049") && !html.contains("app-00050\""), "one page of 50");
         assert!(html.contains(&format!("{apps} applications match")), "{html}");
+
+        // One request at a time: the service time without queueing.
+        let client = reqwest::Client::new();
+        let mut serial = Vec::new();
+        for _ in 0..100 {
+            let t = std::time::Instant::now();
+            let r = client.get(&url).bearer_auth(&token).send().await.unwrap();
+            r.bytes().await.unwrap();
+            serial.push(t.elapsed());
+        }
+        serial.sort();
+        eprintln!("one request at a time: median {:.2?}", serial[50]);
 
         let body = bytes.clone();
         let baseline = serve(axum::Router::new().route(

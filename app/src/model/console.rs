@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::AppSummary;
 
 /// Filters and position of the Applications list (empty strings mean "any").
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AppListQuery {
     /// Free text: every word must appear in the name, project, repository, path, cluster or
     /// namespace.

@@ -249,9 +249,12 @@ fn TimelineTab(name: Memo<String>, live: RwSignal<u64>) -> impl IntoView {
             </nav>
             <Transition fallback=|| view! { <p class="muted">"Loading the timeline…"</p> }>
                 <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
-                    {move || Suspend::new(async move {
-                        history.await.map(|page| view! { <Timeline page name=name.get_untracked() group=group.get_untracked() cursor=cursor.get_untracked() /> })
-                    })}
+                    {move || {
+                        let (name, group, cursor) = (name.get(), group.get(), cursor.get());
+                        Suspend::new(async move {
+                            history.await.map(|page| view! { <Timeline page name group cursor /> })
+                        })
+                    }}
                 </ErrorBoundary>
             </Transition>
         </section>
@@ -446,9 +449,10 @@ fn DiffTab(name: Memo<String>) -> impl IntoView {
                 <GetForm action="" class="compare">
                     <input type="hidden" name="tab" value="diff" />
                     <Transition fallback=|| ()>
-                        {move || Suspend::new(async move {
+                        {move || {
+                            let q = diff_query.get();
+                            Suspend::new(async move {
                             let revs: Vec<RevisionView> = revisions.await.unwrap_or_default();
-                            let q = diff_query.get_untracked();
                             let options = move |selected: String| revs.iter().map(|r| {
                                 let label = format!("{} {}", &r.revision[..7.min(r.revision.len())], r.title.clone().unwrap_or_default());
                                 view! { <option value=r.revision.clone() selected=r.revision == selected>{label}</option> }
@@ -457,7 +461,7 @@ fn DiffTab(name: Memo<String>) -> impl IntoView {
                                 <label>"From" <select name="from"><option value="">"—"</option>{options.clone()(q.from.clone())}</select></label>
                                 <label>"To" <select name="to"><option value="">"—"</option>{options(q.to.clone())}</select></label>
                             }
-                        })}
+                        })}}
                     </Transition>
                     <button type="submit" class="button">"Compare revisions"</button>
                 </GetForm>
@@ -594,13 +598,13 @@ fn RollbackDialog(
                 <p class="muted">"Known-good revisions synced and became healthy. Rolling back applies the stored rendering (Git is not needed) and pins the application there until someone unpins it."</p>
                 <Transition fallback=|| view! { <p class="muted">"Loading revisions…"</p> }>
                     <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
-                        {move || Suspend::new(async move {
+                        {move || {
+                            let (n, current) = (name.get(), chosen.get());
+                            Suspend::new(async move {
                             revisions.await.map(|revs| {
                                 if revs.is_empty() {
                                     return view! { <p class="notice">"No known-good revision yet: a revision becomes one when it syncs and turns healthy."</p> }.into_any();
                                 }
-                                let n = name.get_untracked();
-                                let current = chosen.get_untracked();
                                 view! {
                                     <ul class="revisions" role="list">
                                         {revs.into_iter().map(|r| {
@@ -620,7 +624,7 @@ fn RollbackDialog(
                                     </ul>
                                 }.into_any()
                             })
-                        })}
+                        })}}
                     </ErrorBoundary>
                 </Transition>
                 {move || (!chosen.get().is_empty()).then(|| view! {

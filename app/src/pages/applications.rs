@@ -82,7 +82,9 @@ pub fn ApplicationsPage() -> impl IntoView {
                 />
             </label>
             <Transition fallback=|| ()>
-                {move || Suspend::new(async move {
+                {move || {
+                    let current = query.with(|q| q.project.clone());
+                    Suspend::new(async move {
                     let projects = page.await.map(|p| p.projects).unwrap_or_default();
                     view! {
                         <label>
@@ -92,14 +94,14 @@ pub fn ApplicationsPage() -> impl IntoView {
                                 {projects
                                     .into_iter()
                                     .map(|p| {
-                                        let selected = query.with_untracked(|q| q.project == p);
+                                        let selected = current == p;
                                         view! { <option value=p.clone() selected=selected>{p.clone()}</option> }
                                     })
                                     .collect_view()}
                             </select>
                         </label>
                     }
-                })}
+                })}}
             </Transition>
             {select("status", "Sync status", &["Synced", "OutOfSync", "Unknown"])}
             {select("health", "Health", &["Healthy", "Progressing", "Degraded", "Missing", "Unknown"])}
@@ -108,9 +110,12 @@ pub fn ApplicationsPage() -> impl IntoView {
         </GetForm>
         <Transition fallback=|| view! { <p class="muted">"Loading applications…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
-                {move || Suspend::new(async move {
-                    page.await.map(|p| view! { <ApplicationTable page=p query=query.get_untracked() /> })
-                })}
+                {move || {
+                    let query = query.get();
+                    Suspend::new(async move {
+                        page.await.map(|p| view! { <ApplicationTable page=p query /> })
+                    })
+                }}
             </ErrorBoundary>
         </Transition>
     }

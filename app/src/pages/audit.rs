@@ -62,9 +62,12 @@ pub fn AuditPage() -> impl IntoView {
         </form>
         <Transition fallback=|| view! { <p class="muted">"Loading the ledger…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
-                {move || Suspend::new(async move {
-                    page.await.map(|view| view! { <Ledger view query=query.get_untracked() /> })
-                })}
+                {move || {
+                    let query = query.get();
+                    Suspend::new(async move {
+                        page.await.map(|view| view! { <Ledger view query /> })
+                    })
+                }}
             </ErrorBoundary>
         </Transition>
     }

@@ -181,24 +181,70 @@ async fn open_request(state: &AppState, app: &str) -> Result<Option<SyncRequest>
         .find(|r| r.status == "pending" || (r.status == "approved" && r.sync_id.is_none())))
 }
 
+/// How long a page of the Applications list is reused. The list is a snapshot anyway (it does
+/// not update live); one second of reuse keeps the database out of the hot path when many
+/// people (or one dashboard on a wall) load it at once.
+const LIST_TTL: Duration = Duration::from_secs(1);
+
+type ListKey = (AppListQuery, Option<Vec<String>>);
+
 /// The dashboard's read side.
-pub struct ConsoleCatalog(pub AppState);
+pub struct ConsoleCatalog {
+    state: AppState,
+    lists: std::sync::Mutex<std::collections::HashMap<ListKey, (std::time::Instant, AppListPage)>>,
+}
+
+impl ConsoleCatalog {
+    pub fn new(state: AppState) -> Self {
+        Self {
+            state,
+            lists: Default::default(),
+        }
+    }
+
+    fn cached(&self, key: &ListKey) -> Option<AppListPage> {
+        let lists = self.lists.lock().ok()?;
+        lists
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < LIST_TTL)
+            .map(|(_, page)| page.clone())
+    }
+
+    fn remember(&self, key: ListKey, page: &AppListPage) {
+        if let Ok(mut lists) = self.lists.lock() {
+            if lists.len() >= 256 {
+                lists.retain(|_, (at, _)| at.elapsed() < LIST_TTL);
+                if lists.len() >= 256 {
+                    lists.clear();
+                }
+            }
+            lists.insert(key, (std::time::Instant::now(), page.clone()));
+        }
+    }
+}
 
 #[async_trait]
 impl Catalog for ConsoleCatalog {
     async fn application_page(&self, query: AppListQuery) -> Result<AppListPage, AppError> {
-        let (principal, _) = allowed(&self.0, Action::View, None).await?;
+        let (principal, _) = allowed(&self.state, Action::View, None).await?;
         // People with project-scoped roles see only those projects' applications.
-        let only = principal.visible_projects(&self.0.settings.auth);
-        self.0
+        let only = principal.visible_projects(&self.state.settings.auth);
+        let key = (query, only);
+        if let Some(page) = self.cached(&key) {
+            return Ok(page);
+        }
+        let page = self
+            .state
             .store
-            .application_page(&query, PAGE_SIZE, only.as_deref())
+            .application_page(&key.0, PAGE_SIZE, key.1.as_deref())
             .await
-            .map_err(store_error)
+            .map_err(store_error)?;
+        self.remember(key, &page);
+        Ok(page)
     }
 
     async fn application(&self, name: &str) -> Result<AppDetail, AppError> {
-        let state = &self.0;
+        let state = &self.state;
         let (principal, _) = allowed(state, Action::View, Some(name)).await?;
         let source = source(state, name).await?;
         let summary = state
@@ -282,7 +328,7 @@ impl Catalog for ConsoleCatalog {
         kinds: &[String],
         cursor: &str,
     ) -> Result<HistoryPage, AppError> {
-        let state = &self.0;
+        let state = &self.state;
         allowed(state, Action::View, Some(name)).await?;
         source(state, name).await?;
         if !cursor.is_empty() && !cursor.contains('|') {
@@ -346,7 +392,7 @@ impl Catalog for ConsoleCatalog {
     }
 
     async fn diff(&self, name: &str, query: DiffQuery) -> Result<DiffView, AppError> {
-        let state = &self.0;
+        let state = &self.state;
         allowed(state, Action::View, Some(name)).await?;
         let source = source(state, name).await?;
         let (from, to) = (query.from.trim(), query.to.trim());
@@ -438,7 +484,7 @@ impl Catalog for ConsoleCatalog {
     }
 
     async fn revisions(&self, name: &str) -> Result<Vec<RevisionView>, AppError> {
-        let state = &self.0;
+        let state = &self.state;
         allowed(state, Action::View, Some(name)).await?;
         source(state, name).await?;
         let running = match state.store.pin_of(name).await.map_err(store_error)? {
@@ -470,7 +516,7 @@ impl Catalog for ConsoleCatalog {
     }
 
     async fn open_requests(&self) -> Result<RequestList, AppError> {
-        let state = &self.0;
+        let state = &self.state;
         let (principal, _) = allowed(state, Action::View, None).await?;
         let mut open = state
             .store

@@ -12,7 +12,7 @@ use crate::store::{Store, StoreError};
 /// The ports handed to every SSR render and server function.
 pub fn ports(state: &AppState) -> Ports {
     Ports {
-        catalog: Arc::new(ConsoleCatalog(state.clone())),
+        catalog: Arc::new(ConsoleCatalog::new(state.clone())),
         workflow: Arc::new(ConsoleWorkflow(state.clone())),
         identity: Arc::new(RequestIdentity(state.settings.clone())),
         ledger: Arc::new(StoreLedger {
