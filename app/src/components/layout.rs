@@ -1,5 +1,6 @@
 //! The frame around every page: product name, primary navigation, main landmark.
 
+use leptos::either::Either;
 use leptos::prelude::*;
 use leptos_router::components::A;
 
@@ -54,7 +55,7 @@ fn UserMenu() -> impl IntoView {
                     match me.await.ok().flatten() {
                         Some(v) => {
                             let role = v.role.map_or("no role", |r| r.as_str());
-                            view! {
+                            Either::Left(view! {
                                 <span class="who" id="whoami" title=format!("{} ({})", v.username, v.method)>
                                     {v.display_name}
                                 </span>
@@ -63,9 +64,9 @@ fn UserMenu() -> impl IntoView {
                                     <button type="submit" class="link">"Sign out"</button>
                                 </form>
                             }
-                                .into_any()
+                                )
                         }
-                        None => view! { <a href="/login" class="signin-link">"Sign in"</a> }.into_any(),
+                        None => Either::Right(view! { <a href="/login" class="signin-link">"Sign in"</a> }),
                     }
                 })}
             </Suspense>

@@ -1,6 +1,7 @@
 //! Small pieces every page uses: times, status badges, errors, flash messages, the sync-request
 //! panel with its Approve / Reject forms.
 
+use leptos::either::{Either, EitherOf3};
 use leptos::prelude::*;
 use leptos_router::components::Form;
 
@@ -146,13 +147,13 @@ pub fn ErrorList(errors: ArcRwSignal<Errors>) -> impl IntoView {
 pub fn Outcome(result: Signal<Option<Result<String, AppError>>>) -> impl IntoView {
     move || {
         result.get().map(|r| match r {
-            Ok(message) => view! { <p class="notice" role="status" data-testid="outcome">{message}</p> }.into_any(),
-            Err(e) => view! {
+            Ok(message) => Either::Left(view! { <p class="notice" role="status" data-testid="outcome">{message}</p> }),
+            Err(e) => Either::Right(view! {
                 <p class="alert" role="alert" data-testid="outcome">{e.to_string()}
                     {matches!(e, AppError::Conflict(_)).then_some(" Reload the page to see the current state.")}
                 </p>
             }
-            .into_any(),
+            ),
         })
     }
 }
@@ -235,16 +236,16 @@ pub fn RequestPanel(req: RequestView, now: i64, #[prop(optional)] show_app: bool
             </p>
             <p class="muted">{format!("Approved by: {approvers}")}</p>
             {match req.why_not.clone() {
-                Some(why) => view! {
+                Some(why) => EitherOf3::A(view! {
                     <p class="why-not" data-testid="why-not"><span aria-hidden="true">"⊘ "</span>{format!("You cannot decide this request: {why}.")}</p>
-                }.into_any(),
-                None if waiting => view! {
+                }),
+                None if waiting => EitherOf3::B(view! {
                     <ActionForm action=sync_now attr:class="decide">
                         <input type="hidden" name="request" value=id />
                         <button type="submit" class="button primary">"Sync now"</button>
                     </ActionForm>
-                }.into_any(),
-                None => view! {
+                }),
+                None => EitherOf3::C(view! {
                     <div class="decide">
                         <ActionForm action=approve>
                             <input type="hidden" name="request" value=id />
@@ -257,7 +258,7 @@ pub fn RequestPanel(req: RequestView, now: i64, #[prop(optional)] show_app: bool
                             <button type="submit" class="button danger">"Reject"</button>
                         </ActionForm>
                     </div>
-                }.into_any(),
+                }),
             }}
         </section>
     }

@@ -4,6 +4,7 @@
 //! the dialog are links and GET forms; decisions are `ActionForm`s: all of it works before the
 //! WASM loads.
 
+use leptos::either::{Either, EitherOf3};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
@@ -69,9 +70,9 @@ pub fn ApplicationPage() -> impl IntoView {
             {tab_link("diff", "Diff")}
         </nav>
         {move || match tab.get().as_str() {
-            "resources" => view! { <ResourcesTab detail /> }.into_any(),
-            "diff" => view! { <DiffTab name /> }.into_any(),
-            _ => view! { <TimelineTab name live /> }.into_any(),
+            "resources" => EitherOf3::A(view! { <ResourcesTab detail /> }),
+            "diff" => EitherOf3::B(view! { <DiffTab name /> }),
+            _ => EitherOf3::C(view! { <TimelineTab name live /> }),
         }}
         {move || (dialog.get() == "rollback").then(|| view! { <RollbackDialog name detail /> })}
     }
@@ -152,8 +153,8 @@ fn Header(detail: AppDetail) -> impl IntoView {
                 })}
                 <span class="spacer"></span>
                 {match detail.rollback_why_not.clone() {
-                    None => view! { <a class="button" href=rollback_href data-testid="rollback-open">"Roll back…"</a> }.into_any(),
-                    Some(why) => view! { <span class="button disabled" aria-disabled="true" title=why.clone()>"Roll back…"</span> }.into_any(),
+                    None => Either::Left(view! { <a class="button" href=rollback_href data-testid="rollback-open">"Roll back…"</a> }),
+                    Some(why) => Either::Right(view! { <span class="button disabled" aria-disabled="true" title=why.clone()>"Roll back…"</span> }),
                 }}
             </div>
             <dl class="facts">
@@ -164,8 +165,8 @@ fn Header(detail: AppDetail) -> impl IntoView {
                 </dd></div>
                 <div><dt>"Deployed"</dt><dd>
                     {match detail.deployed_sha.clone() {
-                        Some(s) => view! { <Sha sha=s /> }.into_any(),
-                        None => view! { <span class="muted">"nothing yet"</span> }.into_any(),
+                        Some(s) => Either::Left(view! { <Sha sha=s /> }),
+                        None => Either::Right(view! { <span class="muted">"nothing yet"</span> }),
                     }}
                     {match (app.last_deploy_by.clone(), app.last_deploy_at) {
                         (Some(by), Some(at)) => Some(view! { " by " {by} ", " <When at now /> }),
@@ -265,13 +266,12 @@ fn TimelineTab(name: Memo<String>, live: RwSignal<u64>) -> impl IntoView {
 fn Timeline(page: HistoryPage, name: String, group: String, cursor: String) -> impl IntoView {
     let now = page.now;
     if page.entries.is_empty() {
-        return view! {
+        return Either::Left(view! {
             <section class="empty">
                 <h2>"Nothing here yet"</h2>
                 <p>"Commits touching this application's path, syncs, drift, approvals and rollbacks appear here as they happen; this page updates by itself."</p>
             </section>
-        }
-        .into_any();
+        });
     }
     let older = page.next.as_ref().map(|c| {
         format!(
@@ -285,7 +285,7 @@ fn Timeline(page: HistoryPage, name: String, group: String, cursor: String) -> i
             query_string(&[("tab", "timeline"), ("kinds", &group)])
         )
     });
-    view! {
+    Either::Right(view! {
         <ol class="timeline" data-testid="timeline">
             {page.entries.into_iter().map(|e| view! { <TimelineItem entry=e now /> }).collect_view()}
         </ol>
@@ -293,8 +293,7 @@ fn Timeline(page: HistoryPage, name: String, group: String, cursor: String) -> i
             {newest.map(|href| view! { <a href=href>"← Newest"</a> })}
             {older.map(|href| view! { <a href=href data-testid="older">"Load older →"</a> })}
         </nav>
-    }
-    .into_any()
+    })
 }
 
 #[component]
@@ -348,18 +347,17 @@ fn ResourcesTab(detail: Resource<Result<AppDetail, crate::model::AppError>>) -> 
 #[component]
 fn Resources(name: String, resources: Vec<ResourceView>) -> impl IntoView {
     if resources.is_empty() {
-        return view! {
+        return Either::Left(view! {
             <section class="empty">
                 <h2>"No resources compared yet"</h2>
                 <p>"Tidemark compares the application with the cluster once its revision is rendered; check the timeline for Git or render errors."</p>
             </section>
-        }
-        .into_any();
+        });
     }
     let mut kinds: Vec<String> = resources.iter().map(|r| r.kind.clone()).collect();
     kinds.sort();
     kinds.dedup();
-    view! {
+    Either::Right(view! {
         <div class="resources" data-testid="resources">
             {kinds.into_iter().map(|kind| {
                 let of_kind: Vec<ResourceView> = resources.iter().filter(|r| r.kind == kind).cloned().collect();
@@ -389,9 +387,9 @@ fn Resources(name: String, resources: Vec<ResourceView>) -> impl IntoView {
                                                 {r.health_message.clone().map(|m| view! { <span class="muted">{format!(" {m}")}</span> })}
                                             </td>
                                             <td>{if r.changes > 0 {
-                                                view! { <a href=href>{format!("{} field{} →", r.changes, if r.changes == 1 { "" } else { "s" })}</a> }.into_any()
+                                                Either::Left(view! { <a href=href>{format!("{} field{} →", r.changes, if r.changes == 1 { "" } else { "s" })}</a> })
                                             } else {
-                                                view! { <span class="muted">"—"</span> }.into_any()
+                                                Either::Right(view! { <span class="muted">"—"</span> })
                                             }}</td>
                                         </tr>
                                     }
@@ -402,8 +400,7 @@ fn Resources(name: String, resources: Vec<ResourceView>) -> impl IntoView {
                 }
             }).collect_view()}
         </div>
-    }
-    .into_any()
+    })
 }
 
 #[component]
@@ -498,13 +495,13 @@ pub fn Diff(diff: DiffView, split: bool, focus: String) -> impl IntoView {
         } else {
             format!("{before_label} and {after_label} render the same objects.")
         };
-        return view! { <p class="notice" data-testid="diff-empty">{what}</p> }.into_any();
+        return Either::Left(view! { <p class="notice" data-testid="diff-empty">{what}</p> });
     }
     let summary = format!(
         "{} of {compared} resources differ · − {before_label} · + {after_label}",
         resources.len()
     );
-    view! {
+    Either::Right(view! {
         <p class="muted" data-testid="diff-summary">{summary}</p>
         <div class="diff" data-testid="diff">
             {resources.into_iter().map(|r| {
@@ -518,7 +515,7 @@ pub fn Diff(diff: DiffView, split: bool, focus: String) -> impl IntoView {
                             <span class="muted">{format!(" · {} field{}", r.fields.len(), if r.fields.len() == 1 { "" } else { "s" })}</span>
                         </summary>
                         {if split {
-                            view! {
+                            Either::Left(view! {
                                 <table class="split">
                                     <thead><tr><th scope="col">"Field"</th><th scope="col">{format!("− {before_label}")}</th><th scope="col">{format!("+ {after_label}")}</th></tr></thead>
                                     <tbody>
@@ -531,9 +528,9 @@ pub fn Diff(diff: DiffView, split: bool, focus: String) -> impl IntoView {
                                         }).collect_view()}
                                     </tbody>
                                 </table>
-                            }.into_any()
+                            })
                         } else {
-                            view! {
+                            Either::Right(view! {
                                 <div class="unified mono">
                                     {r.fields.into_iter().map(|f| view! {
                                         <div class="hunk">
@@ -543,14 +540,13 @@ pub fn Diff(diff: DiffView, split: bool, focus: String) -> impl IntoView {
                                         </div>
                                     }).collect_view()}
                                 </div>
-                            }.into_any()
+                            })
                         }}
                     </details>
                 }
             }).collect_view()}
         </div>
-    }
-    .into_any()
+    })
 }
 
 /// Rollback: pick a known-good revision, see what would change, say why, confirm.
@@ -603,9 +599,9 @@ fn RollbackDialog(
                             Suspend::new(async move {
                             revisions.await.map(|revs| {
                                 if revs.is_empty() {
-                                    return view! { <p class="notice">"No known-good revision yet: a revision becomes one when it syncs and turns healthy."</p> }.into_any();
+                                    return Either::Left(view! { <p class="notice">"No known-good revision yet: a revision becomes one when it syncs and turns healthy."</p> });
                                 }
-                                view! {
+                                Either::Right(view! {
                                     <ul class="revisions" role="list">
                                         {revs.into_iter().map(|r| {
                                             let href = format!("/applications/{n}?{}", query_string(&[("dialog", "rollback"), ("revision", &r.revision)]));
@@ -622,7 +618,7 @@ fn RollbackDialog(
                                             }
                                         }).collect_view()}
                                     </ul>
-                                }.into_any()
+                                })
                             })
                         })}}
                     </ErrorBoundary>
@@ -633,8 +629,8 @@ fn RollbackDialog(
                         <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                             {move || Suspend::new(async move {
                                 preview.await.map(|p| match p {
-                                    Some(d) => view! { <Diff diff=d split=false focus=String::new() /> }.into_any(),
-                                    None => view! { <p class="notice">"This revision is what runs now; rolling back re-applies it and pins it."</p> }.into_any(),
+                                    Some(d) => Either::Left(view! { <Diff diff=d split=false focus=String::new() /> }),
+                                    None => Either::Right(view! { <p class="notice">"This revision is what runs now; rolling back re-applies it and pins it."</p> }),
                                 })
                             })}
                         </ErrorBoundary>

@@ -2,6 +2,7 @@
 //! by name), so the page stays fast at tens of thousands of applications. Filters are a GET
 //! form and paging is links: it works before (and without) the WASM.
 
+use leptos::either::{Either, EitherOf3};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -138,15 +139,14 @@ fn ApplicationTable(page: AppListPage, query: AppListQuery) -> impl IntoView {
         && query.health.is_empty());
     if page.items.is_empty() {
         return if filtered {
-            view! {
+            EitherOf3::A(view! {
                 <section class="empty">
                     <h2>"No application matches these filters"</h2>
                     <p><a href="/applications">"Clear the filters"</a> " to see all applications."</p>
                 </section>
-            }
-            .into_any()
+            })
         } else {
-            view! { <EmptyState /> }.into_any()
+            EitherOf3::B(view! { <EmptyState /> })
         };
     }
     let now = page.now;
@@ -163,7 +163,7 @@ fn ApplicationTable(page: AppListPage, query: AppListQuery) -> impl IntoView {
     });
     let first = (!query.after.is_empty()).then(|| format!("/applications?{}", query_string(&base)));
     let shown = page.items.len();
-    view! {
+    EitherOf3::C(view! {
         <p class="muted" aria-live="polite" data-testid="app-count">
             {format!("{} · showing {shown}{}", if page.total == 1 { "1 application matches".to_owned() } else { format!("{} applications match", page.total) },
                 if query.after.is_empty() { String::new() } else { format!(" after {}", query.after) })}
@@ -189,8 +189,7 @@ fn ApplicationTable(page: AppListPage, query: AppListQuery) -> impl IntoView {
             {first.map(|href| view! { <a href=href>"← First page"</a> })}
             {next.map(|href| view! { <a href=href rel="next" data-testid="next-page">"Next page →"</a> })}
         </nav>
-    }
-    .into_any()
+    })
 }
 
 #[component]
@@ -220,20 +219,20 @@ fn AppRow(app: AppSummary, now: i64) -> impl IntoView {
             <td><StatusBadges app=app.clone() /></td>
             <td>
                 {match (app.last_deploy_by.clone(), app.last_deploy_at) {
-                    (Some(by), Some(at)) => view! {
+                    (Some(by), Some(at)) => Either::Left(view! {
                         <span title=crate::components::widgets::utc(at)>{format!("{by}, {}", ago(at, now))}</span>
-                    }.into_any(),
-                    _ => view! { <span class="muted">"never"</span> }.into_any(),
+                    }),
+                    _ => Either::Right(view! { <span class="muted">"never"</span> }),
                 }}
             </td>
             <td>
                 {match app.pending {
-                    Some((_, got, need)) => view! {
+                    Some((_, got, need)) => Either::Left(view! {
                         <a href=href.clone() class="status info" data-testid="pending">
                             <span aria-hidden="true">"◇ "</span>{format!("{got} of {need}")}
                         </a>
-                    }.into_any(),
-                    None => view! { <span class="muted">"—"</span> }.into_any(),
+                    }),
+                    None => Either::Right(view! { <span class="muted">"—"</span> }),
                 }}
             </td>
             <td><span class="badge">{app.sync_policy.as_str()}</span></td>

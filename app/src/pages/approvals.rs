@@ -1,6 +1,7 @@
 //! Approvals: sync requests waiting for a decision (or a "Sync now"), across applications,
 //! each with Approve / Reject when the viewer may decide, otherwise the reason they cannot.
 
+use leptos::either::Either;
 use leptos::prelude::*;
 use leptos_meta::Title;
 
@@ -20,7 +21,7 @@ pub fn ApprovalsPage() -> impl IntoView {
                 {move || Suspend::new(async move {
                     requests.await.map(|list| {
                         if list.items.is_empty() {
-                            return view! {
+                            return Either::Left(view! {
                                 <section class="empty">
                                     <h2>"Nothing is waiting for approval"</h2>
                                     <p>
@@ -29,16 +30,16 @@ pub fn ApprovalsPage() -> impl IntoView {
                                     </p>
                                 </section>
                             }
-                            .into_any();
+                            );
                         }
                         let now = list.now;
-                        view! {
+                        Either::Right(view! {
                             <p class="muted">{format!("{} open sync request{}", list.items.len(), if list.items.len() == 1 { "" } else { "s" })}</p>
                             <div class="requests" data-testid="requests">
                                 {list.items.into_iter().map(|req| view! { <RequestPanel req now show_app=true /> }).collect_view()}
                             </div>
                         }
-                        .into_any()
+                        )
                     })
                 })}
             </ErrorBoundary>

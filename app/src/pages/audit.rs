@@ -2,6 +2,7 @@
 //! exportable, with the hash chain's state. Filters and paging are plain links and a GET form,
 //! so the page works before (and without) the WASM.
 
+use leptos::either::Either;
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
@@ -76,14 +77,13 @@ pub fn AuditPage() -> impl IntoView {
 #[component]
 fn Ledger(view: AuditView, query: AuditQuery) -> impl IntoView {
     let chain = if view.chain_ok {
-        view! {
+        Either::Left(view! {
             <p class="chain ok" id="chain-status" role="status">
                 {format!("✔ Hash chain verified through #{}", view.verified_through)}
             </p>
-        }
-        .into_any()
+        })
     } else {
-        view! {
+        Either::Right(view! {
             <p class="chain bad alert" id="chain-status" role="alert">
                 {format!(
                     "✖ Hash chain broken at #{}: {} (intact through #{})",
@@ -92,8 +92,7 @@ fn Ledger(view: AuditView, query: AuditQuery) -> impl IntoView {
                     view.verified_through
                 )}
             </p>
-        }
-        .into_any()
+        })
     };
     let exports = query_string(&query, &[]);
     let sep = if exports.is_empty() { "" } else { "&" };
@@ -102,15 +101,14 @@ fn Ledger(view: AuditView, query: AuditQuery) -> impl IntoView {
         .as_ref()
         .map(|c| format!("/audit?{}", query_string(&query, &[("cursor", c)])));
     let body = if view.entries.is_empty() {
-        view! {
+        Either::Left(view! {
             <section class="empty">
                 <h2>"No matching entries"</h2>
                 <p>"Every sign-in, approval, sync and rollback is recorded here, in order. Clear the filters to see everything."</p>
             </section>
-        }
-        .into_any()
+        })
     } else {
-        view! {
+        Either::Right(view! {
             <table class="audit">
                 <thead>
                     <tr>
@@ -143,8 +141,7 @@ fn Ledger(view: AuditView, query: AuditQuery) -> impl IntoView {
                         .collect_view()}
                 </tbody>
             </table>
-        }
-        .into_any()
+        })
     };
     view! {
         {chain}
