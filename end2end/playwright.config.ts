@@ -8,6 +8,9 @@ const idpPort = Number(process.env.TIDEMARK_E2E_IDP_PORT ?? 3190);
 const base = `http://127.0.0.1:${port}`;
 const sandboxPort = Number(process.env.TIDEMARK_E2E_SANDBOX_PORT ?? 3644);
 const config = "--config end2end/tidemark.e2e.toml";
+// `tidemark demo` (what `make run` starts), on its own ports, for the README walkthrough.
+const demoPort = Number(process.env.TIDEMARK_E2E_DEMO_PORT ?? 3400);
+const demoSandboxPort = Number(process.env.TIDEMARK_E2E_DEMO_SANDBOX_PORT ?? 6743);
 // Two local deployers for four-eyes approvals (passwords on stdin, never on the command line).
 const users = ["deployer1", "deployer2"]
   .map((u, i) => `echo ${u}-password | ${bin} user add ${u} --display-name "Deployer ${i + 1}" --password-stdin ${config} >/dev/null`)
@@ -47,6 +50,14 @@ export default defineConfig({
     },
   },
   webServer: [
+    {
+      cwd: "..",
+      command: `rm -rf end2end/artifacts/demo && ${bin} demo --dir end2end/artifacts/demo --listen 127.0.0.1:${demoPort} --sandbox 127.0.0.1:${demoSandboxPort}`,
+      url: `http://127.0.0.1:${demoPort}/readyz`,
+      env: { RUST_LOG: "warn" },
+      reuseExistingServer: false,
+      timeout: 60_000,
+    },
     {
       // The world: a Git repository made with the git CLI and the sandbox cluster.
       cwd: "..",

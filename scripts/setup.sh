@@ -38,10 +38,11 @@ if [ ! -x end2end/node_modules/.bin/wasm-opt ] || [ ! -x end2end/node_modules/.b
 fi
 
 # 5. Debian packages: Chromium (browsers downloaded by test tools cannot be fetched here) and
-#    wrk (the load generator of the SSR benchmark).
+#    wrk (the load generator of the SSR benchmark), brotli (the WASM size check).
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v wrk >/dev/null || missing="$missing wrk"
+command -v brotli >/dev/null || missing="$missing brotli"
 if [ -n "$missing" ]; then
   say "installing Debian packages:$missing"
   sudo_cmd=""

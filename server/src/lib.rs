@@ -5,6 +5,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod demo;
 pub mod diff;
 pub mod git;
 pub mod http;

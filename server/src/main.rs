@@ -41,6 +41,19 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         ready_delay_ms: u64,
     },
+    /// The demo (what `make run` starts): a sandbox cluster, a generated Git repository with
+    /// three applications, local accounts, and on the first start a short story of deploys.
+    Demo {
+        /// Where the demo keeps everything (`rm -rf` it to start over).
+        #[arg(long, default_value = "data/demo")]
+        dir: PathBuf,
+        /// Tidemark's address.
+        #[arg(long, default_value = "127.0.0.1:3000")]
+        listen: SocketAddr,
+        /// The sandbox cluster's address.
+        #[arg(long, default_value = "127.0.0.1:6443")]
+        sandbox: SocketAddr,
+    },
     /// Manage API tokens (`Authorization: Bearer`): shown once, stored hashed.
     Token {
         #[command(subcommand)]
@@ -178,6 +191,11 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             store.close().await;
             result?;
         }
+        Command::Demo {
+            ref dir,
+            listen,
+            sandbox,
+        } => demo(dir, listen, sandbox).await?,
         Command::Sandbox {
             listen,
             ref state,
@@ -195,6 +213,66 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             sandbox.serve(listener, shutdown_signal()).await?;
         }
     }
+    Ok(())
+}
+
+/// `tidemark demo`: sandbox and Tidemark in one process, the story told once.
+async fn demo(
+    dir: &std::path::Path,
+    listen: SocketAddr,
+    sandbox: SocketAddr,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let demo = server::demo::Demo::prepare(dir, listen, sandbox)?;
+    if demo.fresh {
+        println!("Seeded a new demo under {}.", dir.display());
+    }
+    let cluster = Sandbox::new(SandboxOptions {
+        state_file: Some(dir.join("sandbox.json")),
+        ready_delay: Duration::from_millis(1500),
+    })?;
+    let listener = tokio::net::TcpListener::bind(sandbox).await.map_err(|e| {
+        format!(
+            "cannot listen on {sandbox} for the sandbox cluster: {e} (is another demo running?)"
+        )
+    })?;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let cluster = tokio::spawn(cluster.serve(listener, async move {
+        let mut stopped = stopped;
+        let _ = stopped.changed().await;
+    }));
+    let app = Application::build(demo.settings.clone()).await?;
+    let store = Store::connect(&demo.settings.database).await?;
+    demo.accounts(&store).await?;
+    store.close().await;
+    let url = app.public_url().to_owned();
+    println!("{}", demo.next_steps(&url));
+    if demo.fresh {
+        let (repo, credentials, base) = (dir.join("repo"), demo.credentials.clone(), url.clone());
+        let done = dir.join("story-done");
+        tokio::spawn(async move {
+            println!("Playing the demo's recent history (deploys, a broken release, approvals)…");
+            let told = async {
+                server::demo::Storyteller::sign_in(&base, &repo, &credentials)
+                    .await?
+                    .tell()
+                    .await
+            };
+            match told.await {
+                Ok(()) => {
+                    let _ = std::fs::write(&done, server::clock::rfc3339(server::clock::now()));
+                    println!("Demo ready: guestbook runs a broken release (roll it back), requests wait on the Approvals page.");
+                }
+                Err(e) => eprintln!("{e}"),
+            }
+        });
+    }
+    app.run_until_stopped(shutdown_signal()).await?;
+    let _ = stop.send(true);
+    let _ = cluster.await;
+    println!(
+        "Tidemark demo stopped; its state is kept under {}.",
+        dir.display()
+    );
     Ok(())
 }
 

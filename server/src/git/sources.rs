@@ -319,18 +319,22 @@ impl GitSources {
             }
             Some(Err(e)) => {
                 let message = format!("rendering {} failed: {e}", &tip[..12.min(tip.len())]);
+                // The same failure on every poll is one timeline entry, not one per poll.
+                let previous = self.store.app_git_state(&app.name).await?.last_error;
                 self.store
                     .record_app_error(&app.name, Some(&message), now)
                     .await?;
-                self.store
-                    .add_timeline(
-                        &app.name,
-                        "render_error",
-                        &message,
-                        &json!({"revision": tip}),
-                        now,
-                    )
-                    .await?;
+                if previous.as_deref() != Some(message.as_str()) {
+                    self.store
+                        .add_timeline(
+                            &app.name,
+                            "render_error",
+                            &message,
+                            &json!({"revision": tip}),
+                            now,
+                        )
+                        .await?;
+                }
                 Some(Err(e.to_string()))
             }
         };

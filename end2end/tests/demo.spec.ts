@@ -1,0 +1,128 @@
+import { execFileSync, execSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { Browser, expect, Page, test } from "@playwright/test";
+
+// The README's "Try it in five minutes", step by step, against `tidemark demo` (what `make run`
+// starts). Its screenshots are the README's (docs/demo-*.png).
+
+const base = `http://127.0.0.1:${process.env.TIDEMARK_E2E_DEMO_PORT ?? 3400}`;
+const sandbox = `http://127.0.0.1:${process.env.TIDEMARK_E2E_DEMO_SANDBOX_PORT ?? 6743}`;
+const dir = "artifacts/demo";
+const shot = (name: string) => `../docs/demo-${name}.png`;
+
+test.use({ baseURL: base, storageState: { cookies: [], origins: [] } });
+
+function password(user: "admin" | "deployer1" | "deployer2"): string {
+  return JSON.parse(readFileSync(`${dir}/credentials.json`, "utf8"))[user];
+}
+
+async function signIn(page: Page, user: "admin" | "deployer1" | "deployer2") {
+  await page.goto("/login");
+  await page.getByLabel("User name").fill(user);
+  await page.getByLabel("Password").fill(password(user));
+  await page.getByRole("button", { name: "Sign in", exact: true }).click();
+  await expect(page).toHaveURL(/\/applications$/);
+}
+
+async function newUser(browser: Browser, user: "deployer1" | "deployer2"): Promise<Page> {
+  const context = await browser.newContext({ baseURL: base, storageState: { cookies: [], origins: [] } });
+  const page = await context.newPage();
+  await signIn(page, user);
+  return page;
+}
+
+test.describe.serial("the README walkthrough on the demo", () => {
+  test.setTimeout(180_000);
+
+  test("1. the demo's story has played: three applications, guestbook degraded", async ({ page }) => {
+    // The demo writes this file when its story has played.
+    await expect.poll(() => existsSync(`${dir}/story-done`), { timeout: 150_000 }).toBe(true);
+    await signIn(page, "admin");
+    const guestbook = page.locator('tr[data-app="guestbook"]');
+    await expect(async () => {
+      await page.goto("/applications");
+      await expect(guestbook.locator("[data-health]")).toHaveText(/Degraded/, { timeout: 1_000 });
+      await expect(page.locator('tr[data-app="frontend"] [data-health]')).toHaveText(/Healthy/, { timeout: 1_000 });
+    }).toPass({ timeout: 150_000 });
+    await expect(page.locator("tbody tr")).toHaveCount(3);
+    await expect(guestbook).toContainText("Deployer");
+    await expect(page.locator('tr[data-app="podinfo"] [data-testid="pending"]')).toContainText("0 of 1");
+    await page.screenshot({ path: shot("applications"), fullPage: true });
+  });
+
+  test("2. guestbook's timeline, then a rollback to the known-good revision", async ({ page }) => {
+    await signIn(page, "admin");
+    await page.goto("/applications/guestbook");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    const timeline = page.getByTestId("timeline");
+    await expect(timeline).toContainText("Deployer One approved");
+    await expect(timeline).toContainText("Deployer Two approved");
+    await expect(timeline).toContainText("guestbook: try the new frontend build");
+    await page.getByTestId("rollback-open").click();
+    const dialog = page.getByTestId("rollback-dialog");
+    await dialog.locator("[data-revision] a").first().click();
+    await expect(dialog.getByTestId("diff")).toContainText("broken");
+    await dialog.getByLabel("Reason (recorded in the audit ledger)").fill("the new frontend build crashes");
+    await page.screenshot({ path: shot("rollback"), fullPage: true });
+    await dialog.getByTestId("rollback-confirm").click();
+    await expect(page.getByTestId("pinned-banner")).toContainText("the new frontend build crashes");
+    await expect(page.locator("[data-health]").first()).toHaveText(/Healthy/, { timeout: 30_000 });
+  });
+
+  test("3. a kubectl edit shows up as drift on guestbook", async ({ page }) => {
+    await signIn(page, "admin");
+    await page.goto("/applications/guestbook?tab=diff");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    execFileSync("kubectl", [`--server=${sandbox}`, "-n", "guestbook", "scale", "deployment", "frontend", "--replicas=5"]);
+    await expect(page.getByTestId("drift-badge")).toBeVisible({ timeout: 30_000 });
+    await page.reload();
+    await expect(page.getByTestId("diff")).toContainText(".spec.replicas");
+    await page.screenshot({ path: shot("drift"), fullPage: true });
+  });
+
+  test("4. a new revision appears on the timeline without a reload", async ({ page }) => {
+    await signIn(page, "admin");
+    await page.goto("/applications/guestbook");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    // The command the demo prints.
+    execSync(
+      `sed -i 's/replicas: 3/replicas: 4/' ${dir}/repo/apps/guestbook/app.yaml && git -C ${dir}/repo -c user.name=You -c user.email=you@example.com commit -qam "guestbook: four replicas"`,
+    );
+    await expect(page.locator('[data-kind="commit"]', { hasText: "guestbook: four replicas" })).toBeVisible({ timeout: 30_000 });
+  });
+
+  test("5. unpin, then two deployers approve the new target", async ({ page, browser }) => {
+    await signIn(page, "admin");
+    await page.goto("/applications/guestbook");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    await page.getByTestId("unpin").click();
+    await expect(page.getByTestId("pinned-banner")).toHaveCount(0);
+
+    const one = await newUser(browser, "deployer1");
+    const request = one.locator("section.request", { has: one.locator('a[href="/applications/guestbook"]') });
+    await expect(async () => {
+      await one.goto("/approvals");
+      await expect(request).toContainText("guestbook: four replicas", { timeout: 1_000 });
+    }).toPass({ timeout: 60_000 });
+    await expect(one.locator("body")).toHaveAttribute("data-hydrated", "true");
+    await request.getByRole("button", { name: "Approve" }).click();
+    await expect(one.locator(".flash")).toContainText("1 of 2");
+    await one.screenshot({ path: shot("approvals"), fullPage: true });
+
+    const two = await newUser(browser, "deployer2");
+    await two.goto("/approvals");
+    const second = two.locator("section.request", { has: two.locator('a[href="/applications/guestbook"]') });
+    await second.getByRole("button", { name: "Approve" }).click();
+    await expect(two.locator(".flash")).toContainText("synced");
+  });
+
+  test("6. the audit ledger lists all of it", async ({ page }) => {
+    await signIn(page, "admin");
+    await page.goto("/audit?application=guestbook");
+    const actions = new Set(await page.locator("table.audit tbody .badge").allTextContents());
+    for (const action of ["approve", "sync", "rollback", "unpin"]) {
+      expect(actions, `audit actions ${[...actions]}`).toContain(action);
+    }
+    await expect(page.locator("#chain-status")).toContainText("verified");
+  });
+});
