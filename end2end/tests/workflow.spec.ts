@@ -104,6 +104,9 @@ test.describe.serial("operator workflow", () => {
     ]);
     await expect(page.getByTestId("drift-badge")).toBeVisible({ timeout: 20_000 });
     await expect(page.locator('[data-kind="drift_opened"]').first()).toBeVisible();
+    await page.goto("/applications");
+    await expect(page.locator('tr[data-app="guestbook"] [data-testid="drift"]')).toBeVisible();
+    await page.goto("/applications/guestbook");
 
     await page.getByRole("link", { name: "Resources" }).click();
     await expect(page.locator('[data-resource="Deployment/guestbook/web"]')).toContainText("OutOfSync");

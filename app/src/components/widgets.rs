@@ -228,7 +228,7 @@ pub fn RequestPanel(req: RequestView, now: i64, #[prop(optional)] show_app: bool
             </h3>
             <p>
                 "Deploy " <Sha sha=req.revision.clone() />
-                {req.title.clone().map(|t| view! { " “" {t} "”" })}
+                {req.title.clone().map(|t| view! { " · last change here: “" {t} "”" })}
                 {req.author.clone().map(|a| view! { " by " {a} })}
                 {format!(" · cause: {cause}")}
                 {req.requested_by.clone().map(|r| view! { " · asked by " {r} })}

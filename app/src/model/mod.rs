@@ -171,6 +171,9 @@ pub struct AppSummary {
     /// The open sync request: its id, approvals so far and approvals needed.
     #[serde(default)]
     pub pending: Option<(i64, i64, i64)>,
+    /// When the open drift episode began (live state differs from the last sync).
+    #[serde(default)]
+    pub drift_since: Option<i64>,
 }
 
 impl AppSummary {
@@ -211,6 +214,7 @@ mod tests {
             last_deploy_by: None,
             last_deploy_at: None,
             pending: None,
+            drift_since: None,
         }
     }
 

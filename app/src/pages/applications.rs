@@ -216,7 +216,14 @@ fn AppRow(app: AppSummary, now: i64) -> impl IntoView {
                 })}
             </td>
             <td>{format!("{} / {}", app.cluster, app.namespace)}</td>
-            <td><StatusBadges app=app.clone() /></td>
+            <td>
+                <StatusBadges app=app.clone() />
+                {app.drift_since.map(|since| view! {
+                    " " <span class="status warn" title=crate::components::widgets::utc(since) data-testid="drift">
+                        <span aria-hidden="true">"≠ "</span>{format!("Drift {}", ago(since, now).replace(" ago", ""))}
+                    </span>
+                })}
+            </td>
             <td>
                 {match (app.last_deploy_by.clone(), app.last_deploy_at) {
                     (Some(by), Some(at)) => Either::Left(view! {

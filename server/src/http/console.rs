@@ -130,11 +130,20 @@ async fn request_view(
                 other => other.to_string(),
             }),
     };
-    let commit = state
+    // The branch tip may be another application's commit: name this application's last change.
+    let commit = match state
         .store
-        .commit_summary(&source.repository, &req.revision)
+        .last_app_change(&req.application, &source.repository, &req.revision)
         .await
-        .map_err(store_error)?;
+        .map_err(store_error)?
+    {
+        Some((_, title, author)) => Some((title, author)),
+        None => state
+            .store
+            .commit_summary(&source.repository, &req.revision)
+            .await
+            .map_err(store_error)?,
+    };
     let requested_by = match &req.requested_by {
         Some(id) => Some(display_name(state, id).await?),
         None => None,

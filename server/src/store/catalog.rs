@@ -324,6 +324,7 @@ const SUMMARY_COLUMNS: &str = "a.name, a.project, a.repository, r.url AS repo_ur
                     p.revision AS pinned_revision,
                     ls.requested_by AS deploy_by, u.display_name AS deploy_by_name, ls.finished_at AS deploy_at,
                     sr.id AS request_id, sr.required AS request_required,
+                    (SELECT MIN(d.opened_at) FROM drift_episodes d WHERE d.application = a.name AND d.closed_at IS NULL) AS drift_since,
                     (SELECT COUNT(*) FROM approvals ap WHERE ap.request_id = sr.id AND ap.void = 0) AS request_approvals";
 
 /// What the summary joins to `applications a`.
@@ -367,6 +368,7 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<AppSummary, StoreError> {
         last_deploy_by: deploy_by
             .map(|id| deploy_by_name.unwrap_or_else(|| super::actor_display_name(&id))),
         last_deploy_at: row.try_get("deploy_at")?,
+        drift_since: row.try_get("drift_since")?,
         pending: match request {
             Some(id) => Some((
                 id,

@@ -440,6 +440,36 @@ impl Store {
         .await?)
     }
 
+    /// The newest commit touching `app`'s path at or before `sha` (what a request for `sha`
+    /// changes in this application): its SHA, subject line and author name.
+    pub async fn last_app_change(
+        &self,
+        app: &str,
+        repository: &str,
+        sha: &str,
+    ) -> Result<Option<(String, String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT c.sha, c.title, c.author_name
+             FROM app_commits ac JOIN commits c ON c.repository = ac.repository AND c.sha = ac.sha
+             WHERE ac.application = $1 AND ac.reachable = 1
+               AND ac.committed_at <= (SELECT committed_at FROM commits WHERE repository = $2 AND sha = $3)
+             ORDER BY ac.committed_at DESC, ac.sha DESC LIMIT 1",
+        )
+        .bind(app)
+        .bind(repository)
+        .bind(sha)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("sha")?,
+                r.try_get("title")?,
+                r.try_get("author_name")?,
+            ))
+        })
+        .transpose()
+    }
+
     /// A commit's subject line and author name.
     pub async fn commit_summary(
         &self,
