@@ -264,6 +264,27 @@ pub fn RequestPanel(req: RequestView, now: i64, #[prop(optional)] show_app: bool
     }
 }
 
+/// `key=value&…` with values percent-encoded; empty values left out.
+pub fn query_string(pairs: &[(&str, &str)]) -> String {
+    pairs
+        .iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(k, v)| {
+            let value: String = v
+                .bytes()
+                .map(|b| match b {
+                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' => {
+                        (b as char).to_string()
+                    }
+                    _ => format!("%{b:02X}"),
+                })
+                .collect();
+            format!("{k}={value}")
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
 /// A GET form that keeps the router in charge once the WASM runs (and is a plain form before).
 #[component]
 pub fn GetForm(action: &'static str, class: &'static str, children: Children) -> impl IntoView {

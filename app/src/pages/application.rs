@@ -13,14 +13,13 @@ use crate::api::{
     application_detail, application_diff, application_history, known_good, Rollback, Unpin,
 };
 use crate::components::widgets::{
-    duration, health_style, report, ErrorList, GetForm, Reload, RequestPanel, Sha, StatusBadges,
-    When,
+    duration, health_style, query_string, report, ErrorList, GetForm, Reload, RequestPanel, Sha,
+    StatusBadges, When,
 };
 use crate::model::{
     timeline_style, AppDetail, DiffQuery, DiffView, HistoryEntry, HistoryPage, ResourceView,
     RevisionView, TIMELINE_GROUPS,
 };
-use crate::pages::applications::query_string;
 
 /// The application page.
 #[component]

@@ -8,29 +8,8 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::application_page;
-use crate::components::widgets::{ago, ErrorList, GetForm, StatusBadges};
+use crate::components::widgets::{ago, query_string, ErrorList, GetForm, StatusBadges};
 use crate::model::{AppListPage, AppListQuery, AppSummary};
-
-/// `key=value&…` with values percent-encoded; empty values left out.
-pub fn query_string(pairs: &[(&str, &str)]) -> String {
-    pairs
-        .iter()
-        .filter(|(_, v)| !v.is_empty())
-        .map(|(k, v)| {
-            let value: String = v
-                .bytes()
-                .map(|b| match b {
-                    b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' => {
-                        (b as char).to_string()
-                    }
-                    _ => format!("%{b:02X}"),
-                })
-                .collect();
-            format!("{k}={value}")
-        })
-        .collect::<Vec<_>>()
-        .join("&")
-}
 
 /// The Applications page.
 #[component]

@@ -8,32 +8,18 @@ use leptos_meta::Title;
 use leptos_router::hooks::use_query_map;
 
 use crate::api::audit_page;
-use crate::components::widgets::ErrorList;
+use crate::components::widgets::{self, ErrorList};
 use crate::model::{AuditQuery, AuditView};
 
-fn encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b':' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
+/// The page's filters (and `extra`) as a query string.
 fn query_string(q: &AuditQuery, extra: &[(&str, &str)]) -> String {
-    [
+    let mut pairs = vec![
         ("actor", q.actor.as_str()),
         ("action", q.action.as_str()),
         ("application", q.application.as_str()),
-    ]
-    .iter()
-    .chain(extra.iter())
-    .filter(|(_, v)| !v.is_empty())
-    .map(|(k, v)| format!("{k}={}", encode(v)))
-    .collect::<Vec<_>>()
-    .join("&")
+    ];
+    pairs.extend_from_slice(extra);
+    widgets::query_string(&pairs)
 }
 
 /// The Audit page.
