@@ -448,21 +448,14 @@ impl Catalog for ConsoleCatalog {
             .get(&source.cluster)
             .cloned()
             .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
-        let reconcile_err = |e: crate::reconcile::ReconcileError| match e {
-            crate::reconcile::ReconcileError::NotRendered(app) => {
-                AppError::Conflict(format!("application {app} has no rendered revision yet"))
-            }
-            crate::reconcile::ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
-            other => internal_error(&other),
-        };
         let (revision, _digest, desired) =
             crate::reconcile::desired(&state.store, &cluster, &source)
                 .await
-                .map_err(reconcile_err)?;
+                .map_err(super::rest::reconcile_error)?;
         let diffs =
             crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore)
                 .await
-                .map_err(reconcile_err)?;
+                .map_err(super::rest::reconcile_error)?;
         let compared = diffs.len();
         let resources = diffs
             .into_iter()

@@ -128,16 +128,18 @@ pub async fn diff(
         )
     }
     .await;
-    match result {
-        Ok(body) => Json(body).into_response(),
-        Err(crate::reconcile::ReconcileError::NotRendered(app)) => {
+    respond(result.map_err(reconcile_error))
+}
+
+/// What a failed comparison or sync tells the caller: not rendered yet (409), the cluster does
+/// not answer (503), anything else opaque.
+pub(super) fn reconcile_error(e: crate::reconcile::ReconcileError) -> AppError {
+    match e {
+        crate::reconcile::ReconcileError::NotRendered(app) => {
             AppError::Conflict(format!("application {app} has no rendered revision yet"))
-                .into_response()
         }
-        Err(crate::reconcile::ReconcileError::Cluster(e)) => {
-            AppError::Unavailable(e.to_string()).into_response()
-        }
-        Err(e) => internal_error(&e).into_response(),
+        crate::reconcile::ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
+        other => internal_error(&other),
     }
 }
 
@@ -269,13 +271,8 @@ pub async fn sync(
             .get(&source.cluster)
             .cloned()
             .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
-        let reconcile_err = |e: crate::reconcile::ReconcileError| match e {
-            crate::reconcile::ReconcileError::NotRendered(app) => AppError::Conflict(format!("application {app} has no rendered revision yet")),
-            crate::reconcile::ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
-            other => internal_error(&other),
-        };
         let _guard = state.app_locks.lock(&source.name).await;
-        let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_err)?;
+        let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_error)?;
         if !body.dry_run && !source.auto_sync && source.approvals.required > 0 {
             let pending = state.store.sync_requests(None, Some(&source.name), 1).await.map_err(|e| internal_error(&e))?;
             let hint = pending.first().filter(|r| r.status == "pending" || r.status == "approved")
@@ -287,14 +284,14 @@ pub async fn sync(
             )));
         }
         if body.dry_run {
-            let resources = crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore).await.map_err(reconcile_err)?;
+            let resources = crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore).await.map_err(reconcile_error)?;
             return Ok(json!({"dry_run": true, "revision": revision, "digest": digest, "resources": resources}));
         }
         let (id, status, results) = crate::reconcile::sync(
             &state.store, &cluster, &source, &revision, &digest, &desired, source.prune, "manual", &principal.actor(&ip),
         )
         .await
-        .map_err(reconcile_err)?;
+        .map_err(reconcile_error)?;
         Ok(json!({"sync": id, "status": status, "revision": revision, "results": results}))
     }
     .await;
