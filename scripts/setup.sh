@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tidemark needs, and only what is missing: the wasm32
 # target, cargo-leptos 0.3.10 (no_downloads), wasm-bindgen-cli matching Cargo.lock, the npm
-# packages of end2end/ (Playwright + binaryen's wasm-opt) and Debian's Chromium.
+# packages of end2end/ (Playwright + binaryen's wasm-opt), Debian's Chromium and PyPI's aiosmtpd.
 # Idempotent: when everything is present it finishes in a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,6 +50,12 @@ if [ -n "$missing" ]; then
   $sudo_cmd apt-get update -qq
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing
+fi
+
+# 6. aiosmtpd (PyPI): the local SMTP server (STARTTLS + AUTH) the e-mail notification test sends to.
+if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
+  say "installing aiosmtpd 1.4.6 (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd==1.4.6
 fi
 
 say "toolchain ready (cargo-leptos $(cargo leptos --version | awk '{print $2}'), wasm-bindgen $want, wasm-opt $(end2end/node_modules/.bin/wasm-opt --version | awk '{print $3}'))"

@@ -35,9 +35,28 @@ pub fn rfc3339(ms: Millis) -> String {
     )
 }
 
+/// A span for people: `45s`, `12m`, `3h 5m`, `2d 4h`.
+pub fn duration_text(ms: Millis) -> String {
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86_400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d {}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(duration_text(45_000), "45s");
+        assert_eq!(duration_text(12 * 60_000 + 5_000), "12m");
+        assert_eq!(duration_text(3 * 3_600_000 + 5 * 60_000), "3h 5m");
+        assert_eq!(duration_text(50 * 3_600_000), "2d 2h");
+    }
 
     #[test]
     fn rfc3339_formats_known_instants() {

@@ -48,6 +48,8 @@ pub struct Settings {
     pub applications: Vec<ApplicationSettings>,
     #[serde(default)]
     pub auth: AuthSettings,
+    #[serde(default)]
+    pub notifications: NotificationSettings,
 }
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -69,6 +71,135 @@ impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("\"***\"")
     }
+}
+
+/// Where notifications go ([`NotificationTarget`]), who gets which ([`Subscription`]) and the
+/// time-based triggers' thresholds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotificationSettings {
+    pub targets: Vec<NotificationTarget>,
+    pub subscriptions: Vec<Subscription>,
+    /// `drift_stale` fires once per drift episode still open after this long (`90s`, `30m`, `2h`).
+    pub drift_stale_after: String,
+    /// `pinned_long` fires once per pin older than this.
+    pub pinned_after: String,
+    /// A delivery is given up (shown as failed) after this many attempts.
+    pub max_attempts: u32,
+    /// First retry delay; each further retry waits twice as long, at most `retry_max`.
+    pub retry_initial: String,
+    pub retry_max: String,
+}
+
+impl Default for NotificationSettings {
+    fn default() -> Self {
+        Self {
+            targets: Vec::new(),
+            subscriptions: Vec::new(),
+            drift_stale_after: "30m".into(),
+            pinned_after: "24h".into(),
+            max_attempts: 10,
+            retry_initial: "2s".into(),
+            retry_max: "10m".into(),
+        }
+    }
+}
+
+impl NotificationSettings {
+    /// The thresholds and backoff as durations (validated at load).
+    pub fn durations(&self) -> NotificationTimes {
+        let d = |s: &str| parse_duration(s).unwrap_or(std::time::Duration::from_secs(60));
+        NotificationTimes {
+            drift_stale_after: d(&self.drift_stale_after),
+            pinned_after: d(&self.pinned_after),
+            retry_initial: d(&self.retry_initial),
+            retry_max: d(&self.retry_max),
+        }
+    }
+}
+
+/// [`NotificationSettings`]' durations, parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct NotificationTimes {
+    pub drift_stale_after: std::time::Duration,
+    pub pinned_after: std::time::Duration,
+    pub retry_initial: std::time::Duration,
+    pub retry_max: std::time::Duration,
+}
+
+/// `90s`, `30m`, `24h`, `2d` (a whole number and a unit).
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = text.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
+}
+
+/// How a target is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TargetKind {
+    /// JSON POST, optionally signed (`X-Tidemark-Signature: sha256=HMAC(secret, body)`).
+    Webhook,
+    /// Slack incoming webhook (also Mattermost and Rocket.Chat).
+    Slack,
+    /// E-mail over SMTP.
+    Email,
+}
+
+/// One place notifications are sent to. Secrets come from the environment or a file (a
+/// Kubernetes Secret volume), never from the file itself: `*_env` names a variable, `*_file` a path.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationTarget {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub kind: TargetKind,
+    /// Webhook and Slack: the URL (or `url_env` / `url_file`: Slack URLs are credentials).
+    pub url: Option<String>,
+    pub url_env: Option<String>,
+    pub url_file: Option<PathBuf>,
+    /// Webhook: the HMAC-SHA256 key.
+    pub secret_env: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    /// E-mail: the SMTP server, STARTTLS (default on; off only for a local relay) and login.
+    pub smtp_host: Option<String>,
+    pub smtp_port: Option<u16>,
+    #[serde(default = "default_true")]
+    pub starttls: bool,
+    /// A PEM CA certificate to trust besides the system's (a private mail relay).
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub from: Option<String>,
+    #[serde(default)]
+    pub to: Vec<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Which events go to a target: everything of the listed projects and applications (both empty:
+/// every application) whose trigger is listed (default: all but `sync_succeeded`, which is opt-in).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subscription {
+    pub target: String,
+    #[serde(default)]
+    pub projects: Vec<String>,
+    #[serde(default)]
+    pub applications: Vec<String>,
+    pub triggers: Option<Vec<crate::notify::Trigger>>,
 }
 
 /// Sign-in, sessions, throttling and role bindings.
@@ -592,6 +723,9 @@ impl Settings {
                 }
             }
         }
+        if let Err((key, message)) = self.check_notifications() {
+            return invalid(key, message);
+        }
         for (i, c) in self.clusters.iter().enumerate() {
             let ways = usize::from(!c.url.is_empty())
                 + usize::from(c.kubeconfig.is_some())
@@ -634,6 +768,76 @@ impl Settings {
                         format!("`{name}` is declared twice"),
                     );
                 }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Settings {
+    fn check_notifications(&self) -> Result<(), (String, String)> {
+        let n = &self.notifications;
+        for (key, value) in [
+            ("drift_stale_after", &n.drift_stale_after),
+            ("pinned_after", &n.pinned_after),
+            ("retry_initial", &n.retry_initial),
+            ("retry_max", &n.retry_max),
+        ] {
+            if parse_duration(value).is_none_or(|d| d.is_zero()) {
+                return Err((
+                    format!("notifications.{key}"),
+                    format!("`{value}` is not a duration like 90s, 30m, 24h or 2d"),
+                ));
+            }
+        }
+        for (i, t) in n.targets.iter().enumerate() {
+            let at = |field: &str| format!("notifications.targets[{i}]{field}");
+            if t.name.is_empty() || n.targets[..i].iter().any(|o| o.name == t.name) {
+                return Err((
+                    at(".name"),
+                    format!("`{}` must be non-empty and unique", t.name),
+                ));
+            }
+            let urls = usize::from(t.url.is_some())
+                + usize::from(t.url_env.is_some())
+                + usize::from(t.url_file.is_some());
+            match t.kind {
+                TargetKind::Webhook | TargetKind::Slack => {
+                    if urls != 1 {
+                        return Err((
+                            at(""),
+                            format!(
+                                "target `{}` needs exactly one of url, url_env or url_file",
+                                t.name
+                            ),
+                        ));
+                    }
+                    if let Some(url) = &t.url {
+                        if !url.starts_with("http://") && !url.starts_with("https://") {
+                            return Err((at(".url"), format!("`{url}` is not an http(s) URL")));
+                        }
+                    }
+                }
+                TargetKind::Email => {
+                    if t.smtp_host.is_none() || t.from.is_none() || t.to.is_empty() {
+                        return Err((at(""), format!("e-mail target `{}` needs smtp_host, from and at least one address in to", t.name)));
+                    }
+                    if t.username.is_some() && t.password_env.is_none() && t.password_file.is_none()
+                    {
+                        return Err((
+                            at(".username"),
+                            "an SMTP login needs password_env or password_file".into(),
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, s) in n.subscriptions.iter().enumerate() {
+            if !n.targets.iter().any(|t| t.name == s.target) {
+                return Err((
+                    format!("notifications.subscriptions[{i}].target"),
+                    format!("no notification target is named `{}`", s.target),
+                ));
             }
         }
         Ok(())

@@ -9,6 +9,7 @@ pub mod demo;
 pub mod diff;
 pub mod git;
 pub mod http;
+pub mod notify;
 pub mod reconcile;
 pub mod render;
 pub mod sandbox;

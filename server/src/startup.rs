@@ -24,6 +24,8 @@ pub enum StartupError {
     Admin(#[from] crate::auth::local::SignInError),
     #[error(transparent)]
     Cluster(#[from] crate::cluster::client::ClusterError),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::TargetError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -40,6 +42,8 @@ pub struct Application {
     clusters: Arc<std::collections::HashMap<String, Arc<ClusterClient>>>,
     app_locks: crate::reconcile::AppLocks,
     reconcile_interval: std::time::Duration,
+    metrics: Arc<Metrics>,
+    notifier: crate::notify::Notifier,
     public_url: String,
     generated_admin_password: Option<String>,
 }
@@ -109,10 +113,23 @@ impl Application {
             .as_deref()
             .and_then(|u| url::Url::parse(u).ok())
             .map(|u| u.origin().ascii_serialization());
+        let public_url = settings
+            .server
+            .public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{local}"));
+        let metrics = Arc::new(Metrics::new());
+        let notifier = crate::notify::Notifier::build(
+            store.clone(),
+            &settings.notifications,
+            &public_url,
+            metrics.clone(),
+            &|var| std::env::var(var).ok(),
+        )?;
         let state = AppState {
             leptos_options,
             store: store.clone(),
-            metrics: Arc::new(Metrics::new()),
+            metrics: metrics.clone(),
             settings: Arc::new(settings.clone()),
             git: git.clone(),
             clusters: clusters.clone(),
@@ -120,11 +137,6 @@ impl Application {
             webhook_limits: Arc::default(),
             public_origin,
         };
-        let public_url = settings
-            .server
-            .public_url
-            .clone()
-            .unwrap_or_else(|| format!("http://{local}"));
         Ok(Self {
             listener,
             router: http::router(state),
@@ -135,6 +147,8 @@ impl Application {
             reconcile_interval: std::time::Duration::from_secs(
                 settings.reconcile.interval_secs.max(1),
             ),
+            metrics,
+            notifier,
             public_url,
             generated_admin_password,
         })
@@ -179,7 +193,10 @@ impl Application {
             self.reconcile_interval,
             self.git.changes(),
             self.app_locks.clone(),
+            self.metrics.clone(),
         ));
+        // Notifications go out on their own task: a failing target never holds up the loop.
+        pollers.push(self.notifier.spawn());
         // Expired sessions and old sign-in failures are deleted every ten minutes.
         let store = self.store.clone();
         pollers.push(tokio::spawn(async move {

@@ -300,7 +300,7 @@ fn TimelineItem(entry: HistoryEntry, now: i64) -> impl IntoView {
     let (icon, label, tone) = timeline_style(&entry.kind);
     let results = entry.results.clone();
     view! {
-        <li class=format!("event {tone}") data-kind=entry.kind.clone() data-key=entry.key.clone()>
+        <li class=format!("event {tone}") id=entry.key.clone() data-kind=entry.kind.clone()>
             <span class="icon" aria-hidden="true">{icon}</span>
             <div class="body">
                 <p>

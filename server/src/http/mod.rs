@@ -143,7 +143,16 @@ async fn readyz(State(store): State<Store>) -> Response {
     }
 }
 
-async fn metrics(State(metrics): State<Arc<Metrics>>) -> impl IntoResponse {
+/// Prometheus exposition; per-application gauges are read from the store at each scrape (a
+/// store failure leaves them as they were and is logged).
+async fn metrics(
+    State(metrics): State<Arc<Metrics>>,
+    State(store): State<Store>,
+) -> impl IntoResponse {
+    match store.app_gauges().await {
+        Ok(apps) => metrics.set_apps(&apps, crate::clock::now()),
+        Err(e) => tracing::warn!(error = %e, "cannot read application state for /metrics"),
+    }
     (
         [(
             header::CONTENT_TYPE,

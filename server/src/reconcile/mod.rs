@@ -29,6 +29,18 @@ pub enum ReconcileError {
     CorruptSnapshot(String),
 }
 
+impl ReconcileError {
+    /// The `kind` label of `tidemark_reconcile_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReconcileError::Store(_) => "store",
+            ReconcileError::Cluster(_) => "cluster",
+            ReconcileError::NotRendered(_) => "render",
+            ReconcileError::CorruptSnapshot(_) => "snapshot",
+        }
+    }
+}
+
 /// One lock per application, so the loop and a person never sync the same application at once.
 #[derive(Clone, Default)]
 pub struct AppLocks(
@@ -535,6 +547,7 @@ pub fn spawn_loop(
     interval: std::time::Duration,
     changed: std::sync::Arc<tokio::sync::Notify>,
     locks: AppLocks,
+    metrics: std::sync::Arc<crate::telemetry::Metrics>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut first = true;
@@ -559,7 +572,15 @@ pub fn spawn_loop(
                     continue;
                 };
                 let _guard = locks.lock(&app.name).await;
-                match reconcile_app(&store, cluster, &app).await {
+                let started = std::time::Instant::now();
+                let result = reconcile_app(&store, cluster, &app).await;
+                metrics.observe_reconcile(
+                    &app.name,
+                    &app.project,
+                    started.elapsed(),
+                    result.as_ref().err().map(ReconcileError::kind),
+                );
+                match result {
                     Ok(_) | Err(ReconcileError::NotRendered(_)) => {}
                     Err(e) => {
                         tracing::warn!(app = %app.name, error = %e, "reconcile failed");
@@ -602,12 +623,21 @@ async fn request_approval(
             .await?
         {
             if let Some(old) = superseded {
+                let voided = store
+                    .sync_request(old)
+                    .await?
+                    .map(|r| r.approvals.len())
+                    .unwrap_or(0);
+                let message = match voided {
+                    0 => format!("sync request #{old} superseded by #{id}: the target moved"),
+                    n => format!("sync request #{old} superseded by #{id}: the target moved; its approvals are void ({n})"),
+                };
                 store
                     .add_timeline(
                         &app.name,
                         "sync_request_superseded",
-                        &format!("sync request #{old} superseded by #{id}: the target moved; its approvals are void"),
-                        &json!({"request": old, "superseded_by": id}),
+                        &message,
+                        &json!({"request": old, "superseded_by": id, "voided_approvals": voided, "revision": sha}),
                         now,
                     )
                     .await?;

@@ -466,26 +466,6 @@ impl Store {
         Ok(())
     }
 
-    /// Appends an event to an application's timeline.
-    pub async fn add_timeline(
-        &self,
-        app: &str,
-        kind: &str,
-        message: &str,
-        detail: &serde_json::Value,
-        now: Millis,
-    ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO timeline (application, kind, occurred_at, message, detail) VALUES ($1, $2, $3, $4, $5)")
-            .bind(app)
-            .bind(kind)
-            .bind(now)
-            .bind(message)
-            .bind(detail.to_string())
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     /// A page of an application's timeline, newest first (by time, then id), optionally only
     /// some kinds. `cursor` is the `next` of the previous page.
     pub async fn timeline_page(

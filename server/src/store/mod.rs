@@ -7,6 +7,7 @@ mod audit;
 mod catalog;
 mod git;
 mod identity;
+mod notify;
 mod pins;
 mod requests;
 mod status;
@@ -21,13 +22,14 @@ use sqlx::{AnyPool, ConnectOptions, Connection};
 
 use crate::config::{DatabaseSettings, DatabaseUrl};
 
-pub(crate) use audit::append_audit;
+pub(crate) use audit::{append_audit, hex};
 pub use audit::{
     audit_hash, Actor, AuditEvent, AuditFilter, AuditRow, AuditVerification, AUDIT_GENESIS,
 };
 pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit, TimelineEntry};
 pub use identity::{TokenRecord, UserRecord};
+pub use notify::{Delivery, DeliveryRecord, NotificationEvent};
 pub use pins::{KnownGood, Pin};
 pub use requests::{Approval, Approved, DecisionError, RequestChange, SyncRequest};
 pub use status::{AppStatus, OpenDrift};

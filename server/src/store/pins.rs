@@ -107,7 +107,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7)
              ON CONFLICT (application) DO UPDATE SET revision = excluded.revision, digest = excluded.digest,
                  pinned_by = excluded.pinned_by, pinned_name = excluded.pinned_name,
-                 pinned_at = excluded.pinned_at, reason = excluded.reason",
+                 pinned_at = excluded.pinned_at, reason = excluded.reason, long_notified_at = NULL",
         )
         .bind(app)
         .bind(&pin.revision)

@@ -190,3 +190,41 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 }
+
+impl Store {
+    /// Every live application's state for `/metrics`.
+    pub async fn app_gauges(&self) -> Result<Vec<crate::telemetry::AppGauges>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.name, a.project, s.sync_status, s.health,
+                (SELECT MIN(d.opened_at) FROM drift_episodes d
+                  WHERE d.application = a.name AND d.closed_at IS NULL) AS drift_since,
+                (SELECT COUNT(*) FROM sync_requests r
+                  WHERE r.application = a.name AND r.status = 'pending') AS pending,
+                (SELECT COUNT(*) FROM pins p WHERE p.application = a.name) AS pinned,
+                (SELECT MAX(y.finished_at) FROM syncs y
+                  WHERE y.application = a.name AND y.status = 'succeeded') AS last_synced_at
+             FROM applications a LEFT JOIN app_status s ON s.application = a.name
+             WHERE a.retired_at IS NULL ORDER BY a.name",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(crate::telemetry::AppGauges {
+                    application: r.try_get("name")?,
+                    project: r.try_get("project")?,
+                    sync_status: r
+                        .try_get::<Option<String>, _>("sync_status")?
+                        .unwrap_or_else(|| "Unknown".into()),
+                    health: r
+                        .try_get::<Option<String>, _>("health")?
+                        .unwrap_or_else(|| "Unknown".into()),
+                    drift_since: r.try_get("drift_since")?,
+                    pending_requests: r.try_get("pending")?,
+                    pinned: r.try_get::<i64, _>("pinned")? > 0,
+                    last_synced_at: r.try_get("last_synced_at")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -11,6 +11,7 @@ pub mod git;
 mod helpers;
 mod http;
 mod kubectl;
+mod notify;
 mod reconcile;
 mod sandbox;
 mod store;

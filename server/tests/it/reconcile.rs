@@ -12,29 +12,29 @@ use crate::git::GitRepo;
 use crate::helpers::TestDb;
 use crate::sandbox::TestCluster;
 
-const APP: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: guestbook}\n---\n\
+pub(crate) const APP: &str = "apiVersion: v1\nkind: Namespace\nmetadata: {name: guestbook}\n---\n\
 apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web}\nspec:\n  replicas: 2\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: 'nginx:1.27'}]}\n---\n\
 apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: hunter2}\n";
 const EXTRA: &str =
     "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n";
 
-struct Fixture {
-    settings: Settings,
+pub(crate) struct Fixture {
+    pub settings: Settings,
     _db: TestDb,
     _cluster: TestCluster,
     _cache: tempfile::TempDir,
-    repo: GitRepo,
-    store: Store,
-    git: std::sync::Arc<GitSources>,
-    cluster: ClusterClient,
-    kube: kube::Client,
+    pub repo: GitRepo,
+    pub store: Store,
+    pub git: std::sync::Arc<GitSources>,
+    pub cluster: ClusterClient,
+    pub kube: kube::Client,
 }
 
 async fn fixture() -> Fixture {
     fixture_with(app::model::SyncPolicy::Manual, false).await
 }
 
-async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixture {
+pub(crate) async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixture {
     // Direct syncs in these tests: no approvals needed.
     let direct = server::config::ApprovalPolicy {
         required: 0,
@@ -43,7 +43,7 @@ async fn fixture_with(policy: app::model::SyncPolicy, self_heal: bool) -> Fixtur
     fixture_approvals(policy, self_heal, direct).await
 }
 
-async fn fixture_approvals(
+pub(crate) async fn fixture_approvals(
     policy: app::model::SyncPolicy,
     self_heal: bool,
     approvals: server::config::ApprovalPolicy,
@@ -361,7 +361,7 @@ async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_in
 
 /// Changes the Deployment behind Tidemark's back, then waits until Tidemark's watch cache has
 /// seen it (the cache is eventually consistent, within milliseconds here).
-async fn scale_by_hand(f: &Fixture, replicas: i64) {
+pub(crate) async fn scale_by_hand(f: &Fixture, replicas: i64) {
     let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
         kube::Api::namespaced(f.kube.clone(), "guestbook");
     let patch = kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}}));
@@ -612,7 +612,7 @@ async fn a_running_tidemark_deploys_an_auto_application_and_follows_new_commits(
 }
 
 /// Waits until the application is Synced (at `sha`, when given) as the running server sees it.
-async fn wait_deployed(store: &Store, sha: Option<&str>) {
+pub(crate) async fn wait_deployed(store: &Store, sha: Option<&str>) {
     for _ in 0..100 {
         if let Ok(Some(s)) = store.app_status("guestbook").await {
             if s.sync_status == "Synced"
@@ -1073,7 +1073,7 @@ fn ada() -> server::store::Actor {
 
 /// A server on the fixture's settings with deployers alice, bob, dave and ada (whose e-mail is
 /// the fixture repository's author), each signed in through the local form.
-async fn approvers(
+pub(crate) async fn approvers(
     f: &Fixture,
 ) -> (
     crate::helpers::TestServer,
@@ -1110,7 +1110,7 @@ async fn approvers(
     (server, clients)
 }
 
-async fn decide(
+pub(crate) async fn decide(
     server: &crate::helpers::TestServer,
     client: &reqwest::Client,
     id: i64,

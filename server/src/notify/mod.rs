@@ -1,0 +1,459 @@
+//! Notifications: which timeline events are worth telling people about ([`Trigger`]), who gets
+//! them ([`Routes`]) and the sender that delivers the outbox at least once.
+//!
+//! The store writes an outbox row in the same transaction as each notifiable timeline row; the
+//! time-based triggers (drift still open, pinned for long) are written by [`Notifier`]'s watch.
+//! The sender runs on its own task: a slow or failing target delays only its own deliveries,
+//! never reconciliation.
+
+mod send;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+
+use crate::clock;
+use crate::config::{NotificationSettings, NotificationTimes, Subscription};
+use crate::store::{Delivery, Store, StoreError};
+pub use send::{Message, Target, TargetError};
+
+/// What happened, as subscriptions name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// A drift episode opened (live state diverged from the last sync).
+    DriftOpened,
+    /// A drift episode is still open after `drift_stale_after`.
+    DriftStale,
+    SyncFailed,
+    /// Opt-in: only subscriptions that list it get it.
+    SyncSucceeded,
+    /// Health became Degraded.
+    HealthDegraded,
+    /// A sync (or rollback) request waits for approvals.
+    ApprovalRequested,
+    /// A request with approvals was superseded by a new revision; its approvals are void.
+    ApprovalVoided,
+    RollbackPerformed,
+    /// An application has been pinned by a rollback for longer than `pinned_after`.
+    PinnedLong,
+}
+
+impl Trigger {
+    pub const ALL: [Trigger; 9] = [
+        Trigger::DriftOpened,
+        Trigger::DriftStale,
+        Trigger::SyncFailed,
+        Trigger::SyncSucceeded,
+        Trigger::HealthDegraded,
+        Trigger::ApprovalRequested,
+        Trigger::ApprovalVoided,
+        Trigger::RollbackPerformed,
+        Trigger::PinnedLong,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::DriftOpened => "drift_opened",
+            Trigger::DriftStale => "drift_stale",
+            Trigger::SyncFailed => "sync_failed",
+            Trigger::SyncSucceeded => "sync_succeeded",
+            Trigger::HealthDegraded => "health_degraded",
+            Trigger::ApprovalRequested => "approval_requested",
+            Trigger::ApprovalVoided => "approval_voided",
+            Trigger::RollbackPerformed => "rollback_performed",
+            Trigger::PinnedLong => "pinned_long",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+
+    /// A short human title ("Sync failed").
+    pub fn title(self) -> &'static str {
+        match self {
+            Trigger::DriftOpened => "Drift detected",
+            Trigger::DriftStale => "Drift still open",
+            Trigger::SyncFailed => "Sync failed",
+            Trigger::SyncSucceeded => "Sync succeeded",
+            Trigger::HealthDegraded => "Health degraded",
+            Trigger::ApprovalRequested => "Approval requested",
+            Trigger::ApprovalVoided => "Approvals voided",
+            Trigger::RollbackPerformed => "Rolled back",
+            Trigger::PinnedLong => "Pinned for long",
+        }
+    }
+}
+
+/// The trigger a timeline event fires, if any.
+pub fn trigger_of(kind: &str, detail: &Value) -> Option<Trigger> {
+    match kind {
+        "drift_opened" => Some(Trigger::DriftOpened),
+        "drift_stale" => Some(Trigger::DriftStale),
+        "sync" => match detail["status"].as_str() {
+            Some("failed") => Some(Trigger::SyncFailed),
+            Some("succeeded") => Some(Trigger::SyncSucceeded),
+            _ => None,
+        },
+        "health" => {
+            (detail["health"].as_str() == Some("Degraded")).then_some(Trigger::HealthDegraded)
+        }
+        "sync_requested" | "rollback_requested" => Some(Trigger::ApprovalRequested),
+        "sync_request_superseded" => (detail["superseded_by"].is_i64()
+            && detail["voided_approvals"].as_i64().unwrap_or(0) > 0)
+            .then_some(Trigger::ApprovalVoided),
+        "rollback" => Some(Trigger::RollbackPerformed),
+        "pinned_long" => Some(Trigger::PinnedLong),
+        _ => None,
+    }
+}
+
+/// The fields of a timeline event's detail a message may carry: identifiers and states, never
+/// resource contents (a drift's changes could hold a Secret's fields) — drifted resources are
+/// named, not shown.
+pub fn safe_detail(detail: &Value) -> Value {
+    const SCALARS: [&str; 11] = [
+        "sync",
+        "status",
+        "episode",
+        "request",
+        "superseded_by",
+        "voided_approvals",
+        "revision",
+        "health",
+        "required",
+        "cause",
+        "opened_at",
+    ];
+    let mut out = Map::new();
+    for key in SCALARS {
+        if let Some(v) = detail.get(key).filter(|v| !v.is_object() && !v.is_array()) {
+            out.insert(key.to_owned(), v.clone());
+        }
+    }
+    if let Some(resources) = detail["resources"].as_array() {
+        let names: Vec<Value> = resources
+            .iter()
+            .map(|r| {
+                let o = &r["object"];
+                let ns = o["namespace"].as_str().filter(|n| !n.is_empty());
+                let name = o["name"].as_str().unwrap_or("?");
+                json!(format!(
+                    "{} {}{}",
+                    o["kind"].as_str().unwrap_or("?"),
+                    ns.map(|n| format!("{n}/")).unwrap_or_default(),
+                    name
+                ))
+            })
+            .collect();
+        out.insert("resources".into(), Value::Array(names));
+    }
+    Value::Object(out)
+}
+
+/// Which targets get an event: the subscriptions, checked once at start.
+#[derive(Debug, Clone, Default)]
+pub struct Routes {
+    subscriptions: Vec<Subscription>,
+}
+
+impl Routes {
+    pub fn new(settings: &NotificationSettings) -> Self {
+        Self {
+            subscriptions: settings.subscriptions.clone(),
+        }
+    }
+
+    /// The targets (each once) subscribed to `trigger` for this application.
+    pub fn targets(&self, trigger: Trigger, project: &str, app: &str) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .subscriptions
+            .iter()
+            .filter(|s| s.projects.is_empty() || s.projects.iter().any(|p| p == project))
+            .filter(|s| s.applications.is_empty() || s.applications.iter().any(|a| a == app))
+            .filter(|s| match &s.triggers {
+                Some(list) => list.contains(&trigger),
+                None => trigger != Trigger::SyncSucceeded,
+            })
+            .map(|s| s.target.clone())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
+/// Backoff before attempt `attempts + 1`: `initial · 2^(attempts-1)`, at most `max`.
+pub fn backoff(attempts: u32, initial: Duration, max: Duration) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
+    initial.saturating_mul(factor).min(max)
+}
+
+/// The sender and the time-based triggers' watch, as one task.
+pub struct Notifier {
+    store: Store,
+    routes: Routes,
+    targets: BTreeMap<String, Arc<Target>>,
+    times: NotificationTimes,
+    max_attempts: u32,
+    public_url: String,
+    metrics: Arc<crate::telemetry::Metrics>,
+}
+
+/// How often the outbox is looked at (new events are delivered within about this long).
+const TICK: Duration = Duration::from_millis(500);
+/// How long a sender holds a claimed delivery before another may try it (HA replicas).
+const LEASE_MS: i64 = 60_000;
+/// Every attempt gives up after this long.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Notifier {
+    /// Resolves every target's URL and credentials (from env or files): a missing one stops
+    /// start-up with the target named.
+    pub fn build(
+        store: Store,
+        settings: &NotificationSettings,
+        public_url: &str,
+        metrics: Arc<crate::telemetry::Metrics>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, TargetError> {
+        let mut targets = BTreeMap::new();
+        for t in &settings.targets {
+            targets.insert(t.name.clone(), Arc::new(Target::build(t, env)?));
+        }
+        Ok(Self {
+            store,
+            routes: Routes::new(settings),
+            targets,
+            times: settings.durations(),
+            max_attempts: settings.max_attempts.max(1),
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            metrics,
+        })
+    }
+
+    /// Runs until aborted.
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(TICK);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut since_watch = Duration::MAX;
+            loop {
+                tick.tick().await;
+                since_watch = since_watch.saturating_add(TICK);
+                if since_watch >= Duration::from_secs(5) {
+                    since_watch = Duration::ZERO;
+                    if let Err(e) = self.watch().await {
+                        tracing::warn!(error = %e, "notification watch failed");
+                    }
+                }
+                if let Err(e) = self.step().await {
+                    tracing::warn!(error = %e, "notification sender step failed");
+                }
+            }
+        })
+    }
+
+    /// Writes the time-based events that are due (each exactly once).
+    pub async fn watch(&self) -> Result<(), StoreError> {
+        let now = clock::now();
+        let stale_ms = i64::try_from(self.times.drift_stale_after.as_millis()).unwrap_or(i64::MAX);
+        let pinned_ms = i64::try_from(self.times.pinned_after.as_millis()).unwrap_or(i64::MAX);
+        self.store.fire_stale_drift(now, stale_ms).await?;
+        self.store.fire_long_pins(now, pinned_ms).await?;
+        Ok(())
+    }
+
+    /// Routes new outbox events and makes every due delivery attempt (targets in parallel,
+    /// each target's deliveries in order).
+    pub async fn step(&self) -> Result<(), StoreError> {
+        let now = clock::now();
+        for event in self.store.unrouted_notifications(100).await? {
+            let trigger = Trigger::parse(&event.trigger);
+            let targets = trigger
+                .map(|t| self.routes.targets(t, &event.project, &event.application))
+                .unwrap_or_default();
+            let known: Vec<String> = targets
+                .into_iter()
+                .filter(|t| self.targets.contains_key(t))
+                .collect();
+            self.store.route_notification(event.id, &known, now).await?;
+        }
+        let due = self.store.due_deliveries(now, 200).await?;
+        let mut by_target: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
+        for d in due {
+            by_target.entry(d.target.clone()).or_default().push(d);
+        }
+        let runs = by_target.into_iter().map(|(name, deliveries)| async move {
+            let Some(target) = self.targets.get(&name) else {
+                for d in deliveries {
+                    let _ = self
+                        .store
+                        .delivery_failed(
+                            d.id,
+                            d.attempts + 1,
+                            "the target is no longer configured",
+                            None,
+                            clock::now(),
+                        )
+                        .await;
+                }
+                return;
+            };
+            for d in deliveries {
+                if let Err(e) = self.attempt(target, d).await {
+                    tracing::warn!(target = %name, error = %e, "cannot record a delivery");
+                }
+            }
+        });
+        futures_util::future::join_all(runs).await;
+        Ok(())
+    }
+
+    async fn attempt(&self, target: &Target, d: Delivery) -> Result<(), StoreError> {
+        let now = clock::now();
+        // Claim: another replica that read the same row loses this update and skips it.
+        if !self
+            .store
+            .claim_delivery(d.id, d.next_attempt_at, now + LEASE_MS)
+            .await?
+        {
+            return Ok(());
+        }
+        let message = Message {
+            idempotency_key: d.idempotency_key.clone(),
+            trigger: Trigger::parse(&d.trigger).unwrap_or(Trigger::DriftOpened),
+            application: d.application.clone(),
+            project: d.project.clone(),
+            occurred_at: d.occurred_at,
+            text: d.message.clone(),
+            url: format!(
+                "{}/applications/{}?tab=timeline#e{}",
+                self.public_url, d.application, d.timeline_id
+            ),
+            detail: d.detail.clone(),
+            attempt: d.attempts + 1,
+        };
+        let result = tokio::time::timeout(ATTEMPT_TIMEOUT, target.send(&message))
+            .await
+            .unwrap_or_else(|_| Err(format!("no answer within {}s", ATTEMPT_TIMEOUT.as_secs())));
+        let attempts = d.attempts + 1;
+        let done = clock::now();
+        match result {
+            Ok(()) => {
+                self.store.delivery_succeeded(d.id, attempts, done).await?;
+                self.metrics.observe_delivery(&d.target, "delivered");
+                tracing::info!(target = %d.target, trigger = %d.trigger, app = %d.application, attempts, "notification delivered");
+            }
+            Err(error) => {
+                let retry = (attempts < i64::from(self.max_attempts)).then(|| {
+                    let wait = backoff(
+                        u32::try_from(attempts).unwrap_or(u32::MAX),
+                        self.times.retry_initial,
+                        self.times.retry_max,
+                    );
+                    done + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX / 2)
+                });
+                tracing::warn!(target = %d.target, trigger = %d.trigger, app = %d.application, attempts, %error, given_up = retry.is_none(), "notification not delivered");
+                let outcome = if retry.is_some() { "retry" } else { "failed" };
+                self.metrics.observe_delivery(&d.target, outcome);
+                self.store
+                    .delivery_failed(d.id, attempts, &error, retry, done)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeline_kinds_map_to_triggers() {
+        assert_eq!(
+            trigger_of("sync", &json!({"status": "failed"})),
+            Some(Trigger::SyncFailed)
+        );
+        assert_eq!(
+            trigger_of("sync", &json!({"status": "succeeded"})),
+            Some(Trigger::SyncSucceeded)
+        );
+        assert_eq!(
+            trigger_of("health", &json!({"health": "Degraded"})),
+            Some(Trigger::HealthDegraded)
+        );
+        assert_eq!(trigger_of("health", &json!({"health": "Healthy"})), None);
+        assert_eq!(
+            trigger_of(
+                "sync_request_superseded",
+                &json!({"request": 1, "superseded_by": 2, "voided_approvals": 1})
+            ),
+            Some(Trigger::ApprovalVoided)
+        );
+        assert_eq!(
+            trigger_of(
+                "sync_request_superseded",
+                &json!({"request": 1, "superseded_by": 2, "voided_approvals": 0})
+            ),
+            None
+        );
+        assert_eq!(
+            trigger_of("sync_request_superseded", &json!({"request": 1})),
+            None
+        );
+        assert_eq!(trigger_of("webhook", &json!({})), None);
+        for t in Trigger::ALL {
+            assert_eq!(Trigger::parse(t.as_str()), Some(t));
+        }
+    }
+
+    #[test]
+    fn safe_detail_names_resources_and_drops_their_contents() {
+        let detail = json!({"episode": 3, "resources": [{"object": {"kind": "Secret", "namespace": "web", "name": "db"},
+            "changes": [{"path": "data.password", "desired": "hunter2", "live": "other"}]}], "by": "local:ann"});
+        let safe = safe_detail(&detail);
+        assert_eq!(safe, json!({"episode": 3, "resources": ["Secret web/db"]}));
+        assert!(!safe.to_string().contains("hunter2"));
+    }
+
+    #[test]
+    fn subscriptions_filter_by_project_application_and_trigger() {
+        let settings: NotificationSettings = toml::from_str(
+            r#"
+            [[subscriptions]]
+            target = "all"
+            [[subscriptions]]
+            target = "web-failures"
+            projects = ["web"]
+            triggers = ["sync_failed", "sync_succeeded"]
+            [[subscriptions]]
+            target = "one-app"
+            applications = ["shop"]
+            "#,
+        )
+        .unwrap();
+        let routes = Routes::new(&settings);
+        assert_eq!(
+            routes.targets(Trigger::SyncFailed, "web", "shop"),
+            ["all", "one-app", "web-failures"]
+        );
+        assert_eq!(
+            routes.targets(Trigger::SyncSucceeded, "web", "shop"),
+            ["web-failures"]
+        );
+        assert_eq!(routes.targets(Trigger::DriftOpened, "ops", "db"), ["all"]);
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let (i, m) = (Duration::from_secs(2), Duration::from_secs(60));
+        let waits: Vec<u64> = (1..=7).map(|a| backoff(a, i, m).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16, 32, 60, 60]);
+    }
+}
