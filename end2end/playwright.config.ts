@@ -5,6 +5,9 @@ import { defineConfig } from "@playwright/test";
 const bin = process.env.TIDEMARK_BIN ?? "target/release/tidemark";
 const port = Number(process.env.TIDEMARK_E2E_PORT ?? 3100);
 const idpPort = Number(process.env.TIDEMARK_E2E_IDP_PORT ?? 3190);
+// The webhook receiver notifications go to (end2end/support/receiver.mjs); its HMAC key.
+const receiverPort = Number(process.env.TIDEMARK_E2E_RECEIVER_PORT ?? 3192);
+const hookSecret = "e2e-hook-secret";
 const base = `http://127.0.0.1:${port}`;
 const sandboxPort = Number(process.env.TIDEMARK_E2E_SANDBOX_PORT ?? 3644);
 const config = "--config end2end/tidemark.e2e.toml";
@@ -76,6 +79,13 @@ export default defineConfig({
       timeout: 30_000,
     },
     {
+      command: "node support/receiver.mjs",
+      url: `http://127.0.0.1:${receiverPort}/healthz`,
+      env: { RECEIVER_PORT: String(receiverPort), E2E_HOOK_SECRET: hookSecret },
+      reuseExistingServer: false,
+      timeout: 30_000,
+    },
+    {
       cwd: "..",
       command: `rm -rf end2end/artifacts/db end2end/artifacts/git-cache && mkdir -p end2end/artifacts/db && ${users} && ${bin} serve ${config}`,
       url: `${base}/readyz`,
@@ -84,6 +94,7 @@ export default defineConfig({
         TIDEMARK__SERVER__PUBLIC_URL: base,
         TIDEMARK__AUTH__OIDC__ISSUER_URL: `http://127.0.0.1:${idpPort}`,
         TIDEMARK__AUTH__ADMIN_PASSWORD: "e2e-admin-password",
+        E2E_HOOK_SECRET: hookSecret,
         RUST_LOG: "warn",
       },
       reuseExistingServer: false,

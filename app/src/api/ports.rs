@@ -56,7 +56,8 @@ pub trait Identity: Send + Sync + 'static {
 /// Read access to the audit ledger.
 #[async_trait]
 pub trait Ledger: Send + Sync + 'static {
-    /// One page (newest first) matching the filters, with the chain's verification.
+    /// One page (newest first) matching the filters, with the chain's verification; or, with
+    /// `view=notifications`, what Tidemark told whom (admins only).
     async fn audit(&self, query: AuditQuery) -> Result<AuditView, AppError>;
 }
 

@@ -55,7 +55,9 @@ fn UserMenu() -> impl IntoView {
                     match me.await.ok().flatten() {
                         Some(v) => {
                             let role = v.role.map_or("no role", |r| r.as_str());
+                            let admin = v.role == Some(crate::model::Role::Admin);
                             Either::Left(view! {
+                                <a href="/audit?view=notifications" class="admin-link" hidden=!admin>"Notifications"</a>
                                 <span class="who" id="whoami" title=format!("{} ({})", v.username, v.method)>
                                     {v.display_name}
                                 </span>

@@ -272,3 +272,44 @@ pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) 
         _ => ("•", "Event", "unknown"),
     }
 }
+
+/// One notification delivery (an event to one target) as the Notifications page shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryView {
+    pub id: i64,
+    pub target: String,
+    /// pending | delivered | failed (given up).
+    pub status: String,
+    pub attempts: i64,
+    pub trigger: String,
+    pub application: String,
+    /// The timeline entry the message links to (`e<id>`).
+    pub entry: String,
+    pub occurred_at: i64,
+    pub last_attempt_at: Option<i64>,
+    /// Pending: when the next attempt is due.
+    pub next_attempt_at: i64,
+    pub last_error: Option<String>,
+}
+
+/// A configured target and what it is subscribed to (never its URL or credentials).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetView {
+    pub name: String,
+    /// webhook | slack | email
+    pub kind: String,
+    /// One line per subscription: "project web · sync_failed, drift_opened".
+    pub subscriptions: Vec<String>,
+}
+
+/// The Notifications page (admins): targets and the latest deliveries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveriesView {
+    pub targets: Vec<TargetView>,
+    pub deliveries: Vec<DeliveryView>,
+    /// Counts over all deliveries: pending (will be retried), failed (given up), delivered.
+    pub pending: i64,
+    pub failed: i64,
+    pub delivered: i64,
+    pub now: i64,
+}

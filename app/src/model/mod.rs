@@ -123,6 +123,12 @@ pub struct AuditQuery {
     pub action: String,
     pub application: String,
     pub cursor: String,
+    /// `notifications`: the Notifications tab (admins) instead of the ledger.
+    #[serde(default)]
+    pub view: String,
+    /// With `view=notifications`: `undelivered` shows only deliveries not delivered.
+    #[serde(default)]
+    pub show: String,
 }
 
 /// One page of the ledger with the chain's state.
@@ -136,6 +142,9 @@ pub struct AuditView {
     pub verified_through: i64,
     pub first_bad: Option<i64>,
     pub problem: Option<String>,
+    /// The Notifications tab, rendered on the server (its tables never reach the WASM).
+    #[serde(default)]
+    pub notifications: Option<String>,
 }
 
 /// One row of the Applications list.

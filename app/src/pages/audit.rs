@@ -1,6 +1,7 @@
 //! Audit: the ledger of who asked Tidemark to do what, when and why — newest first, filterable,
 //! exportable, with the hash chain's state. Filters and paging are plain links and a GET form,
-//! so the page works before (and without) the WASM.
+//! so the page works before (and without) the WASM. Its Notifications tab (admins) shows what
+//! Tidemark told whom; that tab arrives rendered by the server (`pages::notifications`).
 
 use leptos::either::Either;
 use leptos::prelude::*;
@@ -32,6 +33,8 @@ pub fn AuditPage() -> impl IntoView {
             action: p.get("action").unwrap_or_default(),
             application: p.get("application").unwrap_or_default(),
             cursor: p.get("cursor").unwrap_or_default(),
+            view: p.get("view").unwrap_or_default(),
+            show: p.get("show").unwrap_or_default(),
         })
     });
     let page = Resource::new(move || query.get(), audit_page);
@@ -41,12 +44,6 @@ pub fn AuditPage() -> impl IntoView {
         <div class="page-head">
             <h1>"Audit"</h1>
         </div>
-        <form class="filters" method="get" action="/audit" role="search">
-            <label>"Actor" <input name="actor" placeholder="oidc:alice, local:admin…" prop:value=move || query.get().actor /></label>
-            <label>"Action" <input name="action" placeholder="sync, approve, sign_in…" prop:value=move || query.get().action /></label>
-            <label>"Application" <input name="application" prop:value=move || query.get().application /></label>
-            <button type="submit">"Filter"</button>
-        </form>
         <Transition fallback=|| view! { <p class="muted">"Loading the ledger…"</p> }>
             <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
                 {move || {
@@ -62,6 +59,24 @@ pub fn AuditPage() -> impl IntoView {
 
 #[component]
 fn Ledger(view: AuditView, query: AuditQuery) -> impl IntoView {
+    let notifications = view.notifications.is_some();
+    let tabs = view! {
+        <nav class="tabs" aria-label="Audit views">
+            <a href="/audit" aria-current=(!notifications).then_some("page")>"Ledger"</a>
+            <a href="/audit?view=notifications" aria-current=notifications.then_some("page")>"Notifications"</a>
+        </nav>
+    };
+    if let Some(html) = view.notifications {
+        return Either::Left(view! { {tabs} <div inner_html=html /> });
+    }
+    let form = view! {
+        <form class="filters" method="get" action="/audit" role="search">
+            <label>"Actor" <input name="actor" placeholder="oidc:alice, local:admin…" value=query.actor.clone() /></label>
+            <label>"Action" <input name="action" placeholder="sync, approve, sign_in…" value=query.action.clone() /></label>
+            <label>"Application" <input name="application" value=query.application.clone() /></label>
+            <button type="submit">"Filter"</button>
+        </form>
+    };
     let chain = if view.chain_ok {
         Either::Left(view! {
             <p class="chain ok" id="chain-status" role="status">
@@ -129,7 +144,9 @@ fn Ledger(view: AuditView, query: AuditQuery) -> impl IntoView {
             </table>
         })
     };
-    view! {
+    Either::Right(view! {
+        {tabs}
+        {form}
         {chain}
         <p class="exports">
             "Export: "
@@ -139,5 +156,5 @@ fn Ledger(view: AuditView, query: AuditQuery) -> impl IntoView {
         </p>
         {body}
         {older.map(|href| view! { <p class="pager"><a href=href>"Older entries →"</a></p> })}
-    }
+    })
 }

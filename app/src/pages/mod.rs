@@ -6,3 +6,5 @@ pub mod approvals;
 pub mod audit;
 pub mod login;
 pub mod not_found;
+#[cfg(feature = "ssr")]
+pub mod notifications;

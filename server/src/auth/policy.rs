@@ -30,6 +30,8 @@ pub enum Action {
     ManageApplications,
     ManageTokens,
     ManageSettings,
+    /// The Notifications page: targets and deliveries (error messages of other systems).
+    ViewDeliveries,
 }
 
 impl Action {
@@ -43,9 +45,10 @@ impl Action {
             | Action::Rollback
             | Action::Pin
             | Action::Unpin => Role::Deployer,
-            Action::ManageApplications | Action::ManageTokens | Action::ManageSettings => {
-                Role::Admin
-            }
+            Action::ManageApplications
+            | Action::ManageTokens
+            | Action::ManageSettings
+            | Action::ViewDeliveries => Role::Admin,
         }
     }
 
@@ -63,6 +66,7 @@ impl Action {
             Action::ManageApplications => "Managing applications",
             Action::ManageTokens => "Managing API tokens",
             Action::ManageSettings => "Changing settings",
+            Action::ViewDeliveries => "Viewing notification deliveries",
         }
     }
 
@@ -79,6 +83,7 @@ impl Action {
             Action::ManageApplications => "manage_applications",
             Action::ManageTokens => "manage_tokens",
             Action::ManageSettings => "manage_settings",
+            Action::ViewDeliveries => "view_deliveries",
         }
     }
 }
@@ -99,6 +104,11 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("POST", "/_fn/application_page", Rule::Act(Action::View)),
     ("POST", "/_fn/open_requests", Rule::Act(Action::View)),
     ("POST", "/_fn/audit_page", Rule::Act(Action::View)),
+    (
+        "GET",
+        "/api/v1/notifications/deliveries",
+        Rule::Act(Action::ViewDeliveries),
+    ),
     // Server functions about one application: signed in here, then the function judges its
     // action within the application's project (`auth::guard::authorize`).
     ("POST", "/_fn/application_detail", Rule::Act(Action::View)),
@@ -186,7 +196,9 @@ pub fn rule(method: &Method, pattern: Option<&str>, path: &str) -> Rule {
 /// Every mutating route the table knows, for tests that walk them all.
 pub fn mutating_routes() -> impl Iterator<Item = (&'static str, &'static str, Action)> {
     TABLE.iter().filter_map(|(m, p, r)| match r {
-        Rule::Act(a) if *m != "GET" && *a != Action::View => Some((*m, *p, *a)),
+        Rule::Act(a) if *m != "GET" && !matches!(a, Action::View | Action::ViewDeliveries) => {
+            Some((*m, *p, *a))
+        }
         _ => None,
     })
 }

@@ -140,3 +140,33 @@ pub async fn verify(State(state): State<AppState>) -> Response {
         Err(e) => internal_error(&e).into_response(),
     }
 }
+
+#[derive(Debug, Deserialize)]
+pub struct DeliveriesQuery {
+    /// `undelivered`: only pending and failed deliveries.
+    status: Option<String>,
+    limit: Option<u32>,
+}
+
+/// `GET /api/v1/notifications/deliveries`: the latest notification deliveries (admins), newest
+/// first, as JSON.
+pub async fn deliveries(
+    State(state): State<AppState>,
+    Query(q): Query<DeliveriesQuery>,
+) -> Response {
+    let undelivered = match q.status.as_deref() {
+        None | Some("") | Some("all") => false,
+        Some("undelivered") => true,
+        Some(other) => {
+            return AppError::BadRequest(format!(
+                "status must be `all` or `undelivered`, not `{other}`"
+            ))
+            .into_response()
+        }
+    };
+    let limit = i64::from(q.limit.unwrap_or(100).clamp(1, 1000));
+    match state.store.recent_deliveries(limit, undelivered).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => internal_error(&e).into_response(),
+    }
+}

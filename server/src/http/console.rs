@@ -47,7 +47,7 @@ fn caller() -> Result<(Principal, String, String), AppError> {
 }
 
 /// The caller, allowed to take `action` about application `app`.
-async fn allowed(
+pub(super) async fn allowed(
     state: &AppState,
     action: Action,
     app: Option<&str>,

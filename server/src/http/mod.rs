@@ -98,6 +98,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sync-requests/{id}/reject", post(requests::reject))
         .route("/api/v1/sync-requests/{id}/sync", post(requests::sync))
         .route("/api/v1/audit", get(audit::list))
+        .route("/api/v1/notifications/deliveries", get(audit::deliveries))
         .route("/api/v1/audit/verify", get(audit::verify))
         .route(
             "/api/v1/webhooks/{provider}",

@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use app::api::ports::{Identity, Ledger, Ports};
-use app::model::{AppError, AuditEntry, AuditQuery, AuditView, SignInOptions, Viewer};
+use app::model::{
+    AppError, AuditEntry, AuditQuery, AuditView, DeliveriesView, DeliveryView, SignInOptions,
+    TargetView, Viewer,
+};
 use async_trait::async_trait;
 
 use super::AppState;
@@ -17,15 +20,67 @@ pub fn ports(state: &AppState) -> Ports {
         identity: Arc::new(RequestIdentity(state.settings.clone())),
         ledger: Arc::new(StoreLedger {
             store: state.store.clone(),
+            state: state.clone(),
             verified: Arc::default(),
         }),
     }
+}
+
+/// The Notifications tab: targets from the settings, deliveries from the store (admins).
+async fn notifications(state: &AppState, undelivered_only: bool) -> Result<String, AppError> {
+    super::console::allowed(state, crate::auth::policy::Action::ViewDeliveries, None).await?;
+    let store = &state.store;
+    let rows = store
+        .recent_deliveries(100, undelivered_only)
+        .await
+        .map_err(store_error)?;
+    let (pending, failed, delivered) = store.delivery_counts().await.map_err(store_error)?;
+    let settings = &state.settings.notifications;
+    let targets = settings
+        .targets
+        .iter()
+        .map(|t| TargetView {
+            name: t.name.clone(),
+            kind: format!("{:?}", t.kind).to_lowercase(),
+            subscriptions: settings
+                .subscriptions
+                .iter()
+                .filter(|s| s.target == t.name)
+                .map(crate::notify::describe_subscription)
+                .collect(),
+        })
+        .collect();
+    let view = DeliveriesView {
+        targets,
+        deliveries: rows
+            .into_iter()
+            .map(|d| DeliveryView {
+                id: d.id,
+                target: d.target,
+                status: d.status,
+                attempts: d.attempts,
+                trigger: d.trigger,
+                application: d.application,
+                entry: format!("e{}", d.timeline_id),
+                occurred_at: d.occurred_at,
+                last_attempt_at: d.last_attempt_at,
+                next_attempt_at: d.next_attempt_at,
+                last_error: d.last_error,
+            })
+            .collect(),
+        pending,
+        failed,
+        delivered,
+        now: crate::clock::now(),
+    };
+    Ok(app::pages::notifications::render(view, undelivered_only))
 }
 
 /// The ledger through the store. Walking the whole chain costs time proportional to its length,
 /// so a verification is reused for 30 seconds.
 struct StoreLedger {
     store: Store,
+    state: AppState,
     verified:
         Arc<tokio::sync::Mutex<Option<(std::time::Instant, crate::store::AuditVerification)>>>,
 }
@@ -33,6 +88,18 @@ struct StoreLedger {
 #[async_trait]
 impl Ledger for StoreLedger {
     async fn audit(&self, q: AuditQuery) -> Result<AuditView, AppError> {
+        if q.view == "notifications" {
+            let html = notifications(&self.state, q.show == "undelivered").await?;
+            return Ok(AuditView {
+                entries: Vec::new(),
+                next: None,
+                chain_ok: true,
+                verified_through: 0,
+                first_bad: None,
+                problem: None,
+                notifications: Some(html),
+            });
+        }
         let some = |s: &str| (!s.trim().is_empty()).then(|| s.trim().to_owned());
         let filter = crate::store::AuditFilter {
             actor: some(&q.actor),
@@ -84,6 +151,7 @@ impl Ledger for StoreLedger {
             verified_through: verification.verified_through,
             first_bad: verification.first_bad,
             problem: verification.problem,
+            notifications: None,
         })
     }
 }

@@ -187,6 +187,29 @@ impl Routes {
     }
 }
 
+/// A subscription in one line: "project web · application shop · sync_failed, drift_opened".
+pub fn describe_subscription(s: &Subscription) -> String {
+    let mut parts = Vec::new();
+    if !s.projects.is_empty() {
+        parts.push(format!("project {}", s.projects.join(", ")));
+    }
+    if !s.applications.is_empty() {
+        parts.push(format!("application {}", s.applications.join(", ")));
+    }
+    if parts.is_empty() {
+        parts.push("every application".into());
+    }
+    parts.push(match &s.triggers {
+        Some(list) => list
+            .iter()
+            .map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
+        None => "every trigger but sync_succeeded".into(),
+    });
+    parts.join(" · ")
+}
+
 /// Backoff before attempt `attempts + 1`: `initial · 2^(attempts-1)`, at most `max`.
 pub fn backoff(attempts: u32, initial: Duration, max: Duration) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));

@@ -324,8 +324,18 @@ async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Result<(), S
         } else {
             "request failed"
         };
-        // Without the URL (it can hold a credential).
-        format!("{kind}: {}", e.without_url())
+        // The innermost cause ("Connection refused (os error 111)"), never the URL: a Slack
+        // URL carries its credential in the path.
+        let mut cause: &dyn std::error::Error = &e;
+        while let Some(next) = cause.source() {
+            cause = next;
+        }
+        let cause = cause.to_string();
+        if cause.contains("://") {
+            kind.to_owned()
+        } else {
+            format!("{kind}: {cause}")
+        }
     })?;
     let status = response.status();
     if status.is_success() {

@@ -356,6 +356,25 @@ impl Store {
         Ok(())
     }
 
+    /// How many deliveries are pending, failed (given up) and delivered.
+    pub async fn delivery_counts(&self) -> Result<(i64, i64, i64), StoreError> {
+        let rows = sqlx::query(
+            "SELECT status, COUNT(*) AS n FROM notification_deliveries GROUP BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut counts = (0, 0, 0);
+        for r in rows {
+            let (status, n): (String, i64) = (r.try_get("status")?, r.try_get("n")?);
+            match status.as_str() {
+                "pending" => counts.0 = n,
+                "failed" => counts.1 = n,
+                _ => counts.2 = n,
+            }
+        }
+        Ok(counts)
+    }
+
     /// The latest deliveries (newest event first), optionally only those not delivered.
     pub async fn recent_deliveries(
         &self,

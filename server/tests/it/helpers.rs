@@ -73,10 +73,8 @@ impl TestDb {
         s.server.listen = "127.0.0.1:0".parse().unwrap();
         s.auth.admin_password = Some(server::config::Secret::new(ADMIN_PASSWORD));
         // Git mirrors outside the source tree (the default, data/git, is relative to the cwd).
-        s.git.cache_dir = std::env::temp_dir().join(format!(
-            "tidemark-it-git-{}",
-            uuid::Uuid::new_v4().simple()
-        ));
+        s.git.cache_dir =
+            std::env::temp_dir().join(format!("tidemark-it-git-{}", uuid::Uuid::new_v4().simple()));
         s
     }
 

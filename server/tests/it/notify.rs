@@ -575,7 +575,10 @@ async fn a_failing_target_is_given_up_after_max_attempts_and_shown_with_its_erro
     );
     let unreachable = rows.iter().find(|r| r.target == "fine").unwrap();
     let error = unreachable.last_error.as_deref().unwrap();
-    assert!(error.starts_with("connection failed"), "{error}");
+    assert!(
+        error.starts_with("connection failed: ") && error.contains("refused"),
+        "{error}"
+    );
     assert!(
         !error.contains("unreachable"),
         "no URL in errors (they can hold credentials): {error}"
