@@ -385,4 +385,47 @@ mod tests {
             "{text}"
         );
     }
+
+    #[test]
+    fn the_example_alert_rules_name_only_series_tidemark_exports() {
+        let m = Metrics::new();
+        m.set_apps(
+            &[AppGauges {
+                application: "shop".into(),
+                project: "web".into(),
+                sync_status: "Synced".into(),
+                health: "Healthy".into(),
+                drift_since: None,
+                pending_requests: 0,
+                pinned: false,
+                last_synced_at: Some(1),
+            }],
+            2,
+        );
+        m.observe_reconcile("shop", "web", Duration::from_millis(5), Some("store"));
+        m.observe_delivery("hook", "failed");
+        let exported = m.render();
+        let rules: serde_json::Value =
+            serde_saphyr::from_str(include_str!("../../deploy/prometheus/tidemark-rules.yaml"))
+                .unwrap();
+        let mut checked = 0;
+        for group in rules["groups"].as_array().unwrap() {
+            for rule in group["rules"].as_array().unwrap() {
+                let expr = rule["expr"].as_str().unwrap();
+                for (i, _) in expr.match_indices("tidemark_") {
+                    let name: String = expr[i..]
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                        .collect();
+                    assert!(
+                        exported.contains(&format!("\n{name}{{")),
+                        "{name} (rule {}) is not exported",
+                        rule["alert"]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked >= 9, "{checked}");
+    }
 }

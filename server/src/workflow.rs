@@ -357,7 +357,7 @@ pub async fn rollback(
                 app,
                 "rollback_requested",
                 &format!("{} asked to roll back to {}: {reason}; sync request #{id} waits for {} approval(s)", who.display_name, short(&target.revision), policy.required),
-                &json!({"request": id, "revision": target.revision, "by": who.id, "reason": reason}),
+                &json!({"request": id, "revision": target.revision, "by": who.id, "reason": reason, "approvers": policy.groups}),
                 now,
             )
             .await

@@ -135,6 +135,11 @@ pub fn safe_detail(detail: &Value) -> Value {
             out.insert(key.to_owned(), v.clone());
         }
     }
+    // Approver groups: names from the policy.
+    if let Some(groups) = detail["approvers"].as_array() {
+        let names: Vec<Value> = groups.iter().filter(|g| g.is_string()).cloned().collect();
+        out.insert("approvers".into(), Value::Array(names));
+    }
     if let Some(resources) = detail["resources"].as_array() {
         let names: Vec<Value> = resources
             .iter()
@@ -471,6 +476,30 @@ mod tests {
             ["web-failures"]
         );
         assert_eq!(routes.targets(Trigger::DriftOpened, "ops", "db"), ["all"]);
+    }
+
+    #[test]
+    fn messages_link_the_entry_and_name_the_approvers() {
+        let m = Message {
+            idempotency_key: "k-1".into(),
+            trigger: Trigger::ApprovalRequested,
+            application: "shop".into(),
+            project: "web".into(),
+            occurred_at: 0,
+            text: "sync request #3 waits for 2 approval(s)".into(),
+            url: "https://t.example/applications/shop?tab=timeline#e9".into(),
+            detail: json!({"request": 3, "approvers": ["platform", "security"]}),
+            attempt: 1,
+        };
+        let slack = m.slack();
+        assert_eq!(
+            slack["text"],
+            "*Approval requested* — <https://t.example/applications/shop?tab=timeline#e9|shop> (web): \
+             sync request #3 waits for 2 approval(s)\nApprovers: platform, security"
+        );
+        assert_eq!(m.json()["idempotency_key"], "k-1");
+        assert!(m.mail_body().contains("approvers: platform, security"));
+        assert!(m.mail_body().ends_with("Tidemark event k-1\n"));
     }
 
     #[test]

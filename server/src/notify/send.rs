@@ -62,7 +62,7 @@ impl Message {
     /// Slack (and Mattermost/Rocket.Chat) incoming-webhook body: `text` for every client, and
     /// blocks with a context line carrying the idempotency key.
     pub fn slack(&self) -> Value {
-        let text = format!(
+        let mut text = format!(
             "*{}* — <{}|{}> ({}): {}",
             self.trigger.title(),
             self.url,
@@ -70,6 +70,9 @@ impl Message {
             self.project,
             self.text
         );
+        if let Some(groups) = self.approvers() {
+            text.push_str(&format!("\nApprovers: {groups}"));
+        }
         json!({
             "text": text,
             "blocks": [
@@ -78,6 +81,16 @@ impl Message {
                     "text": format!("Tidemark · {} · event {}", crate::clock::rfc3339(self.occurred_at), self.idempotency_key)}]}
             ]
         })
+    }
+
+    /// The approver groups an approval request names ("platform, security"), if any.
+    fn approvers(&self) -> Option<String> {
+        let groups: Vec<&str> = self.detail["approvers"]
+            .as_array()?
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        (!groups.is_empty()).then(|| groups.join(", "))
     }
 
     /// The e-mail's plain-text body.

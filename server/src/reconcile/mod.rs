@@ -652,7 +652,7 @@ async fn request_approval(
                     &app.name,
                     "sync_requested",
                     &format!("sync request #{id} {why} ({short}) waits for {required} approval(s)"),
-                    &json!({"request": id, "revision": sha, "digest": digest, "cause": cause, "required": required}),
+                    &json!({"request": id, "revision": sha, "digest": digest, "cause": cause, "required": required, "approvers": app.approvals.groups}),
                     now,
                 )
                 .await?;

@@ -280,7 +280,7 @@ async fn every_trigger_notifies_once_retries_after_500_and_is_signed_on_both_bac
             (
                 "sync_requested",
                 "sync request #3 waits for 2 approval(s)",
-                json!({"request": 3, "revision": "abc", "required": 2}),
+                json!({"request": 3, "revision": "abc", "required": 2, "approvers": ["platform", "security"]}),
                 Some("approval_requested"),
             ),
             (
@@ -408,6 +408,15 @@ async fn every_trigger_notifies_once_retries_after_500_and_is_signed_on_both_bac
                 body["idempotency_key"].as_str().unwrap()
             );
         }
+        let asked = hook
+            .iter()
+            .find(|r| r.json()["detail"]["request"] == 3)
+            .unwrap()
+            .json();
+        assert_eq!(
+            asked["detail"]["approvers"],
+            json!(["platform", "security"])
+        );
         let drift = hook
             .iter()
             .find(|r| r.json()["trigger"] == "drift_opened")
