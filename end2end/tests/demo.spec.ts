@@ -125,4 +125,26 @@ test.describe.serial("the README walkthrough on the demo", () => {
     }
     await expect(page.locator("#chain-status")).toContainText("verified");
   });
+
+  test("7. each step was also sent as a signed notification", async ({ page }) => {
+    await signIn(page, "admin");
+    await page.goto("/audit?view=notifications");
+    await expect(page.getByTestId("targets")).toContainText("demo-inbox");
+    const table = page.getByTestId("deliveries");
+    for (const trigger of ["rollback_performed", "drift_opened", "approval_requested", "sync_succeeded", "health_degraded"]) {
+      await expect(async () => {
+        await page.reload();
+        await expect(table.locator('tr[data-status="delivered"]', { hasText: trigger }).first()).toBeVisible({ timeout: 1_000 });
+      }).toPass({ timeout: 15_000 });
+    }
+    await page.screenshot({ path: shot("notifications"), fullPage: true });
+    const received = readFileSync(`${dir}/notifications.jsonl`, "utf8")
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
+    expect(received.length).toBeGreaterThan(5);
+    expect(received.every((r) => r.signature_ok)).toBe(true);
+    const rollback = received.find((r) => r.payload.trigger === "rollback_performed").payload;
+    expect(rollback.url).toMatch(/^http:\/\/127\.0\.0\.1:3400\/applications\/guestbook\?tab=timeline#e\d+$/);
+  });
 });

@@ -28,7 +28,7 @@ CREATE TABLE notification_deliveries (
     delivered_at     BIGINT,
     UNIQUE (event_id, target)
 );
-CREATE INDEX notification_deliveries_due ON notification_deliveries (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX notification_deliveries_due ON notification_deliveries (target, next_attempt_at) WHERE status = 'pending';
 
 -- Time-based triggers fire once: a drift episode still open after N minutes, a pin older than N hours.
 ALTER TABLE drift_episodes ADD COLUMN stale_notified_at BIGINT;

@@ -55,6 +55,8 @@ pub struct Demo {
     pub credentials: Credentials,
     pub fresh: bool,
     pub sandbox: SocketAddr,
+    /// The local webhook receiver every notification goes to (see [`serve_inbox`]).
+    pub inbox: std::net::TcpListener,
 }
 
 const AUTHORS: [(&str, &str); 3] = [
@@ -427,6 +429,34 @@ impl Demo {
                 0,
             ),
         ];
+        // Notifications: every trigger, signed, to a receiver inside the demo process that
+        // appends them to notifications.jsonl.
+        let inbox = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.set_nonblocking(true).map(|()| l))
+            .map_err(io("opening the demo's notification inbox"))?;
+        let inbox_port = inbox
+            .local_addr()
+            .map_err(io("opening the demo's notification inbox"))?
+            .port();
+        let key_file = dir.join("inbox.key");
+        if fresh || !key_file.exists() {
+            std::fs::write(&key_file, password()).map_err(io("saving the inbox key"))?;
+        }
+        settings.notifications = toml::from_str(&format!(
+            r#"
+            [[targets]]
+            name = "demo-inbox"
+            type = "webhook"
+            url = "http://127.0.0.1:{inbox_port}/hook"
+            secret_file = "{}"
+            [[subscriptions]]
+            target = "demo-inbox"
+            triggers = {:?}
+            "#,
+            key_file.display(),
+            crate::notify::Trigger::ALL.map(|t| t.as_str())
+        ))
+        .map_err(|e| DemoError::Io(format!("demo notification settings: {e}")))?;
         settings.auth.admin_password = Some(Secret::new(credentials.admin.clone()));
         settings.auth.bindings = ["deployer1", "deployer2"]
             .into_iter()
@@ -443,6 +473,7 @@ impl Demo {
             credentials,
             fresh,
             sandbox,
+            inbox,
         })
     }
 
@@ -488,9 +519,57 @@ impl Demo {
             "Make a new revision:",
             &format!("    sed -i 's/replicas: 3/replicas: 4/' {repo}/apps/guestbook/app.yaml && git -C {repo} -c user.name=You -c user.email=you@example.com commit -qam \"guestbook: four replicas\""),
             "",
+            &format!("Notifications (signed webhooks) land in {dir}/notifications.jsonl; admins see the"),
+            "deliveries under Audit → Notifications.",
+            "",
             &format!("State is kept under {dir}; `rm -rf {dir}` starts over. Ctrl-C stops."),
         ])
     }
+}
+
+/// Serves the demo's notification inbox: each POST is checked against the key in `inbox.key`
+/// and appended to `notifications.jsonl` as `{"received_at", "signature_ok", "payload"}`.
+pub fn serve_inbox(
+    listener: std::net::TcpListener,
+    dir: &Path,
+) -> Result<tokio::task::JoinHandle<()>, DemoError> {
+    let key = std::fs::read_to_string(dir.join("inbox.key")).map_err(io("reading inbox.key"))?;
+    let log = dir.join("notifications.jsonl");
+    let listener = tokio::net::TcpListener::from_std(listener).map_err(io("serving the inbox"))?;
+    let receive = move |headers: axum::http::HeaderMap, body: String| {
+        let (key, log) = (key.clone(), log.clone());
+        async move {
+            let signature = headers
+                .get("x-tidemark-signature")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_default();
+            let ok = signature == format!("sha256={}", crate::notify::sign(key.trim(), &body));
+            let line = serde_json::json!({
+                "received_at": crate::clock::rfc3339(crate::clock::now()),
+                "signature_ok": ok,
+                "payload": serde_json::from_str::<Value>(&body).unwrap_or(Value::Null),
+            });
+            let appended = tokio::task::spawn_blocking(move || {
+                use std::io::Write;
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log)
+                    .and_then(|mut f| writeln!(f, "{line}"))
+            })
+            .await;
+            match appended {
+                Ok(Ok(())) => axum::http::StatusCode::NO_CONTENT,
+                _ => axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            }
+        }
+    };
+    let app = axum::Router::new().route("/hook", axum::routing::post(receive));
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the demo's notification inbox stopped");
+        }
+    }))
 }
 
 /// Plays the last steps of each application's history against a running Tidemark, as its

@@ -240,6 +240,7 @@ async fn demo(
         let mut stopped = stopped;
         let _ = stopped.changed().await;
     }));
+    let inbox = server::demo::serve_inbox(demo.inbox.try_clone()?, dir)?;
     let app = Application::build(demo.settings.clone()).await?;
     let store = Store::connect(&demo.settings.database).await?;
     demo.accounts(&store).await?;
@@ -269,6 +270,7 @@ async fn demo(
     app.run_until_stopped(shutdown_signal()).await?;
     let _ = stop.send(true);
     let _ = cluster.await;
+    inbox.abort();
     println!(
         "Tidemark demo stopped; its state is kept under {}.",
         dir.display()

@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::config::{NotificationSettings, NotificationTimes, Subscription};
 use crate::store::{Delivery, Store, StoreError};
-pub use send::{Message, Target, TargetError};
+pub use send::{sign, Message, Target, TargetError};
 
 /// What happened, as subscriptions name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -234,6 +234,17 @@ pub struct Notifier {
 
 /// How often the outbox is looked at (new events are delivered within about this long).
 const TICK: Duration = Duration::from_millis(500);
+/// Aborts the tasks it holds when dropped (the sender's per-target workers).
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// How long a sender holds a claimed delivery before another may try it (HA replicas).
 const LEASE_MS: i64 = 60_000;
 /// Every attempt gives up after this long.
@@ -264,9 +275,28 @@ impl Notifier {
         })
     }
 
-    /// Runs until aborted.
+    /// Runs until the handle is aborted: one task routes new events and fires the time-based
+    /// triggers; each target has its own delivery task, so a slow or failing target delays only
+    /// its own deliveries.
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        let me = Arc::new(self);
         tokio::spawn(async move {
+            let workers = me
+                .targets
+                .keys()
+                .map(|name| {
+                    let (me, name) = (me.clone(), name.clone());
+                    tokio::spawn(async move {
+                        loop {
+                            if let Err(e) = me.deliver(&name).await {
+                                tracing::warn!(target = %name, error = %e, "notification delivery failed");
+                            }
+                            tokio::time::sleep(TICK).await;
+                        }
+                    })
+                })
+                .collect();
+            let _workers = AbortOnDrop(workers);
             let mut tick = tokio::time::interval(TICK);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut since_watch = Duration::MAX;
@@ -275,12 +305,12 @@ impl Notifier {
                 since_watch = since_watch.saturating_add(TICK);
                 if since_watch >= Duration::from_secs(5) {
                     since_watch = Duration::ZERO;
-                    if let Err(e) = self.watch().await {
+                    if let Err(e) = me.watch().await {
                         tracing::warn!(error = %e, "notification watch failed");
                     }
                 }
-                if let Err(e) = self.step().await {
-                    tracing::warn!(error = %e, "notification sender step failed");
+                if let Err(e) = me.route().await {
+                    tracing::warn!(error = %e, "notification routing failed");
                 }
             }
         })
@@ -296,9 +326,9 @@ impl Notifier {
         Ok(())
     }
 
-    /// Routes new outbox events and makes every due delivery attempt (targets in parallel,
-    /// each target's deliveries in order).
-    pub async fn step(&self) -> Result<(), StoreError> {
+    /// Gives new outbox events their deliveries (one per subscribed target), and gives up the
+    /// pending deliveries of targets no longer configured.
+    pub async fn route(&self) -> Result<(), StoreError> {
         let now = clock::now();
         for event in self.store.unrouted_notifications(100).await? {
             let trigger = Trigger::parse(&event.trigger);
@@ -311,34 +341,29 @@ impl Notifier {
                 .collect();
             self.store.route_notification(event.id, &known, now).await?;
         }
-        let due = self.store.due_deliveries(now, 200).await?;
-        let mut by_target: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
-        for d in due {
-            by_target.entry(d.target.clone()).or_default().push(d);
+        let configured: Vec<&str> = self.targets.keys().map(String::as_str).collect();
+        self.store.abandon_unconfigured(&configured, now).await?;
+        Ok(())
+    }
+
+    /// Attempts every due delivery of one target, oldest event first.
+    pub async fn deliver(&self, name: &str) -> Result<(), StoreError> {
+        let Some(target) = self.targets.get(name) else {
+            return Ok(());
+        };
+        for d in self.store.due_deliveries(name, clock::now(), 100).await? {
+            self.attempt(target, d).await?;
         }
-        let runs = by_target.into_iter().map(|(name, deliveries)| async move {
-            let Some(target) = self.targets.get(&name) else {
-                for d in deliveries {
-                    let _ = self
-                        .store
-                        .delivery_failed(
-                            d.id,
-                            d.attempts + 1,
-                            "the target is no longer configured",
-                            None,
-                            clock::now(),
-                        )
-                        .await;
-                }
-                return;
-            };
-            for d in deliveries {
-                if let Err(e) = self.attempt(target, d).await {
-                    tracing::warn!(target = %name, error = %e, "cannot record a delivery");
-                }
-            }
-        });
-        futures_util::future::join_all(runs).await;
+        Ok(())
+    }
+
+    /// One round of everything, as the tasks of [`Notifier::spawn`] do it (tests drive this).
+    pub async fn step(&self) -> Result<(), StoreError> {
+        self.route().await?;
+        let runs = self.targets.keys().map(|name| self.deliver(name));
+        for result in futures_util::future::join_all(runs).await {
+            result?;
+        }
         Ok(())
     }
 

@@ -255,9 +255,10 @@ impl Store {
         Ok(())
     }
 
-    /// Pending deliveries whose next attempt is due, oldest event first.
+    /// Pending deliveries to `target` whose next attempt is due, oldest event first.
     pub async fn due_deliveries(
         &self,
+        target: &str,
         now: Millis,
         limit: i64,
     ) -> Result<Vec<Delivery>, StoreError> {
@@ -265,9 +266,10 @@ impl Store {
             "SELECT d.id, d.target, d.attempts, d.next_attempt_at, e.idempotency_key, e.trigger_name,
                     e.application, e.project, e.timeline_id, e.occurred_at, e.message, e.detail
              FROM notification_deliveries d JOIN notification_events e ON e.id = d.event_id
-             WHERE d.status = 'pending' AND d.next_attempt_at <= $1
-             ORDER BY d.event_id, d.id LIMIT $2",
+             WHERE d.status = 'pending' AND d.target = $1 AND d.next_attempt_at <= $2
+             ORDER BY d.event_id, d.id LIMIT $3",
         )
+        .bind(target)
         .bind(now)
         .bind(limit)
         .fetch_all(&self.pool)
@@ -291,6 +293,32 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Gives up the pending deliveries of targets not in `configured` (removed from the config).
+    pub async fn abandon_unconfigured(
+        &self,
+        configured: &[&str],
+        now: Millis,
+    ) -> Result<u64, StoreError> {
+        let placeholders: Vec<String> = (0..configured.len())
+            .map(|i| format!("${}", i + 2))
+            .collect();
+        let filter = if configured.is_empty() {
+            String::new()
+        } else {
+            format!(" AND target NOT IN ({})", placeholders.join(", "))
+        };
+        let sql = format!(
+            "UPDATE notification_deliveries SET status = 'failed',
+                 last_error = 'the target is no longer configured', last_attempt_at = $1
+             WHERE status = 'pending'{filter}"
+        );
+        let mut query = sqlx::query(&sql).bind(now);
+        for name in configured {
+            query = query.bind(*name);
+        }
+        Ok(query.execute(&self.pool).await?.rows_affected())
     }
 
     /// Takes a due delivery for one attempt by moving its next attempt to `lease_until`; false

@@ -958,6 +958,16 @@ async fn a_running_tidemark_notifies_approvals_drift_and_rollback_and_its_metric
     };
     let mut f = fixture_approvals(app::model::SyncPolicy::Manual, false, policy).await;
     let receiver = Receiver::start().await;
+    // A target that accepts connections and never answers: it must hold up neither the
+    // reconciler nor the other target.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let black_hole_url = format!("http://{}/hook", black_hole.local_addr().unwrap());
+    let _held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = black_hole.accept().await {
+            open.push(conn);
+        }
+    });
     f.settings.reconcile.interval_secs = 1;
     f.settings.notifications = notification_settings(&format!(
         r#"
@@ -968,9 +978,15 @@ async fn a_running_tidemark_notifies_approvals_drift_and_rollback_and_its_metric
         name = "hook"
         type = "webhook"
         url = "{base}/hook"
+        [[targets]]
+        name = "black-hole"
+        type = "webhook"
+        url = "{black_hole_url}"
         [[subscriptions]]
         target = "hook"
         triggers = {all:?}
+        [[subscriptions]]
+        target = "black-hole"
         "#,
         base = receiver.base,
         all = Trigger::ALL.iter().map(|t| t.as_str()).collect::<Vec<_>>()
@@ -1132,6 +1148,11 @@ async fn a_running_tidemark_notifies_approvals_drift_and_rollback_and_its_metric
         );
     }
     assert_eq!(receiver.delivered("/hook").len(), total);
+    let stuck = f.store.recent_deliveries(500, true).await.unwrap();
+    assert!(
+        !stuck.is_empty() && stuck.iter().all(|d| d.target == "black-hole"),
+        "only the black hole is behind: {stuck:?}"
+    );
     let text = server
         .anonymous
         .get(format!("{}/metrics", server.base))
