@@ -257,5 +257,26 @@ fn main() {
                 if ours.p99 < 50.0 && ours.rps >= 1000.0 { "met" } else { "NOT MET" }
             );
         }
+
+        // /metrics: the per-application gauges are read from the store at each scrape.
+        let metrics_url = format!("http://{tidemark}/metrics");
+        let (mut scrapes, mut queries, mut size) = (Vec::new(), Vec::new(), 0);
+        for _ in 0..20 {
+            let t = std::time::Instant::now();
+            store.app_gauges().await.unwrap();
+            queries.push(t.elapsed());
+            let t = std::time::Instant::now();
+            let text = client.get(&metrics_url).send().await.unwrap().text().await.unwrap();
+            scrapes.push(t.elapsed());
+            size = text.len();
+        }
+        scrapes.sort();
+        queries.sort();
+        println!(
+            "/metrics at {apps} applications ({size} bytes): scrape median {:.2?}, its store query alone {:.2?} (ratio {:.2})",
+            scrapes[10],
+            queries[10],
+            scrapes[10].as_secs_f64() / queries[10].as_secs_f64()
+        );
     });
 }
