@@ -15,6 +15,9 @@ use crate::http::{self, AppState};
 use crate::store::{DeclaredCatalog, Store, StoreError};
 use crate::telemetry::Metrics;
 
+/// Finished (delivered or given-up) notification deliveries are kept this long.
+const NOTIFICATIONS_KEPT_MS: i64 = 30 * 24 * 3_600_000;
+
 /// Why Tidemark could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartupError {
@@ -197,7 +200,8 @@ impl Application {
         ));
         // Notifications go out on their own task: a failing target never holds up the loop.
         pollers.push(self.notifier.spawn());
-        // Expired sessions and old sign-in failures are deleted every ten minutes.
+        // Expired sessions, old sign-in failures and finished notification deliveries older
+        // than 30 days are deleted every ten minutes.
         let store = self.store.clone();
         pollers.push(tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(600));
@@ -206,6 +210,9 @@ impl Application {
                 let now = crate::clock::now();
                 if let Err(e) = store.purge_identity(now, now - 24 * 3_600_000).await {
                     tracing::warn!(error = %e, "could not purge expired sessions");
+                }
+                if let Err(e) = store.purge_notifications(now - NOTIFICATIONS_KEPT_MS).await {
+                    tracing::warn!(error = %e, "could not purge old notification deliveries");
                 }
             }
         }));

@@ -384,6 +384,30 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes finished deliveries (delivered or given up) last touched before `before`, and the
+    /// events left without deliveries; pending ones are kept whatever their age.
+    pub async fn purge_notifications(&self, before: Millis) -> Result<u64, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let deliveries = sqlx::query(
+            "DELETE FROM notification_deliveries
+             WHERE status <> 'pending' AND COALESCE(delivered_at, last_attempt_at, 0) < $1",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        sqlx::query(
+            "DELETE FROM notification_events
+             WHERE routed_at IS NOT NULL AND routed_at < $1
+               AND NOT EXISTS (SELECT 1 FROM notification_deliveries d WHERE d.event_id = notification_events.id)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(deliveries)
+    }
+
     /// How many deliveries are pending, failed (given up) and delivered.
     pub async fn delivery_counts(&self) -> Result<(i64, i64, i64), StoreError> {
         let rows = sqlx::query(

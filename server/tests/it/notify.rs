@@ -498,6 +498,14 @@ async fn every_trigger_notifies_once_retries_after_500_and_is_signed_on_both_bac
             "two retries in all"
         );
         assert!(store.recent_deliveries(100, true).await.unwrap().is_empty());
+        // Retention on this backend: everything finished before the cut-off goes.
+        let purged = store.purge_notifications(now + 3_600_000).await.unwrap();
+        assert_eq!(purged, u64::try_from(rows.len()).unwrap());
+        assert!(store
+            .recent_deliveries(100, false)
+            .await
+            .unwrap()
+            .is_empty());
         drop(store);
         db.drop_db().await;
     }
@@ -593,6 +601,29 @@ async fn a_failing_target_is_given_up_after_max_attempts_and_shown_with_its_erro
         "no URL in errors (they can hold credentials): {error}"
     );
     assert_eq!(receiver.all().len(), 2);
+
+    // Retention: finished deliveries older than the cut-off go, with their events; pending stay.
+    store
+        .add_timeline(
+            "guestbook",
+            "rollback",
+            "again",
+            &json!({}),
+            server::clock::now(),
+        )
+        .await
+        .unwrap();
+    notifier.route().await.unwrap();
+    let purged = store
+        .purge_notifications(server::clock::now() + 1)
+        .await
+        .unwrap();
+    assert_eq!(purged, 2);
+    let left = store.recent_deliveries(10, false).await.unwrap();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left
+        .iter()
+        .all(|d| d.status == "pending" && d.message == "again"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
