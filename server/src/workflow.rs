@@ -60,22 +60,38 @@ pub async fn may_approve(
             policy.groups.join(", ")
         )));
     }
-    // Four-eyes: the commit's author does not approve their own change.
+    // Four-eyes: the author of the change does not approve it. The request is bound to the
+    // branch tip, which can be another application's commit: the newest commit touching this
+    // application's path counts too.
     let email = store
         .user(&who.id)
         .await
         .map_err(|e| internal_error(&e))?
         .and_then(|u| u.email);
-    let author = store
-        .commit_author_email(&source.repository, &req.revision)
-        .await
-        .map_err(|e| internal_error(&e))?;
-    if let (Some(mine), Some(author)) = (&email, &author) {
-        if mine.eq_ignore_ascii_case(author) && req.cause == "revision" {
-            return Err(AppError::Forbidden(format!(
-                "you authored commit {} ({author}); someone else must approve it",
-                short(&req.revision)
-            )));
+    if let (Some(mine), "revision") = (&email, req.cause.as_str()) {
+        let mut commits = vec![req.revision.clone()];
+        if let Some((sha, _, _)) = store
+            .last_app_change(&req.application, &source.repository, &req.revision)
+            .await
+            .map_err(|e| internal_error(&e))?
+        {
+            commits.push(sha);
+        }
+        for sha in commits {
+            let author = store
+                .commit_author_email(&source.repository, &sha)
+                .await
+                .map_err(|e| internal_error(&e))?;
+            if author
+                .as_ref()
+                .is_some_and(|a| a.eq_ignore_ascii_case(mine))
+            {
+                return Err(AppError::Forbidden(format!(
+                    "you authored commit {} ({}); someone else must approve it",
+                    short(&sha),
+                    author.unwrap_or_default()
+                )));
+            }
         }
     }
     if req.requested_by.as_deref() == Some(who.id.as_str()) {

@@ -441,7 +441,8 @@ impl Store {
     }
 
     /// The newest commit touching `app`'s path at or before `sha` (what a request for `sha`
-    /// changes in this application): its SHA, subject line and author name.
+    /// changes in this application): its SHA, subject line and author name. A `sha` Tidemark
+    /// did not store touches no application path: then the newest change overall.
     pub async fn last_app_change(
         &self,
         app: &str,
@@ -452,7 +453,9 @@ impl Store {
             "SELECT c.sha, c.title, c.author_name
              FROM app_commits ac JOIN commits c ON c.repository = ac.repository AND c.sha = ac.sha
              WHERE ac.application = $1 AND ac.reachable = 1
-               AND ac.committed_at <= (SELECT committed_at FROM commits WHERE repository = $2 AND sha = $3)
+               AND ac.committed_at <= COALESCE(
+                   (SELECT committed_at FROM commits WHERE repository = $2 AND sha = $3),
+                   9223372036854775807)
              ORDER BY ac.committed_at DESC, ac.sha DESC LIMIT 1",
         )
         .bind(app)

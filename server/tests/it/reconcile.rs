@@ -1952,3 +1952,52 @@ async fn the_dashboard_shows_requests_timeline_diff_and_decides_through_server_f
         "{next:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_eyes_checks_the_applications_own_change_when_the_tip_is_another_commit() {
+    let policy = server::config::ApprovalPolicy {
+        required: 1,
+        ..Default::default()
+    };
+    let f = fixture_approvals(app::model::SyncPolicy::Manual, false, policy).await;
+    // guestbook's change is ada's (the fixture's commit); the tip is someone else's, elsewhere.
+    f.repo.write("docs/README.md", "hello\n");
+    f.repo.git(&["add", "-A"]);
+    f.repo.git(&[
+        "-c",
+        "user.name=Zed",
+        "-c",
+        "user.email=zed@example.com",
+        "commit",
+        "-qm",
+        "docs",
+    ]);
+    f.git.sync_repository("demo").await.unwrap();
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    let (server, people) = approvers(&f).await;
+    let req = f
+        .store
+        .sync_requests(Some("pending"), None, 1)
+        .await
+        .unwrap()[0]
+        .clone();
+    assert_eq!(
+        req.revision,
+        f.repo.git(&["rev-parse", "HEAD"]),
+        "the request is bound to the tip, an unrelated commit"
+    );
+    let (status, body) = decide(&server, &people["ada"], req.id, "approve", None).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("you authored commit"),
+        "{body}"
+    );
+    let (status, body) = decide(&server, &people["bob"], req.id, "approve", None).await;
+    assert_eq!(status, 200, "{body}");
+}
