@@ -176,23 +176,29 @@ fn audit(action: &str) -> AuditEvent {
 
 const MINUTE: i64 = 60_000;
 
+/// A migrated store holding the helpers' catalog (guestbook and podinfo in project demo).
+async fn catalog_store(db: &TestDb) -> Store {
+    let store = db.store().await;
+    let mut settings = db.settings();
+    catalog(&mut settings);
+    store
+        .sync_declared(
+            DeclaredCatalog {
+                repositories: &settings.repositories,
+                clusters: &settings.clusters,
+                applications: &settings.applications,
+            },
+            0,
+        )
+        .await
+        .unwrap();
+    store
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_trigger_notifies_once_retries_after_500_and_is_signed_on_both_backends() {
     for db in TestDb::both().await {
-        let store = db.store().await;
-        let mut settings = db.settings();
-        catalog(&mut settings);
-        store
-            .sync_declared(
-                DeclaredCatalog {
-                    repositories: &settings.repositories,
-                    clusters: &settings.clusters,
-                    applications: &settings.applications,
-                },
-                0,
-            )
-            .await
-            .unwrap();
+        let store = catalog_store(&db).await;
         let receiver = Receiver::start().await;
         let all: Vec<&str> = Trigger::ALL.iter().map(|t| t.as_str()).collect();
         let notifications = notification_settings(&format!(
@@ -514,20 +520,7 @@ async fn every_trigger_notifies_once_retries_after_500_and_is_signed_on_both_bac
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_target_is_given_up_after_max_attempts_and_shown_with_its_error() {
     let db = TestDb::sqlite();
-    let store = db.store().await;
-    let mut settings = db.settings();
-    catalog(&mut settings);
-    store
-        .sync_declared(
-            DeclaredCatalog {
-                repositories: &settings.repositories,
-                clusters: &settings.clusters,
-                applications: &settings.applications,
-            },
-            0,
-        )
-        .await
-        .unwrap();
+    let store = catalog_store(&db).await;
     let receiver = Receiver::start().await;
     receiver.set_down(true);
     let notifications = notification_settings(&format!(
@@ -800,20 +793,7 @@ impl Drop for SmtpReceiver {
 async fn e_mail_goes_out_over_starttls_with_a_login_from_a_secret_file() {
     let smtp = SmtpReceiver::start("mail-secret").await;
     let db = TestDb::sqlite();
-    let store = db.store().await;
-    let mut settings = db.settings();
-    catalog(&mut settings);
-    store
-        .sync_declared(
-            DeclaredCatalog {
-                repositories: &settings.repositories,
-                clusters: &settings.clusters,
-                applications: &settings.applications,
-            },
-            0,
-        )
-        .await
-        .unwrap();
+    let store = catalog_store(&db).await;
     let secrets = tempfile::tempdir().unwrap();
     let password_file = secrets.path().join("smtp-password");
     std::fs::write(&password_file, "mail-secret\n").unwrap();
