@@ -50,6 +50,39 @@ pub struct Settings {
     pub auth: AuthSettings,
     #[serde(default)]
     pub notifications: NotificationSettings,
+    #[serde(default)]
+    pub secrets: SecretsSettings,
+}
+
+/// Encryption at rest of the Secret data in stored renders (see [`crate::secrets`]). Without a
+/// key, Secret values are stored in plaintext and a warning is logged at start.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretsSettings {
+    /// Id of the active key: new writes use it and store it with each value (letters, digits,
+    /// `-`, `_`, `.`; start with a letter so `TIDEMARK__SECRETS__KEY_ID` stays a string).
+    pub key_id: String,
+    /// The active key, 32 bytes in standard base64 (`TIDEMARK__SECRETS__KEY`), or
+    pub key: Option<Secret>,
+    /// a file holding it (a Kubernetes Secret volume).
+    pub key_file: Option<PathBuf>,
+    /// Older keys by id, kept only to decrypt what they sealed
+    /// (`TIDEMARK__SECRETS__PREVIOUS_KEYS__<ID>`; ids from the environment are lowercased).
+    pub previous_keys: BTreeMap<String, Secret>,
+    /// Older keys by id, each in its own file.
+    pub previous_key_files: BTreeMap<String, PathBuf>,
+}
+
+impl Default for SecretsSettings {
+    fn default() -> Self {
+        Self {
+            key_id: "k1".into(),
+            key: None,
+            key_file: None,
+            previous_keys: BTreeMap::new(),
+            previous_key_files: BTreeMap::new(),
+        }
+    }
 }
 
 /// A secret string: never printed by `Debug` or `Display`.
@@ -410,6 +443,11 @@ pub struct GitSettings {
     /// `kubectl` (runs `kubectl kustomize`) or a `kustomize` binary (runs `kustomize build`).
     pub kustomize_command: String,
     pub kustomize_timeout_secs: u64,
+    /// How Kustomize renders are isolated: `bwrap` (default: a bubblewrap sandbox holding only
+    /// the checkout and the binary, no network) or `none` (unsafe: a repository can make
+    /// Kustomize read the host's files and fetch remote bases; for hosts without user
+    /// namespaces only, and logged as a warning at start).
+    pub kustomize_sandbox: crate::render::Sandbox,
     /// Accepted webhooks per repository per minute (more answer 429).
     pub webhook_rate_per_minute: u32,
 }
@@ -424,6 +462,7 @@ impl Default for GitSettings {
             max_total_bytes: limits.max_total_bytes,
             kustomize_command: limits.kustomize_command,
             kustomize_timeout_secs: limits.kustomize_timeout.as_secs(),
+            kustomize_sandbox: limits.kustomize_sandbox,
             webhook_rate_per_minute: 30,
         }
     }
@@ -438,6 +477,7 @@ impl GitSettings {
             max_total_bytes: self.max_total_bytes,
             kustomize_timeout: std::time::Duration::from_secs(self.kustomize_timeout_secs),
             kustomize_command: self.kustomize_command.clone(),
+            kustomize_sandbox: self.kustomize_sandbox,
         }
     }
 }

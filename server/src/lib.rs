@@ -13,6 +13,7 @@ pub mod notify;
 pub mod reconcile;
 pub mod render;
 pub mod sandbox;
+pub mod secrets;
 pub mod startup;
 pub mod store;
 pub mod telemetry;

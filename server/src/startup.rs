@@ -29,6 +29,8 @@ pub enum StartupError {
     Cluster(#[from] crate::cluster::client::ClusterError),
     #[error(transparent)]
     Notify(#[from] crate::notify::TargetError),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -54,8 +56,28 @@ pub struct Application {
 impl Application {
     /// Opens and migrates the store, records the declared catalog and binds the listener.
     pub async fn build(settings: Settings) -> Result<Self, StartupError> {
-        let store = Store::connect(&settings.database).await?;
+        let keyring = crate::secrets::Keyring::from_settings(&settings.secrets)?;
+        if keyring.is_none() {
+            tracing::warn!("{}", crate::secrets::NO_KEY_WARNING);
+        }
+        if settings.git.kustomize_sandbox == crate::render::Sandbox::None {
+            tracing::warn!(
+                "git.kustomize_sandbox = \"none\": Kustomize renders are not isolated; a \
+                 repository can make Kustomize read this host's directories and fetch remote \
+                 bases. Use \"bwrap\" wherever user namespaces are available."
+            );
+        }
+        let store = Store::connect(&settings.database)
+            .await?
+            .with_secrets(keyring.map(Arc::new));
         store.migrate().await?;
+        let sealed = store.seal_stored_renders().await?;
+        if sealed > 0 {
+            tracing::info!(
+                sealed,
+                "stored renders re-encrypted with the active secrets key"
+            );
+        }
         store
             .sync_declared(
                 DeclaredCatalog {

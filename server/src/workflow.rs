@@ -397,7 +397,7 @@ async fn apply_rollback(
     let app = source.name.as_str();
     let content = deps
         .store
-        .snapshot(&target.digest)
+        .snapshot_to_apply(&target.digest)
         .await
         .map_err(|e| internal_error(&e))?
         .ok_or_else(|| {

@@ -1,6 +1,8 @@
 //! The guard every request passes through (SSR pages, server functions, REST, SSE): refuses
 //! cross-site state changes, finds the principal (API token or session), enforces the policy
 //! table's role within the application's project, and records denials in the audit ledger.
+//! Session timeouts are one pure decision (`session_verdict`); long-lived responses re-check
+//! their credential while they run (`while_valid`).
 
 use std::net::SocketAddr;
 
@@ -13,7 +15,8 @@ use serde_json::json;
 use tower_sessions::Session;
 
 use super::policy::{self, Action, Rule};
-use super::{sessions, tokens, Principal};
+use super::visibility::Visibility;
+use super::{sessions, tokens, AuthMethod, Principal};
 use crate::clock::{self, Millis};
 use crate::http::AppState;
 use app::model::AppError;
@@ -67,15 +70,21 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     let ip = client_ip(&req);
     req.extensions_mut().insert(ClientIp(ip.clone()));
     let session = req.extensions().get::<Session>().cloned();
-    let principal = match resolve(&state, req.headers(), session.as_ref()).await {
-        Ok(p) => p,
+    let (principal, credential) = match resolve(&state, req.headers(), session.as_ref()).await {
+        Ok(Some((p, c))) => (Some(p), Some(c)),
+        Ok(None) => (None, None),
         Err(response) => return response,
     };
+    if let Some(credential) = credential {
+        req.extensions_mut().insert(credential);
+    }
     let wants_json = path.starts_with("/api/") || path.starts_with("/_fn/");
 
     let action = match rule {
         Rule::Asset | Rule::Public => {
             if let Some(p) = principal {
+                let visibility = Visibility::of(&p, &state.settings.auth);
+                req.extensions_mut().insert(visibility);
                 req.extensions_mut().insert(p);
             }
             return next.run(req).await;
@@ -137,6 +146,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     .await
     {
         Ok(()) => {
+            let visibility = Visibility::of(&principal, &state.settings.auth);
+            req.extensions_mut().insert(visibility);
             req.extensions_mut().insert(principal);
             next.run(req).await
         }
@@ -234,13 +245,120 @@ pub fn same_site(headers: &HeaderMap, public_origin: Option<&str>) -> bool {
     }
 }
 
-/// The principal behind a request: a bearer token (which must be valid when present) or the
-/// session's sign-in (unless it has been idle or alive too long).
+/// How a request proved who it is, kept so a long-lived response (an SSE stream) can check
+/// again later that the proof still holds ([`still_valid`], [`while_valid`]).
+#[derive(Clone)]
+pub enum Credential {
+    /// A browser session, by its tower-sessions id.
+    Session { id: String },
+    /// An API token (the secret as presented; never logged).
+    Token { bearer: String },
+}
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credential::Session { .. } => f.write_str("Credential::Session(..)"),
+            Credential::Token { .. } => f.write_str("Credential::Token(..)"),
+        }
+    }
+}
+
+/// A session's idle and absolute timeouts, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionTimeouts {
+    /// Longest allowed silence between two requests.
+    pub idle_ms: Millis,
+    /// Longest allowed time since sign-in.
+    pub absolute_ms: Millis,
+}
+
+impl SessionTimeouts {
+    /// From `auth.session_idle_minutes` and `auth.session_absolute_minutes` (at least 1 each).
+    pub fn from_settings(auth: &crate::config::AuthSettings) -> Self {
+        let minutes = |m: u64| i64::try_from(m.max(1).saturating_mul(60_000)).unwrap_or(i64::MAX);
+        Self {
+            idle_ms: minutes(auth.session_idle_minutes),
+            absolute_ms: minutes(auth.session_absolute_minutes),
+        }
+    }
+
+    /// How stale the stored last-seen time may get before a request rewrites it: a sixtieth
+    /// of the idle timeout, between one second and one minute (1 s for a 1-minute timeout,
+    /// 1 min from a 1-hour one up). A session never outlives `idle_ms` after its last request
+    /// and ends at most this much earlier.
+    pub fn refresh_after_ms(&self) -> Millis {
+        (self.idle_ms / 60).clamp(1_000, 60_000)
+    }
+}
+
+/// What a request at some instant makes of a session's sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionVerdict {
+    /// Idle too long, alive too long, or signed in before the account's password was reset.
+    Expired,
+    /// Valid; the stored last-seen time is recent enough.
+    Valid,
+    /// Valid; record this request as the last-seen time (a session write).
+    ValidRefresh,
+}
+
+/// The session decision as a pure function of times (ms): a sign-in at `login_at` last seen
+/// at `seen_at`, judged at `now`, for an account whose sessions before `valid_after` are void.
+/// The idle gap is measured from the last recorded request and is exact: `idle_ms` of silence
+/// is allowed, a millisecond more is not.
+pub fn session_verdict(
+    timeouts: SessionTimeouts,
+    login_at: Millis,
+    seen_at: Millis,
+    valid_after: Option<Millis>,
+    now: Millis,
+) -> SessionVerdict {
+    if now - login_at > timeouts.absolute_ms
+        || now - seen_at > timeouts.idle_ms
+        || valid_after.is_some_and(|t| login_at < t)
+    {
+        SessionVerdict::Expired
+    } else if now - seen_at >= timeouts.refresh_after_ms() {
+        SessionVerdict::ValidRefresh
+    } else {
+        SessionVerdict::Valid
+    }
+}
+
+/// The verdict on a stored sign-in at `now`, reading the account's reset time for local
+/// accounts (other principals have no password to reset).
+async fn judge(
+    state: &AppState,
+    signed: &SignedIn,
+    now: Millis,
+) -> Result<SessionVerdict, crate::store::StoreError> {
+    let valid_after = match signed.principal.method {
+        AuthMethod::Local => {
+            state
+                .store
+                .sessions_valid_after(&signed.principal.id)
+                .await?
+        }
+        AuthMethod::Oidc | AuthMethod::Token => None,
+    };
+    Ok(session_verdict(
+        SessionTimeouts::from_settings(&state.settings.auth),
+        signed.login_at,
+        signed.seen_at,
+        valid_after,
+        now,
+    ))
+}
+
+/// The principal behind a request and its credential: a bearer token (which must be valid
+/// when present) or the session's sign-in (unless it has been idle or alive too long, or the
+/// account's password was reset since).
 async fn resolve(
     state: &AppState,
     headers: &HeaderMap,
     session: Option<&Session>,
-) -> Result<Option<Principal>, Response> {
+) -> Result<Option<(Principal, Credential)>, Response> {
     let now = clock::now();
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         let bearer = value
@@ -250,7 +368,12 @@ async fn resolve(
             .unwrap_or_default()
             .trim();
         return match tokens::authenticate(&state.store, bearer, now).await {
-            Ok(Some(p)) => Ok(Some(p)),
+            Ok(Some(p)) => Ok(Some((
+                p,
+                Credential::Token {
+                    bearer: bearer.to_owned(),
+                },
+            ))),
             Ok(None) => Err((
                 StatusCode::UNAUTHORIZED,
                 axum::Json(
@@ -272,27 +395,113 @@ async fn resolve(
             return Ok(None);
         }
     };
-    let auth = &state.settings.auth;
-    let minutes = |m: u64| i64::try_from(m.max(1) * 60_000).unwrap_or(i64::MAX);
-    if now - signed.login_at > minutes(auth.session_absolute_minutes)
-        || now - signed.seen_at > minutes(auth.session_idle_minutes)
-    {
-        let _ = session.flush().await;
+    let Some(id) = session.id().map(|id| id.to_string()) else {
         return Ok(None);
-    }
-    // Activity keeps the session alive (a write at most once a minute).
-    if now - signed.seen_at > 60_000 {
-        let principal = signed.principal.clone();
-        let refreshed = SignedIn {
-            seen_at: now,
-            ..signed
-        };
-        if let Err(e) = session.insert(SIGNED_IN, refreshed).await {
-            tracing::warn!(error = %e, "could not refresh the session");
+    };
+    let credential = Credential::Session { id };
+    match judge(state, &signed, now).await {
+        Err(e) => Err(crate::http::internal_error(&e).into_response()),
+        Ok(SessionVerdict::Expired) => {
+            let _ = session.flush().await;
+            Ok(None)
         }
-        return Ok(Some(principal));
+        Ok(SessionVerdict::Valid) => Ok(Some((signed.principal, credential))),
+        Ok(SessionVerdict::ValidRefresh) => {
+            // Activity keeps the session alive; the write also renews the record's and the
+            // cookie's expiry (tower-sessions' `OnInactivity`), which thus track `seen_at`.
+            let principal = signed.principal.clone();
+            let refreshed = SignedIn {
+                seen_at: now,
+                ..signed
+            };
+            if let Err(e) = session.insert(SIGNED_IN, refreshed).await {
+                tracing::warn!(error = %e, "could not refresh the session");
+            }
+            Ok(Some((principal, credential)))
+        }
     }
-    Ok(Some(signed.principal))
+}
+
+/// Whether `credential` still proves who the request's principal is at `now`: the session
+/// record exists (not signed out), its sign-in has not expired (idle, absolute, password
+/// reset), or the API token is not revoked. Does not count as activity: an open stream alone
+/// does not keep a session alive.
+pub async fn still_valid(
+    state: &AppState,
+    credential: &Credential,
+    now: Millis,
+) -> Result<bool, crate::store::StoreError> {
+    match credential {
+        Credential::Token { bearer } => Ok(tokens::authenticate(&state.store, bearer, now)
+            .await?
+            .is_some()),
+        Credential::Session { id } => {
+            let Some((data, _)) = state.store.session_load(id, now).await? else {
+                return Ok(false);
+            };
+            let signed = serde_json::from_str::<serde_json::Value>(&data)
+                .ok()
+                .and_then(|mut v| v.get_mut(SIGNED_IN).map(serde_json::Value::take))
+                .and_then(|v| serde_json::from_value::<SignedIn>(v).ok());
+            let Some(signed) = signed else {
+                return Ok(false);
+            };
+            Ok(judge(state, &signed, now).await? != SessionVerdict::Expired)
+        }
+    }
+}
+
+/// How often a long-lived response re-checks its credential when it has nothing to send.
+pub const STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// `inner`, ended as soon as `credential` stops being valid: checked before each item and at
+/// least every [`STREAM_RECHECK`] while `inner` is quiet. A check that cannot reach the
+/// database ends the stream too (the client reconnects and is judged afresh).
+pub fn while_valid<S>(
+    state: AppState,
+    credential: Credential,
+    inner: S,
+) -> impl futures_util::Stream<Item = S::Item> + Send + 'static
+where
+    S: futures_util::Stream + Send + 'static,
+    S::Item: Send,
+{
+    use futures_util::StreamExt;
+    let mut ticker = tokio::time::interval(STREAM_RECHECK);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let check = |state: &AppState, credential: &Credential| {
+        let (state, credential) = (state.clone(), credential.clone());
+        async move {
+            match still_valid(&state, &credential, clock::now()).await {
+                Ok(valid) => valid,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stream credential check failed; ending the stream");
+                    false
+                }
+            }
+        }
+    };
+    futures_util::stream::unfold(
+        (state, credential, inner.boxed(), ticker),
+        move |(state, credential, mut inner, mut ticker)| async move {
+            loop {
+                tokio::select! {
+                    item = inner.next() => {
+                        let item = item?;
+                        if !check(&state, &credential).await {
+                            return None;
+                        }
+                        return Some((item, (state, credential, inner, ticker)));
+                    }
+                    _ = ticker.tick() => {
+                        if !check(&state, &credential).await {
+                            return None;
+                        }
+                    }
+                }
+            }
+        },
+    )
 }
 
 /// The value of `{name}` in `path` for the route `pattern`.
@@ -387,6 +596,84 @@ mod tests {
             ("origin", "http://127.0.0.1:3000"),
         ]);
         assert!(same_site(&local, None));
+    }
+
+    /// Replays requests at `times` (ms after sign-in at 0) the way `resolve` handles them;
+    /// returns the instant of the first request refused as expired.
+    fn first_expiry(
+        timeouts: SessionTimeouts,
+        times: impl IntoIterator<Item = Millis>,
+    ) -> Option<Millis> {
+        let mut seen_at = 0;
+        for now in times {
+            match session_verdict(timeouts, 0, seen_at, None, now) {
+                SessionVerdict::Expired => return Some(now),
+                SessionVerdict::ValidRefresh => seen_at = now,
+                SessionVerdict::Valid => {}
+            }
+        }
+        None
+    }
+
+    fn one_minute_idle() -> SessionTimeouts {
+        SessionTimeouts::from_settings(&crate::config::AuthSettings {
+            session_idle_minutes: 1,
+            session_absolute_minutes: 24 * 60,
+            ..Default::default()
+        })
+    }
+
+    #[test]
+    fn an_active_session_with_a_one_minute_idle_timeout_never_expires() {
+        // A request every 20 s for 5 minutes (the old once-a-minute refresh died at 80 s).
+        let every_20s = (1..=15).map(|i| i * 20_000);
+        assert_eq!(first_expiry(one_minute_idle(), every_20s), None);
+        // Even a request every 59 s, and irregular gaps up to the full minute, keep it alive.
+        assert_eq!(
+            first_expiry(one_minute_idle(), (1..=5).map(|i| i * 59_000)),
+            None
+        );
+        let irregular = [1_000, 61_000, 62_500, 122_500, 182_000, 183_000, 243_000];
+        assert_eq!(first_expiry(one_minute_idle(), irregular), None);
+    }
+
+    #[test]
+    fn a_gap_longer_than_the_idle_timeout_expires_the_session() {
+        assert_eq!(
+            first_expiry(one_minute_idle(), [20_000, 40_000, 101_000]),
+            Some(101_000),
+            "61 s after the last request"
+        );
+        assert_eq!(first_expiry(one_minute_idle(), [61_000]), Some(61_000));
+        // Exactness: the stored time is at most a second stale with a one-minute timeout, so
+        // the session survives a full idle period after any request that refreshed it.
+        let t = one_minute_idle();
+        assert_eq!(t.refresh_after_ms(), 1_000);
+        assert_eq!(first_expiry(t, [1_000, 61_000]), None);
+        let eight_hours = SessionTimeouts {
+            idle_ms: 8 * 3_600_000,
+            absolute_ms: i64::MAX,
+        };
+        assert_eq!(eight_hours.refresh_after_ms(), 60_000);
+    }
+
+    #[test]
+    fn the_absolute_timeout_and_a_password_reset_end_even_busy_sessions() {
+        let t = SessionTimeouts {
+            idle_ms: 60_000,
+            absolute_ms: 120_000,
+        };
+        assert_eq!(first_expiry(t, (1..=20).map(|i| i * 10_000)), Some(130_000));
+        assert_eq!(
+            session_verdict(t, 1_000, 1_000, Some(1_001), 2_000),
+            SessionVerdict::Expired,
+            "signed in before the reset"
+        );
+        assert_eq!(
+            session_verdict(t, 1_001, 1_001, Some(1_001), 2_000),
+            SessionVerdict::Valid,
+            "signed in at or after the reset"
+        );
     }
 
     #[test]

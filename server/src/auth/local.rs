@@ -1,5 +1,6 @@
 //! Local accounts: argon2id password hashes, the bootstrap `admin`, and sign-in throttled per
-//! user and per client address with the failures kept in the database.
+//! user and per client address, each attempt counted in the database before its password is
+//! checked.
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
@@ -7,7 +8,7 @@ use argon2::Argon2;
 use super::{AuthMethod, Principal, BOOTSTRAP_ADMIN};
 use crate::clock::Millis;
 use crate::config::AuthSettings;
-use crate::store::{Store, StoreError};
+use crate::store::{LoginReservation, Store, StoreError};
 
 /// Why a local sign-in did not succeed (messages are shown to the person signing in).
 #[derive(Debug, thiserror::Error)]
@@ -101,8 +102,12 @@ pub async fn bootstrap_admin(
     }
 }
 
-/// Checks a local user name and password. Every failure is recorded (per user and per client
-/// address) before the answer is returned, so neither a retry storm nor a restart resets it.
+/// Checks a local user name and password, throttled per user name and per client address.
+/// The attempt is reserved (counted and recorded, atomically, under both keys) before the
+/// password is checked, so N parallel attempts cost exactly what N sequential ones do: with a
+/// limit of 5, at most 5 passwords are checked however many requests arrive at once. A failure
+/// keeps its reservation as the recorded failure, so neither a retry storm nor a restart
+/// resets the count; a success clears the user's failures and gives back its address slot.
 pub async fn sign_in(
     store: &Store,
     auth: &AuthSettings,
@@ -117,18 +122,25 @@ pub async fn sign_in(
     let window = i64::try_from(auth.failure_window_minutes.max(1) * 60_000).unwrap_or(i64::MAX);
     let user_key = format!("user:{}", username.to_lowercase());
     let ip_key = format!("ip:{client_ip}");
-    for (key, max) in [
-        (&user_key, auth.max_failures_per_user),
-        (&ip_key, auth.max_failures_per_ip),
-    ] {
-        let (count, first) = store.login_failures(key, now - window).await?;
-        if count >= i64::from(max.max(1)) {
-            let retry = first.map_or(window, |f| f + window - now);
+    let limits = [
+        (
+            user_key.as_str(),
+            i64::from(auth.max_failures_per_user.max(1)),
+        ),
+        (ip_key.as_str(), i64::from(auth.max_failures_per_ip.max(1))),
+    ];
+    let reserved = match store
+        .reserve_login_attempt(&limits, now.saturating_sub(window), now)
+        .await?
+    {
+        LoginReservation::Granted { ids } => ids,
+        LoginReservation::Refused { first_at, .. } => {
+            let retry = first_at.map_or(window, |f| f + window - now);
             return Err(SignInError::Throttled {
                 retry_after_secs: (retry / 1000).max(1),
             });
         }
-    }
+    };
     let user = store.local_user(username).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     // Without an account, still spend the time of one verification (no user enumeration).
@@ -138,10 +150,14 @@ pub async fn sign_in(
         .await?;
     let ok = verify_password(hash.as_deref().unwrap_or(dummy), password).await && hash.is_some();
     let Some(user) = user.filter(|_| ok) else {
-        store.add_login_failure(&[&user_key, &ip_key], now).await?;
+        // The reservation stays: it is this failure's record.
         return Err(SignInError::BadCredentials);
     };
     store.clear_login_failures(&user_key).await?;
+    // The address's reservation is the one after the user's (see `limits`).
+    store
+        .release_login_attempts(reserved.get(1..).unwrap_or(&[]))
+        .await?;
     store.touch_login(&user.id, now).await?;
     Ok(Principal {
         id: user.id,

@@ -8,6 +8,7 @@ pub mod oidc;
 pub mod policy;
 pub mod sessions;
 pub mod tokens;
+pub mod visibility;
 
 use app::model::Role;
 use serde::{Deserialize, Serialize};

@@ -4,11 +4,12 @@
 use axum::extract::{Query, State};
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
+use axum::{Extension, Json};
 use serde::Deserialize;
 use serde_json::json;
 
 use super::{internal_error, AppState};
+use crate::auth::visibility::Visibility;
 use crate::clock::{self, Millis};
 use crate::store::{AuditFilter, AuditRow};
 use app::model::AppError;
@@ -77,7 +78,13 @@ fn csv_row(r: &AuditRow) -> String {
 
 /// `GET /api/v1/audit?format=json|jsonl|csv&actor=&action=&application=&since=&until=&cursor=&limit=`:
 /// newest first; the next page's cursor is in `next` (JSON) or the `X-Next-Cursor` header.
-pub async fn list(State(state): State<AppState>, Query(q): Query<AuditQuery>) -> Response {
+///
+/// A project-scoped caller gets only the rows about applications of its projects.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(visibility): Extension<Visibility>,
+    Query(q): Query<AuditQuery>,
+) -> Response {
     let result = async {
         let filter = AuditFilter {
             actor: q.actor.clone().filter(|s| !s.is_empty()),
@@ -85,6 +92,7 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<AuditQuery>) ->
             application: q.application.clone().filter(|s| !s.is_empty()),
             since: instant("since", q.since.as_deref())?,
             until: instant("until", q.until.as_deref())?,
+            projects: visibility.projects().map(<[String]>::to_vec),
         };
         if let Some(c) = &q.cursor {
             if c.parse::<i64>().is_err() {

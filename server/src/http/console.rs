@@ -20,8 +20,9 @@ use serde_json::Value;
 
 use super::ports::store_error;
 use super::{internal_error, AppState};
-use crate::auth::guard::{authorize, ClientIp};
+use crate::auth::guard::{authorize, while_valid, ClientIp, Credential};
 use crate::auth::policy::Action;
+use crate::auth::visibility::Visibility;
 use crate::auth::Principal;
 use crate::store::{AppSource, SyncRequest};
 use crate::workflow::{self, Deps};
@@ -44,6 +45,17 @@ fn caller() -> Result<(Principal, String, String), AppError> {
         .map(|ClientIp(ip)| ip.clone())
         .unwrap_or_else(|| "unknown".into());
     Ok((principal, ip, parts.uri.path().to_owned()))
+}
+
+/// What the caller of the current server function may see (attached by the guard).
+pub(super) fn caller_visibility() -> Result<Visibility, AppError> {
+    let parts = leptos::prelude::use_context::<axum::http::request::Parts>()
+        .ok_or_else(|| AppError::Internal("request-missing".into()))?;
+    parts
+        .extensions
+        .get::<Visibility>()
+        .cloned()
+        .ok_or(AppError::Unauthorized)
 }
 
 /// The caller, allowed to take `action` about application `app`.
@@ -183,7 +195,7 @@ async fn display_name(state: &AppState, actor_id: &str) -> Result<String, AppErr
 async fn open_request(state: &AppState, app: &str) -> Result<Option<SyncRequest>, AppError> {
     Ok(state
         .store
-        .sync_requests(None, Some(app), 5)
+        .sync_requests(None, Some(app), None, 5)
         .await
         .map_err(store_error)?
         .into_iter()
@@ -235,9 +247,9 @@ impl ConsoleCatalog {
 #[async_trait]
 impl Catalog for ConsoleCatalog {
     async fn application_page(&self, query: AppListQuery) -> Result<AppListPage, AppError> {
-        let (principal, _) = allowed(&self.state, Action::View, None).await?;
+        allowed(&self.state, Action::View, None).await?;
         // People with project-scoped roles see only those projects' applications.
-        let only = principal.visible_projects(&self.state.settings.auth);
+        let only = caller_visibility()?.projects().map(<[String]>::to_vec);
         let key = (query, only);
         if let Some(page) = self.cached(&key) {
             return Ok(page);
@@ -520,15 +532,17 @@ impl Catalog for ConsoleCatalog {
     async fn open_requests(&self) -> Result<RequestList, AppError> {
         let state = &self.state;
         let (principal, _) = allowed(state, Action::View, None).await?;
+        let visibility = caller_visibility()?;
+        let only = visibility.projects();
         let mut open = state
             .store
-            .sync_requests(Some("pending"), None, 500)
+            .sync_requests(Some("pending"), None, only, 500)
             .await
             .map_err(store_error)?;
         open.extend(
             state
                 .store
-                .sync_requests(Some("approved"), None, 500)
+                .sync_requests(Some("approved"), None, only, 500)
                 .await
                 .map_err(store_error)?
                 .into_iter()
@@ -546,10 +560,7 @@ impl Catalog for ConsoleCatalog {
                 continue;
             };
             // People see the requests of the projects they can see.
-            if principal
-                .role_in(&state.settings.auth, Some(&source.project))
-                .is_none()
-            {
+            if !visibility.allows(&source.project) {
                 continue;
             }
             out.push(request_view(state, &principal, req, &source).await?);
@@ -660,13 +671,23 @@ impl Workflow for ConsoleWorkflow {
 
 /// `GET /api/v1/applications/{name}/events`: Server-Sent Events, one `changed` event whenever
 /// the application's history or status moves (checked every second), so open pages update
-/// without a reload. Works across replicas: the database is the source.
-pub async fn events(State(state): State<AppState>, Path(name): Path<String>) -> Response {
+/// without a reload. Works across replicas: the database is the source. The stream lives only
+/// as long as the credential that opened it (`guard::while_valid`): signing out, a session
+/// expiring or being invalidated, or revoking the token ends it within seconds.
+pub async fn events(
+    State(state): State<AppState>,
+    credential: Option<axum::Extension<Credential>>,
+    Path(name): Path<String>,
+) -> Response {
+    let Some(axum::Extension(credential)) = credential else {
+        return AppError::Unauthorized.into_response();
+    };
     match state.store.app_source(&name).await {
         Ok(Some(_)) => {}
         Ok(None) => return AppError::NotFound(format!("application {name}")).into_response(),
         Err(e) => return internal_error(&e).into_response(),
     }
+    let state_for_checks = state.clone();
     let stream = futures_util::stream::unfold(
         (state, name, None::<(i64, i64, Option<i64>)>),
         |(state, name, last)| async move {
@@ -697,7 +718,7 @@ pub async fn events(State(state): State<AppState>, Path(name): Path<String>) -> 
             }
         },
     );
-    Sse::new(stream)
+    Sse::new(while_valid(state_for_checks, credential, stream))
         .keep_alive(KeepAlive::default())
         .into_response()
 }

@@ -107,6 +107,9 @@ impl Ledger for StoreLedger {
             application: some(&q.application),
             since: None,
             until: None,
+            projects: super::console::caller_visibility()?
+                .projects()
+                .map(<[String]>::to_vec),
         };
         let cursor = some(&q.cursor);
         if cursor.as_deref().is_some_and(|c| c.parse::<i64>().is_err()) {

@@ -10,6 +10,7 @@ use serde_json::json;
 use super::rest::respond;
 use super::{internal_error, AppState};
 use crate::auth::guard::ClientIp;
+use crate::auth::visibility::Visibility;
 use crate::auth::Principal;
 use crate::workflow::{self, Deps};
 use app::model::AppError;
@@ -29,8 +30,13 @@ pub struct ListQuery {
     limit: Option<i64>,
 }
 
-/// `GET /api/v1/sync-requests?status=pending&application=`
-pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> Response {
+/// `GET /api/v1/sync-requests?status=pending&application=`: newest first, only requests of
+/// applications in the projects the caller may see.
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(visibility): Extension<Visibility>,
+    Query(q): Query<ListQuery>,
+) -> Response {
     const STATUSES: [&str; 6] = [
         "pending",
         "approved",
@@ -52,6 +58,7 @@ pub async fn list(State(state): State<AppState>, Query(q): Query<ListQuery>) -> 
             .sync_requests(
                 q.status.as_deref(),
                 q.application.as_deref(),
+                visibility.projects(),
                 q.limit.unwrap_or(100),
             )
             .await

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use super::{internal_error, AppState};
 use crate::auth::guard::ClientIp;
+use crate::auth::visibility::Visibility;
 use crate::auth::Principal;
 use crate::clock;
 use app::model::AppError;
@@ -160,12 +161,22 @@ async fn source_of(state: &AppState, name: &str) -> Result<crate::store::AppSour
 }
 
 /// `GET /api/v1/applications`
-pub async fn applications(State(state): State<AppState>) -> Response {
+///
+/// Only the applications of the projects the caller may see ([`Visibility`]).
+pub async fn applications(
+    State(state): State<AppState>,
+    Extension(visibility): Extension<Visibility>,
+) -> Response {
     respond(
         state
             .store
-            .list_applications()
+            .application_page(
+                &app::model::AppListQuery::default(),
+                i64::from(i32::MAX),
+                visibility.projects(),
+            )
             .await
+            .map(|page| page.items)
             .map_err(|e| internal_error(&e)),
     )
 }
@@ -274,7 +285,7 @@ pub async fn sync(
         let _guard = state.app_locks.lock(&source.name).await;
         let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_error)?;
         if !body.dry_run && !source.auto_sync && source.approvals.required > 0 {
-            let pending = state.store.sync_requests(None, Some(&source.name), 1).await.map_err(|e| internal_error(&e))?;
+            let pending = state.store.sync_requests(None, Some(&source.name), None, 1).await.map_err(|e| internal_error(&e))?;
             let hint = pending.first().filter(|r| r.status == "pending" || r.status == "approved")
                 .map(|r| format!(": approve sync request #{} (POST /api/v1/sync-requests/{}/approve)", r.id, r.id))
                 .unwrap_or_default();

@@ -69,6 +69,31 @@ impl Provider {
     }
 }
 
+/// The pure steps of [`receive`] for one repository secret, in its order: the provider's
+/// name, its proof header, the proof against `secret`, the body as JSON, the repository URLs
+/// it names. `Err` is the status [`receive`] would answer. Used by the fuzz targets
+/// (`tools/fuzz`) and tests; never panics, whatever the input.
+pub fn inspect_delivery(
+    provider: &str,
+    headers: &HeaderMap,
+    secret: &str,
+    body: &[u8],
+) -> Result<Vec<String>, StatusCode> {
+    let provider = match provider {
+        "github" => Provider::GitHub,
+        "gitlab" => Provider::GitLab,
+        "gitea" | "forgejo" => Provider::Gitea,
+        "generic" => Provider::Generic,
+        _ => return Err(StatusCode::NOT_FOUND),
+    };
+    let proof = signature(provider, headers).ok_or(StatusCode::UNAUTHORIZED)?;
+    if !verify(provider, secret, &proof, body) {
+        return Err(StatusCode::UNAUTHORIZED);
+    }
+    let payload: Value = serde_json::from_slice(body).map_err(|_| StatusCode::BAD_REQUEST)?;
+    Ok(payload_urls(&payload))
+}
+
 fn reply(code: StatusCode, message: &str) -> Response {
     (code, Json(json!({"status": message}))).into_response()
 }
@@ -213,12 +238,14 @@ fn verify(provider: Provider, secret: &str, proof: &str, body: &[u8]) -> bool {
 }
 
 fn hex_decode(s: &str) -> Result<Vec<u8>, ()> {
-    if !s.len().is_multiple_of(2) {
+    let digit = |b: u8| char::from(b).to_digit(16).ok_or(());
+    let bytes = s.as_bytes();
+    if !bytes.len().is_multiple_of(2) {
         return Err(());
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&s[i..i + 2], 16).map_err(|_| ()))
+    bytes
+        .chunks_exact(2)
+        .map(|pair| u8::try_from(digit(pair[0])? * 16 + digit(pair[1])?).map_err(|_| ()))
         .collect()
 }
 
@@ -320,5 +347,15 @@ mod tests {
         assert!(!verify(Provider::GitHub, "s3cret", "zz", body));
         assert!(verify(Provider::GitLab, "tok", "tok", body));
         assert!(!verify(Provider::GitLab, "tok", "to", body));
+    }
+
+    #[test]
+    fn proofs_that_are_not_hex_are_refused_without_panicking() {
+        // Multi-byte characters used to be sliced at byte offsets (a panic at a non-boundary).
+        for proof in ["a\u{e9}1", "\u{e9}\u{e9}", "+1", "-1", "0x", "\u{1F600}00"] {
+            assert_eq!(hex_decode(proof), Err(()), "{proof:?}");
+            assert!(!verify(Provider::GitHub, "s", proof, b"{}"));
+        }
+        assert_eq!(hex_decode("00ff10"), Ok(vec![0, 255, 16]));
     }
 }

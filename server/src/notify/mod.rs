@@ -18,7 +18,7 @@ use serde_json::{json, Map, Value};
 use crate::clock;
 use crate::config::{NotificationSettings, NotificationTimes, Subscription};
 use crate::store::{Delivery, Store, StoreError};
-pub use send::{sign, Message, Target, TargetError};
+pub use send::{header_text, plain_text, sign, slack_escape, Message, Target, TargetError};
 
 /// What happened, as subscriptions name it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -215,6 +215,20 @@ pub fn describe_subscription(s: &Subscription) -> String {
     parts.join(" · ")
 }
 
+/// `name` as one URL path segment: everything but unreserved characters percent-encoded, so a
+/// name cannot change the link's path, query or fragment (nor close a Slack link with `>`/`|`).
+pub fn path_segment(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Backoff before attempt `attempts + 1`: `initial · 2^(attempts-1)`, at most `max`.
 pub fn backoff(attempts: u32, initial: Duration, max: Duration) -> Duration {
     let factor = 2u32.saturating_pow(attempts.saturating_sub(1).min(30));
@@ -386,7 +400,9 @@ impl Notifier {
             text: d.message.clone(),
             url: format!(
                 "{}/applications/{}?tab=timeline#e{}",
-                self.public_url, d.application, d.timeline_id
+                self.public_url,
+                path_segment(&d.application),
+                d.timeline_id
             ),
             detail: d.detail.clone(),
             attempt: d.attempts + 1,
@@ -525,6 +541,15 @@ mod tests {
         assert_eq!(m.json()["idempotency_key"], "k-1");
         assert!(m.mail_body().contains("approvers: platform, security"));
         assert!(m.mail_body().ends_with("Tidemark event k-1\n"));
+    }
+
+    #[test]
+    fn an_application_name_cannot_change_the_link_it_sits_in() {
+        assert_eq!(path_segment("shop-1"), "shop-1");
+        assert_eq!(
+            path_segment("a>|b/../c?x#y\r\n"),
+            "a%3E%7Cb%2F..%2Fc%3Fx%23y%0D%0A"
+        );
     }
 
     #[test]

@@ -60,25 +60,26 @@ impl Message {
     }
 
     /// Slack (and Mattermost/Rocket.Chat) incoming-webhook body: `text` for every client, and
-    /// blocks with a context line carrying the idempotency key.
+    /// blocks with a context line carrying the idempotency key. Every value is mrkdwn-escaped
+    /// ([`slack_escape`]): only the link this builds is a link.
     pub fn slack(&self) -> Value {
         let mut text = format!(
             "*{}* — <{}|{}> ({}): {}",
             self.trigger.title(),
-            self.url,
-            self.application,
-            self.project,
-            self.text
+            slack_escape(&self.url).replace('|', "%7C"),
+            slack_escape(&self.application),
+            slack_escape(&self.project),
+            slack_escape(&self.text)
         );
         if let Some(groups) = self.approvers() {
-            text.push_str(&format!("\nApprovers: {groups}"));
+            text.push_str(&format!("\nApprovers: {}", slack_escape(&groups)));
         }
         json!({
             "text": text,
             "blocks": [
                 {"type": "section", "text": {"type": "mrkdwn", "text": text}},
                 {"type": "context", "elements": [{"type": "mrkdwn",
-                    "text": format!("Tidemark · {} · event {}", crate::clock::rfc3339(self.occurred_at), self.idempotency_key)}]}
+                    "text": format!("Tidemark · {} · event {}", crate::clock::rfc3339(self.occurred_at), slack_escape(&self.idempotency_key))}]}
             ]
         })
     }
@@ -91,6 +92,28 @@ impl Message {
             .filter_map(Value::as_str)
             .collect();
         (!groups.is_empty()).then(|| groups.join(", "))
+    }
+
+    /// The e-mail, ready to send: a one-line `Subject` (control characters dropped, then
+    /// encoded by lettre's typed header) and a plain-text body (not HTML: nothing in it is
+    /// markup).
+    pub fn mail(&self, from: &Mailbox, to: &[Mailbox]) -> Result<lettre::Message, String> {
+        let mut mail = lettre::Message::builder()
+            .from(from.clone())
+            .subject(header_text(&format!("[Tidemark] {}", self.subject())))
+            .message_id(Some(format!(
+                "<{}@tidemark>",
+                self.idempotency_key
+                    .chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+                    .collect::<String>()
+            )))
+            .header(ContentType::TEXT_PLAIN);
+        for addr in to {
+            mail = mail.to(addr.clone());
+        }
+        mail.body(plain_text(&self.mail_body()))
+            .map_err(|e| format!("cannot build the e-mail: {e}"))
     }
 
     /// The e-mail's plain-text body.
@@ -296,17 +319,7 @@ impl Target {
                 from,
                 to,
             } => {
-                let mut mail = lettre::Message::builder()
-                    .from(from.clone())
-                    .subject(format!("[Tidemark] {}", m.subject()))
-                    .message_id(Some(format!("<{}@tidemark>", m.idempotency_key)))
-                    .header(ContentType::TEXT_PLAIN);
-                for addr in to {
-                    mail = mail.to(addr.clone());
-                }
-                let mail = mail
-                    .body(m.mail_body())
-                    .map_err(|e| format!("cannot build the e-mail: {e}"))?;
+                let mail = m.mail(from, to)?;
                 transport
                     .send(mail)
                     .await
@@ -315,6 +328,39 @@ impl Target {
             }
         }
     }
+}
+
+/// Text for Slack mrkdwn: `&`, `<` and `>` as `&amp;`, `&lt;` and `&gt;` (Slack's own escaping),
+/// so text from people or Git cannot form a mention (`<!channel>`, `<@U123>`), a link
+/// (`<https://x|y>`) or a special command.
+pub fn slack_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A header value: every control character (CR, LF, NUL, tab, DEL, C1) becomes a space, so a
+/// value can never end its header line or start another.
+pub fn header_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// A plain-text body: line ends as LF, control characters other than LF and tab dropped
+/// (terminal escapes, bare CR, NUL).
+pub fn plain_text(text: &str) -> String {
+    text.replace("\r\n", "\n")
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect()
 }
 
 /// `hex(HMAC-SHA256(secret, body))`, what `X-Tidemark-Signature` carries after `sha256=`.
@@ -357,4 +403,116 @@ async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Result<(), S
     let body = response.text().await.unwrap_or_default();
     let body: String = body.chars().take(200).collect();
     Err(format!("HTTP {}: {}", status.as_u16(), body.trim()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Everything a person or Git can put into a message, at once.
+    const HOSTILE: &str = "<!channel> <!here> <@U123> <https://evil.example|Click here> &amp; \
+         x\r\nBcc: evil@example.com <script>alert(1)</script>";
+
+    fn hostile_message() -> Message {
+        Message {
+            idempotency_key: "k-1".into(),
+            trigger: Trigger::RollbackPerformed,
+            application: "x\r\nBcc: evil@example.com".into(),
+            project: "<!channel>".into(),
+            occurred_at: 0,
+            text: format!("rolled back: {HOSTILE}"),
+            url: "https://t.example/applications/x?tab=timeline#e1".into(),
+            detail: json!({"approvers": ["<@U123>", "a&b"], "cause": HOSTILE}),
+            attempt: 1,
+        }
+    }
+
+    #[test]
+    fn slack_text_cannot_mention_link_or_command() {
+        let body = hostile_message().slack();
+        for text in [
+            body["text"].as_str().unwrap(),
+            body["blocks"][0]["text"]["text"].as_str().unwrap(),
+        ] {
+            for formed in [
+                "<!channel>",
+                "<!here>",
+                "<@U123>",
+                "<https://evil",
+                "<script",
+            ] {
+                assert!(!text.contains(formed), "{formed} in {text}");
+            }
+            assert!(
+                text.contains("&lt;!channel&gt; &lt;!here&gt; &lt;@U123&gt;"),
+                "{text}"
+            );
+            assert!(
+                text.contains("&lt;https://evil.example|Click here&gt;"),
+                "{text}"
+            );
+            // An entity typed by someone stays text, it does not become `&`.
+            assert!(text.contains("&amp;amp;"), "{text}");
+            assert!(text.contains("Approvers: &lt;@U123&gt;, a&amp;b"), "{text}");
+            // The one link is Tidemark's own.
+            assert_eq!(text.matches('<').count(), 1, "{text}");
+            assert!(text.contains("<https://t.example/applications/x?tab=timeline#e1|x\r\nBcc"));
+        }
+    }
+
+    #[test]
+    fn slack_escape_escapes_exactly_the_three_control_characters() {
+        assert_eq!(
+            slack_escape("a & b < c > d *e* _f_"),
+            "a &amp; b &lt; c &gt; d *e* _f_"
+        );
+    }
+
+    #[test]
+    fn e_mail_headers_carry_no_injected_line_and_the_body_no_control_characters() {
+        let from: Mailbox = "Tidemark <t@example.com>".parse().unwrap();
+        let to: Vec<Mailbox> = vec!["oncall@example.com".parse().unwrap()];
+        let mut m = hostile_message();
+        m.idempotency_key = "k-1>\r\nBcc: evil@example.com".into();
+        m.text.push_str(" \u{1b}[31mred\u{0}");
+        let raw = String::from_utf8(m.mail(&from, &to).unwrap().formatted()).unwrap();
+        let (headers, body) = raw.split_once("\r\n\r\n").unwrap();
+        let names: Vec<&str> = headers
+            .split("\r\n")
+            .filter(|l| !l.starts_with(' ') && !l.starts_with('\t'))
+            .map(|l| l.split(':').next().unwrap())
+            .collect();
+        assert!(
+            !names.iter().any(|n| n.eq_ignore_ascii_case("bcc")),
+            "{headers}"
+        );
+        assert_eq!(
+            names.iter().filter(|n| **n == "Subject").count(),
+            1,
+            "{headers}"
+        );
+        assert!(
+            headers.contains("Subject: [Tidemark] Rolled back: x  Bcc: evil@example.com\r\n"),
+            "{headers}"
+        );
+        assert!(
+            !body.contains('\u{1b}') && !body.contains('\u{0}'),
+            "{body}"
+        );
+        // The reason is still there for the reader, as text.
+        assert!(body.contains("Bcc: evil@example.com <script>"), "{body}");
+        assert_eq!(header_text("x\r\nBcc: y\u{0}\t"), "x  Bcc: y  ");
+        assert_eq!(plain_text("a\r\nb\rc\u{7}\td"), "a\nbc\td");
+    }
+
+    #[test]
+    fn the_webhook_json_carries_hostile_text_exactly_and_escaped() {
+        let m = hostile_message();
+        let body = m.json().to_string();
+        assert!(!body.contains('\r') && !body.contains('\n'), "{body}");
+        let back: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(back["message"], format!("rolled back: {HOSTILE}"));
+        assert_eq!(back["application"], "x\r\nBcc: evil@example.com");
+        assert_eq!(back["detail"]["cause"], HOSTILE);
+    }
 }

@@ -72,7 +72,8 @@ pub struct ResourceResult {
 }
 
 /// The desired objects of the application's current target (from the stored snapshot: no Git
-/// needed), placed in their namespaces. A pinned application's target is its pin.
+/// needed, Secret data decrypted for the cluster), placed in their namespaces. A pinned
+/// application's target is its pin.
 pub async fn desired(
     store: &Store,
     cluster: &ClusterClient,
@@ -80,7 +81,7 @@ pub async fn desired(
 ) -> Result<(String, String, Vec<Value>), ReconcileError> {
     if let Some(pin) = store.pin_of(&app.name).await? {
         let content = store
-            .snapshot(&pin.digest)
+            .snapshot_to_apply(&pin.digest)
             .await?
             .ok_or_else(|| ReconcileError::CorruptSnapshot(pin.digest.clone()))?;
         let objects = place_all(cluster, &content, &pin.digest, &app.namespace).await?;
@@ -91,7 +92,7 @@ pub async fn desired(
         .target_sha
         .ok_or_else(|| ReconcileError::NotRendered(app.name.clone()))?;
     let (digest, content) = store
-        .rendered_snapshot(&app.name, &sha)
+        .render_to_apply(&app.name, &sha)
         .await?
         .ok_or_else(|| ReconcileError::NotRendered(app.name.clone()))?;
     let placed = place_all(cluster, &content, &digest, &app.namespace).await?;

@@ -1,13 +1,25 @@
-//! Kustomize rendering: the revision's tree is written to a temporary directory (bounded like a
-//! plain render; symlinks must stay inside the repository), remote bases are refused, and
-//! `kubectl kustomize` (or `kustomize build`) runs under a timeout.
+//! Kustomize rendering. The revision's whole tree is checked out into a fresh temporary
+//! directory through a directory handle (`cap_std::fs::Dir`), one validated name at a time, so
+//! no write can land outside it whatever the tree holds (names are single path components,
+//! symlinks are only created, never followed, while writing). Kustomize then runs under a
+//! timeout in a bubblewrap sandbox whose file system is that checkout (read-only) and the
+//! Kustomize binary, with no network: `resources: [../../../etc]` finds nothing of the host and
+//! `git::https://…` bases cannot be fetched. What Kustomize may read is decided by what it can
+//! see (and by its own `LoadRestrictionsRootOnly` for files), not by matching strings.
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+use cap_std::fs::{Dir, OpenOptions};
 use git2::{ObjectType, Repository, Tree};
 
-use super::{Limits, RenderError};
+use super::{Limits, RenderError, Sandbox};
+
+/// Where the checkout appears inside the sandbox.
+const SANDBOX_REPO: &str = "/repo";
+/// Where the Kustomize binary appears inside the sandbox.
+const SANDBOX_BIN: &str = "/bin/kustomize-renderer";
 
 pub(super) fn build(
     repo: &Repository,
@@ -15,34 +27,63 @@ pub(super) fn build(
     app_path: &Path,
     limits: &Limits,
 ) -> Result<String, RenderError> {
-    let dir = tempfile::tempdir().map_err(|e| RenderError::Kustomize {
+    let tmp = tempfile::tempdir().map_err(|e| RenderError::Kustomize {
         message: format!("temporary directory: {e}"),
     })?;
-    let mut files = 0usize;
-    let mut bytes = 0u64;
-    checkout(
-        repo,
-        root,
-        dir.path(),
-        Path::new(""),
-        limits,
-        &mut files,
-        &mut bytes,
-    )?;
-    refuse_remote_bases(dir.path())?;
+    let checkout_dir = tmp.path().join("repo");
+    std::fs::create_dir(&checkout_dir).map_err(io("the checkout directory"))?;
+    checkout_into(repo, root, &checkout_dir, limits)?;
 
-    let target = dir.path().join(app_path);
     let timeout = limits.kustomize_timeout.as_secs().max(1).to_string();
     let mut cmd = Command::new("timeout");
-    cmd.args(["--kill-after=2", &timeout, &limits.kustomize_command]);
-    if limits.kustomize_command.ends_with("kubectl") {
-        cmd.arg("kustomize");
-    } else {
-        cmd.arg("build");
+    cmd.args(["--kill-after=2", &timeout]);
+    let shown_root: String;
+    match limits.kustomize_sandbox {
+        Sandbox::Bwrap => {
+            let binary = resolve_binary(&limits.kustomize_command)?;
+            let bwrap = find_on_path("bwrap").ok_or_else(|| RenderError::Kustomize {
+                message: "Kustomize renders run in a bubblewrap sandbox (git.kustomize_sandbox = \
+                          \"bwrap\") but `bwrap` is not installed: apt-get install bubblewrap"
+                    .into(),
+            })?;
+            cmd.arg(bwrap)
+                .args([
+                    "--unshare-all",
+                    "--die-with-parent",
+                    "--new-session",
+                    "--cap-drop",
+                    "ALL",
+                    "--clearenv",
+                    "--setenv",
+                    "HOME",
+                    "/nonexistent",
+                    "--setenv",
+                    "KUBECONFIG",
+                    "/dev/null",
+                    "--dev",
+                    "/dev",
+                    "--proc",
+                    "/proc",
+                    "--ro-bind",
+                ])
+                .arg(&binary)
+                .arg(SANDBOX_BIN)
+                .arg("--ro-bind")
+                .arg(&checkout_dir)
+                .args([SANDBOX_REPO, "--chdir", SANDBOX_REPO, SANDBOX_BIN]);
+            shown_root = format!("{SANDBOX_REPO}/");
+            kustomize_args(&mut cmd, &limits.kustomize_command);
+            cmd.arg(relative_target(app_path));
+        }
+        Sandbox::None => {
+            cmd.arg(&limits.kustomize_command);
+            kustomize_args(&mut cmd, &limits.kustomize_command);
+            cmd.arg(checkout_dir.join(app_path))
+                .env("KUBECONFIG", "/dev/null");
+            shown_root = format!("{}/", checkout_dir.display());
+        }
     }
     let output = cmd
-        .arg(&target)
-        .env("KUBECONFIG", "/dev/null")
         .stdin(Stdio::null())
         .output()
         .map_err(|e| RenderError::Kustomize {
@@ -56,7 +97,8 @@ pub(super) fn build(
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         let message = stderr
-            .replace(&dir.path().display().to_string(), "")
+            .replace(&shown_root, "")
+            .replace(&checkout_dir.display().to_string(), "")
             .trim()
             .to_owned();
         return Err(RenderError::Kustomize { message });
@@ -71,36 +113,127 @@ pub(super) fn build(
     })
 }
 
+/// `kubectl kustomize` or `kustomize build`, with Kustomize's own restriction that files
+/// (patches, generator inputs) come from within each kustomization's root.
+fn kustomize_args(cmd: &mut Command, program: &str) {
+    if program.ends_with("kubectl") {
+        cmd.arg("kustomize");
+    } else {
+        cmd.arg("build");
+    }
+    cmd.args(["--load-restrictor", "LoadRestrictionsRootOnly"]);
+}
+
+fn relative_target(app_path: &Path) -> PathBuf {
+    if app_path.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        app_path.to_path_buf()
+    }
+}
+
+/// The executable `program` names: a path, or the first file of that name on `PATH` that is
+/// a binary (version-manager shims are shell scripts that cannot run inside the sandbox, so
+/// they are skipped). The result is canonical (symlinks resolved).
+///
+/// Errors: [`RenderError::Kustomize`] when no binary is found.
+pub fn resolve_binary(program: &str) -> Result<PathBuf, RenderError> {
+    let candidates: Vec<PathBuf> = if program.contains('/') {
+        vec![PathBuf::from(program)]
+    } else {
+        std::env::var_os("PATH")
+            .map(|p| std::env::split_paths(&p).map(|d| d.join(program)).collect())
+            .unwrap_or_default()
+    };
+    let mut scripts = Vec::new();
+    for candidate in candidates {
+        let Ok(real) = std::fs::canonicalize(&candidate) else {
+            continue;
+        };
+        if !real.is_file() {
+            continue;
+        }
+        let mut magic = [0u8; 2];
+        let read = std::fs::File::open(&real)
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+            .is_ok();
+        if read && &magic == b"#!" {
+            scripts.push(candidate.display().to_string());
+            continue;
+        }
+        return Ok(real);
+    }
+    let skipped = if scripts.is_empty() {
+        String::new()
+    } else {
+        format!(" (skipped scripts: {})", scripts.join(", "))
+    };
+    Err(RenderError::Kustomize {
+        message: format!(
+            "no `{program}` binary found{skipped}; set git.kustomize_command to the path of \
+             kubectl or kustomize"
+        ),
+    })
+}
+
+fn find_on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+/// See [`super::checkout`].
+pub(super) fn checkout_into(
+    repo: &Repository,
+    root: &Tree<'_>,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<(), RenderError> {
+    let dir = Dir::open_ambient_dir(dest, cap_std::ambient_authority())
+        .map_err(io("the checkout directory"))?;
+    let mut budget = CheckoutBudget { files: 0, bytes: 0 };
+    checkout(repo, root, &dir, Path::new(""), limits, &mut budget)
+}
+
+struct CheckoutBudget {
+    files: usize,
+    bytes: u64,
+}
+
+/// Writes `tree` into `dir` (which is `rel` inside the checkout). Every name is validated by
+/// [`super::entry_name`] and used as a single component relative to a directory handle;
+/// directories and files are created new (a name given twice is an error, never an
+/// overwrite) and symlinks are created last in each directory, so nothing written here follows
+/// a link.
 fn checkout(
     repo: &Repository,
     tree: &Tree<'_>,
-    base: &Path,
+    dir: &Dir,
     rel: &Path,
     limits: &Limits,
-    files: &mut usize,
-    bytes: &mut u64,
+    budget: &mut CheckoutBudget,
 ) -> Result<(), RenderError> {
+    let mut links = Vec::new();
     for entry in tree.iter() {
-        let name = entry.name().unwrap_or_default();
+        let name = super::entry_name(&entry, rel)?;
         let rel_path = rel.join(name);
         let shown = rel_path.display().to_string();
-        let dest = base.join(&rel_path);
         match (entry.kind(), entry.filemode()) {
             (Some(ObjectType::Tree), _) => {
-                std::fs::create_dir_all(&dest).map_err(io(&shown))?;
+                dir.create_dir(name).map_err(io(&shown))?;
+                let sub = dir.open_dir(name).map_err(io(&shown))?;
                 checkout(
                     repo,
                     &repo.find_tree(entry.id())?,
-                    base,
+                    &sub,
                     &rel_path,
                     limits,
-                    files,
-                    bytes,
+                    budget,
                 )?;
             }
             (Some(ObjectType::Blob), mode) => {
-                *files += 1;
-                if *files > limits.max_files * 10 {
+                budget.files += 1;
+                if budget.files > limits.max_files * 10 {
                     return Err(RenderError::TooManyFiles {
                         limit: limits.max_files * 10,
                     });
@@ -117,8 +250,8 @@ fn checkout(
                     }
                     continue;
                 }
-                *bytes += size as u64;
-                if *bytes > limits.max_total_bytes {
+                budget.bytes += size as u64;
+                if budget.bytes > limits.max_total_bytes {
                     return Err(RenderError::TooLarge {
                         limit: limits.max_total_bytes,
                     });
@@ -132,13 +265,19 @@ fn checkout(
                             reason: format!("symlink to `{target}` leaves the repository"),
                         });
                     }
-                    std::os::unix::fs::symlink(&target, &dest).map_err(io(&shown))?;
+                    links.push((name.to_owned(), target, shown));
                 } else {
-                    std::fs::write(&dest, blob.content()).map_err(io(&shown))?;
+                    let mut file = dir
+                        .open_with(name, OpenOptions::new().write(true).create_new(true))
+                        .map_err(io(&shown))?;
+                    file.write_all(blob.content()).map_err(io(&shown))?;
                 }
             }
             _ => {}
         }
+    }
+    for (name, target, shown) in links {
+        dir.symlink(&target, &name).map_err(io(&shown))?;
     }
     Ok(())
 }
@@ -147,57 +286,4 @@ fn io(file: &str) -> impl Fn(std::io::Error) -> RenderError + '_ {
     move |e| RenderError::Kustomize {
         message: format!("writing {file}: {e}"),
     }
-}
-
-/// Fails when any kustomization refers to a remote base (URL, `github.com/…`, `git@…`).
-fn refuse_remote_bases(dir: &Path) -> Result<(), RenderError> {
-    for file in kustomizations(dir) {
-        let text = std::fs::read_to_string(&file).unwrap_or_default();
-        let doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap_or_default();
-        for key in ["resources", "bases", "components"] {
-            for item in doc[key]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|v| v.as_str())
-            {
-                let remote = item.contains("://")
-                    || item.starts_with("github.com/")
-                    || item.starts_with("git@")
-                    || item.starts_with("gitlab.com/");
-                if remote {
-                    let shown = file
-                        .strip_prefix(dir)
-                        .unwrap_or(&file)
-                        .display()
-                        .to_string();
-                    return Err(RenderError::UnsafePath {
-                        file: shown,
-                        reason: format!("remote base `{item}` is not allowed"),
-                    });
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-fn kustomizations(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
-            if is_dir {
-                stack.push(path);
-            } else if matches!(
-                entry.file_name().to_str(),
-                Some("kustomization.yaml" | "kustomization.yml" | "Kustomization")
-            ) {
-                out.push(path);
-            }
-        }
-    }
-    out
 }

@@ -27,6 +27,22 @@ pub struct Limits {
     pub kustomize_timeout: Duration,
     /// Program that renders Kustomize: `kubectl` (as `kubectl kustomize`) or `kustomize`.
     pub kustomize_command: String,
+    /// How the Kustomize process is isolated from the host.
+    pub kustomize_sandbox: Sandbox,
+}
+
+/// Isolation of the Kustomize process. Kustomize follows `resources:` to any directory and
+/// fetches remote bases itself, so what it may read is decided by what it can see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sandbox {
+    /// bubblewrap (`bwrap`): new user, mount, network, PID and IPC namespaces; the file system
+    /// holds only the repository checkout (read-only) and the Kustomize binary, so `../..`
+    /// finds nothing of the host and remote bases have no network.
+    #[default]
+    Bwrap,
+    /// No isolation (unsafe; for hosts where user namespaces are not available).
+    None,
 }
 
 impl Default for Limits {
@@ -37,6 +53,7 @@ impl Default for Limits {
             max_total_bytes: 50 * 1024 * 1024,
             kustomize_timeout: Duration::from_secs(30),
             kustomize_command: "kubectl".into(),
+            kustomize_sandbox: Sandbox::Bwrap,
         }
     }
 }
@@ -137,6 +154,30 @@ pub fn render(
     finish(docs, limits)
 }
 
+/// Reads one manifest text (multi-document YAML or JSON, `kind: List` flattened) as a render:
+/// every document must be a Kubernetes object, none twice; `file` names it in errors. The
+/// manifest reader of [`render`], on its own (fuzzing, tools).
+///
+/// Errors: [`RenderError::Yaml`], [`RenderError::NotAnObject`], [`RenderError::Duplicate`],
+/// [`RenderError::TooLarge`].
+pub fn read_manifests(text: &str, file: &str, limits: &Limits) -> Result<Rendered, RenderError> {
+    let mut docs = Vec::new();
+    parse_into(text, file, &mut docs)?;
+    finish(docs, limits)
+}
+
+/// Writes the whole of `tree` under `dest` (an existing, empty directory) as the Kustomize
+/// render does: names validated, nothing written outside `dest`, symlinks created but never
+/// followed, within `limits`. Errors name the file at fault.
+pub fn checkout(
+    repo: &Repository,
+    tree: &Tree<'_>,
+    dest: &Path,
+    limits: &Limits,
+) -> Result<(), RenderError> {
+    kustomize::checkout_into(repo, tree, dest, limits)
+}
+
 /// Normalises the configured path: relative, no `..`, no `.` segments.
 fn clean_app_path(path: &str) -> Result<PathBuf, RenderError> {
     let bad = |reason: &str| RenderError::BadAppPath {
@@ -182,7 +223,7 @@ fn read_tree(
     docs: &mut Vec<(String, usize, Value)>,
 ) -> Result<(), RenderError> {
     for entry in tree.iter() {
-        let name = entry.name().unwrap_or_default().to_owned();
+        let name = entry_name(&entry, dir)?.to_owned();
         let file = dir.join(&name);
         let shown = file.display().to_string();
         match (entry.kind(), entry.filemode()) {
@@ -226,6 +267,47 @@ fn read_tree(
         }
     }
     Ok(())
+}
+
+/// The name of a Git tree entry, which must be one plain path component: UTF-8, not empty,
+/// not `.` or `..`, no `/` or NUL, and not `.git` in any letter case (Git itself refuses to
+/// check those out). Git's object format allows any bytes in a name (a tree made with
+/// `git hash-object -t tree --literally` can name an entry `../../etc/x`), so every name read
+/// from a tree goes through here before it is joined to a path.
+///
+/// Errors: [`RenderError::UnsafePath`] naming the directory (`dir`) and the entry as Git
+/// stores it (lossy UTF-8, control characters escaped).
+pub fn entry_name<'e>(entry: &'e git2::TreeEntry<'_>, dir: &Path) -> Result<&'e str, RenderError> {
+    let bytes = entry.name_bytes();
+    let bad = |reason: &str| RenderError::UnsafePath {
+        file: dir
+            .join(String::from_utf8_lossy(bytes).escape_default().to_string())
+            .display()
+            .to_string(),
+        reason: format!("tree entry name {reason}"),
+    };
+    let name = std::str::from_utf8(bytes).map_err(|_| bad("is not UTF-8"))?;
+    match check_component(name) {
+        Ok(()) => Ok(name),
+        Err(reason) => Err(bad(reason)),
+    }
+}
+
+/// Why `name` is not one plain path component (see [`entry_name`]).
+pub fn check_component(name: &str) -> Result<(), &'static str> {
+    if name.is_empty() {
+        Err("is empty")
+    } else if name == "." || name == ".." {
+        Err("is `.` or `..`")
+    } else if name.contains('/') {
+        Err("contains a path separator")
+    } else if name.chars().any(char::is_control) {
+        Err("contains a control character")
+    } else if name.eq_ignore_ascii_case(".git") {
+        Err("is `.git`")
+    } else {
+        Ok(())
+    }
 }
 
 fn resolve_link(dir: &Path, target: &str) -> Option<PathBuf> {

@@ -130,6 +130,11 @@ pub struct AuditFilter {
     pub since: Option<Millis>,
     /// Milliseconds since the epoch, exclusive.
     pub until: Option<Millis>,
+    /// Only rows about applications of these projects (`None`: every row, including those
+    /// about no application such as sign-ins and tokens). Set from the caller's
+    /// [`crate::auth::visibility::Visibility`], never from a query string.
+    #[serde(skip)]
+    pub projects: Option<Vec<String>>,
 }
 
 fn row_from(r: &sqlx::any::AnyRow) -> Result<AuditRow, StoreError> {
@@ -210,6 +215,23 @@ impl Store {
             if let Some(v) = value {
                 sql.push_str(&format!(" AND {column} = {}", next()));
                 text.push(v);
+            }
+        }
+        if let Some(projects) = &filter.projects {
+            if projects.is_empty() {
+                sql.push_str(" AND 1 = 0");
+            } else {
+                let placeholders: Vec<String> = projects
+                    .iter()
+                    .map(|p| {
+                        text.push(p.clone());
+                        next()
+                    })
+                    .collect();
+                sql.push_str(&format!(
+                    " AND target IN (SELECT 'application:' || v.name FROM applications v WHERE v.project IN ({}))",
+                    placeholders.join(", ")
+                ));
             }
         }
         if let Some(c) = cursor {

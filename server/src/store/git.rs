@@ -1,11 +1,14 @@
 //! The Git aggregate: commits, per-application history (with reachability), rendered snapshots
 //! (content-addressed), fetch state and timeline events.
 
+use std::sync::Arc;
+
 use sqlx::Row;
 
 use super::{Store, StoreError};
 use crate::clock::Millis;
 use crate::git::history::CommitInfo;
+use crate::secrets::{self, Keyring};
 
 /// Rows per multi-row INSERT. Measured (benches/git_ingest.rs, 10,000 commits into SQLite):
 /// 20 rows 290 ms, 50 rows 230 ms, 500 rows 970 ms — binding cost grows faster than the
@@ -330,8 +333,18 @@ impl Store {
         }))
     }
 
+    /// This store with a keyring: from now on it seals the Secret data of renders it saves and
+    /// opens sealed renders for applying. `None` keeps Secret data in plaintext.
+    pub fn with_secrets(mut self, keyring: Option<Arc<Keyring>>) -> Self {
+        self.secrets = keyring;
+        self
+    }
+
     /// Stores a render: the snapshot once per digest, and which revision produced it. Also
-    /// records the revision as the application's current target.
+    /// records the revision as the application's current target. With a keyring, the
+    /// snapshot's Secret values are sealed (`canonical` and `digest` are the plaintext render's;
+    /// the digest approvals bind to does not depend on the key), and a plaintext snapshot
+    /// stored earlier under the same digest is replaced by the sealed one.
     pub async fn save_render(
         &self,
         app: &str,
@@ -341,15 +354,24 @@ impl Store {
         objects: usize,
         now: Millis,
     ) -> Result<(), StoreError> {
+        let (content, key_id) = match &self.secrets {
+            Some(ring) => (
+                ring.seal(digest, canonical)?,
+                Some(ring.active_id().to_owned()),
+            ),
+            None => (canonical.to_owned(), None),
+        };
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "INSERT INTO snapshots (digest, content, objects, created_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (digest) DO NOTHING",
+            "INSERT INTO snapshots (digest, content, objects, created_at, key_id) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (digest) DO UPDATE SET content = excluded.content, key_id = excluded.key_id
+                 WHERE snapshots.key_id IS NULL AND excluded.key_id IS NOT NULL",
         )
         .bind(digest)
-        .bind(canonical)
+        .bind(&content)
         .bind(i64::try_from(objects).unwrap_or(i64::MAX))
         .bind(now)
+        .bind(key_id)
         .execute(&mut *tx)
         .await?;
         sqlx::query(
@@ -377,7 +399,105 @@ impl Store {
         Ok(())
     }
 
-    /// The stored render of a revision: `(digest, canonical JSON)`; works without Git.
+    /// The stored render of a revision, to apply to the cluster: `(digest, canonical JSON)` with
+    /// Secret values opened; works without Git. Errors (`StoreError::Secrets`) when the render
+    /// was sealed with a key that is not configured or not the right one.
+    pub async fn render_to_apply(
+        &self,
+        app: &str,
+        sha: &str,
+    ) -> Result<Option<(String, String)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT s.digest, s.content, s.key_id FROM renders r JOIN snapshots s ON s.digest = r.digest
+             WHERE r.application = $1 AND r.sha = $2",
+        )
+        .bind(app)
+        .bind(sha)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            let digest: String = r.try_get("digest")?;
+            let content = self.open_row(&r, &digest)?;
+            Ok((digest, content))
+        })
+        .transpose()
+    }
+
+    /// A stored snapshot's canonical JSON by digest, to apply to the cluster (a rollback or a
+    /// pin): Secret values opened, as [`Store::render_to_apply`].
+    pub async fn snapshot_to_apply(&self, digest: &str) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query("SELECT content, key_id FROM snapshots WHERE digest = $1")
+            .bind(digest)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| self.open_row(&r, digest)).transpose()
+    }
+
+    fn open_row(&self, r: &sqlx::any::AnyRow, digest: &str) -> Result<String, StoreError> {
+        let content: String = r.try_get("content")?;
+        let key_id: Option<String> = r.try_get("key_id")?;
+        Ok(secrets::open(
+            self.secrets.as_deref(),
+            digest,
+            &content,
+            key_id.as_deref(),
+        )?)
+    }
+
+    /// Seals, with the active key, every stored snapshot not sealed by it yet: plaintext ones
+    /// written before a key was configured, and ones sealed by an older key (rotation). A
+    /// snapshot that cannot be opened (its key is missing or wrong) is left as it is and
+    /// logged. Returns how many were rewritten; a no-op without a keyring.
+    #[tracing::instrument(skip_all, err)]
+    pub async fn seal_stored_renders(&self) -> Result<usize, StoreError> {
+        let Some(ring) = self.secrets.clone() else {
+            return Ok(0);
+        };
+        let active = ring.active_id().to_owned();
+        let (mut after, mut rewritten) = (String::new(), 0);
+        loop {
+            let rows = sqlx::query(
+                "SELECT digest, content, key_id FROM snapshots
+                 WHERE (key_id IS NULL OR key_id <> $1) AND digest > $2 ORDER BY digest LIMIT 50",
+            )
+            .bind(&active)
+            .bind(&after)
+            .fetch_all(&self.pool)
+            .await?;
+            let Some(last) = rows.last() else {
+                return Ok(rewritten);
+            };
+            after = last.try_get("digest")?;
+            for r in &rows {
+                let digest: String = r.try_get("digest")?;
+                let old_key: Option<String> = r.try_get("key_id")?;
+                let sealed = self
+                    .open_row(r, &digest)
+                    .and_then(|plain| Ok(ring.seal(&digest, &plain)?));
+                let sealed = match sealed {
+                    Ok(sealed) => sealed,
+                    Err(e) => {
+                        tracing::error!(%digest, error = %e, "stored render left as it is: cannot re-encrypt its Secret data");
+                        continue;
+                    }
+                };
+                let done = sqlx::query(
+                    "UPDATE snapshots SET content = $1, key_id = $2 WHERE digest = $3 AND COALESCE(key_id, '') = $4",
+                )
+                .bind(&sealed)
+                .bind(&active)
+                .bind(&digest)
+                .bind(old_key.unwrap_or_default())
+                .execute(&self.pool)
+                .await?;
+                rewritten += usize::try_from(done.rows_affected()).unwrap_or(0);
+            }
+        }
+    }
+
+    /// The stored render of a revision as stored: `(digest, canonical JSON)`, Secret values
+    /// sealed when a key was configured (for display and diffs, which redact them anyway);
+    /// works without Git. To apply, use [`Store::render_to_apply`].
     pub async fn rendered_snapshot(
         &self,
         app: &str,

@@ -26,6 +26,20 @@ pub struct TokenRecord {
     pub last_used_at: Option<Millis>,
 }
 
+/// The answer of [`Store::reserve_login_attempt`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginReservation {
+    /// The attempt may check its password; `ids` are its rows in `login_failures`, one per key
+    /// in the order given.
+    Granted { ids: Vec<i64> },
+    /// The key at index `key` of the limits is at its maximum; `first_at` is its oldest
+    /// attempt within the window (ms), from which the wait is computed.
+    Refused {
+        key: usize,
+        first_at: Option<Millis>,
+    },
+}
+
 fn user_from_row(r: &sqlx::any::AnyRow) -> Result<UserRecord, StoreError> {
     Ok(UserRecord {
         id: r.try_get("id")?,
@@ -38,7 +52,10 @@ fn user_from_row(r: &sqlx::any::AnyRow) -> Result<UserRecord, StoreError> {
 }
 
 impl Store {
-    /// Creates or replaces a local account's display name and password hash.
+    /// Creates or replaces a local account's display name and password hash. Setting the
+    /// password of an existing account (a reset, from the CLI or `auth.admin_password`) ends
+    /// every session signed in before `now`, on every replica (see
+    /// [`Store::sessions_valid_after`]).
     pub async fn upsert_local_user(
         &self,
         username: &str,
@@ -50,7 +67,8 @@ impl Store {
             "INSERT INTO users (id, username, display_name, method, password_hash, created_at)
              VALUES ($1, $2, $3, 'local', $4, $5)
              ON CONFLICT (id) DO UPDATE SET display_name = excluded.display_name,
-                 password_hash = excluded.password_hash",
+                 password_hash = excluded.password_hash,
+                 sessions_valid_after = excluded.created_at",
         )
         .bind(format!("local:{username}"))
         .bind(username)
@@ -99,6 +117,20 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// The instant (ms) before which the user's sessions are void because the password was
+    /// set since; `None` for unknown users and accounts never reset.
+    pub async fn sessions_valid_after(&self, user_id: &str) -> Result<Option<Millis>, StoreError> {
+        let row = sqlx::query("SELECT sessions_valid_after FROM users WHERE id = $1")
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get("sessions_valid_after")?,
+            None => None,
+        })
+    }
+
+    /// Records a successful sign-in's time on the user.
     pub async fn touch_login(&self, user_id: &str, now: Millis) -> Result<(), StoreError> {
         sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
             .bind(now)
@@ -184,6 +216,10 @@ impl Store {
             .execute(&self.pool)
             .await?;
         sqlx::query("DELETE FROM login_failures WHERE at < $1")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM login_throttle WHERE touched_at < $1")
             .bind(failures_before)
             .execute(&self.pool)
             .await?;
@@ -304,7 +340,74 @@ impl Store {
 
     // ---- sign-in throttling ---------------------------------------------------------------
 
-    /// Failed sign-ins recorded under `key` since `since`.
+    /// Reserves one sign-in attempt under every key of `limits` (`(key, max)` pairs, e.g. the
+    /// user and the client address), atomically: within one transaction each key's lock row is
+    /// taken (always in the order given, so two attempts cannot deadlock), the attempts since
+    /// `since` are counted, and only if every key is below its `max` is an attempt recorded
+    /// under each key. Parallel attempts queue on the lock, so N of them cost exactly what N
+    /// sequential ones do. The recorded rows count as failures until the caller releases them
+    /// ([`Store::release_login_attempts`]) or clears the key after a success.
+    pub async fn reserve_login_attempt(
+        &self,
+        limits: &[(&str, i64)],
+        since: Millis,
+        now: Millis,
+    ) -> Result<LoginReservation, StoreError> {
+        let mut tx = self.write_tx().await?;
+        for (index, (key, max)) in limits.iter().enumerate() {
+            sqlx::query(
+                "INSERT INTO login_throttle (key, touched_at) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET touched_at = excluded.touched_at",
+            )
+            .bind(*key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            let row = sqlx::query(
+                "SELECT COUNT(*) AS n, MIN(at) AS first FROM login_failures
+                 WHERE key = $1 AND at >= $2",
+            )
+            .bind(*key)
+            .bind(since)
+            .fetch_one(&mut *tx)
+            .await?;
+            let (count, first): (i64, Option<Millis>) = (row.try_get("n")?, row.try_get("first")?);
+            if count >= *max {
+                // Nothing recorded: a refused attempt costs no other key a slot.
+                tx.rollback().await?;
+                return Ok(LoginReservation::Refused {
+                    key: index,
+                    first_at: first,
+                });
+            }
+        }
+        let mut ids = Vec::with_capacity(limits.len());
+        for (key, _) in limits {
+            let row =
+                sqlx::query("INSERT INTO login_failures (key, at) VALUES ($1, $2) RETURNING id")
+                    .bind(*key)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            ids.push(row.try_get("id")?);
+        }
+        tx.commit().await?;
+        Ok(LoginReservation::Granted { ids })
+    }
+
+    /// Gives back attempts reserved by [`Store::reserve_login_attempt`] (after a success).
+    pub async fn release_login_attempts(&self, ids: &[i64]) -> Result<(), StoreError> {
+        for id in ids {
+            sqlx::query("DELETE FROM login_failures WHERE id = $1")
+                .bind(*id)
+                .execute(&self.pool)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Failed (or in-flight) sign-ins recorded under `key` since `since`: how many, and the
+    /// time of the oldest.
     pub async fn login_failures(
         &self,
         key: &str,
@@ -320,6 +423,7 @@ impl Store {
         Ok((row.try_get("n")?, row.try_get("first")?))
     }
 
+    /// Records one failed sign-in under each key at `now`.
     pub async fn add_login_failure(&self, keys: &[&str], now: Millis) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         for key in keys {
@@ -333,6 +437,7 @@ impl Store {
         Ok(())
     }
 
+    /// Forgets every failed sign-in under `key` (a successful sign-in clears its user's).
     pub async fn clear_login_failures(&self, key: &str) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM login_failures WHERE key = $1")
             .bind(key)

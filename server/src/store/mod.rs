@@ -28,7 +28,7 @@ pub use audit::{
 };
 pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use git::{AppGitState, AppSource, IngestReport, StoredCommit, TimelineEntry};
-pub use identity::{TokenRecord, UserRecord};
+pub use identity::{LoginReservation, TokenRecord, UserRecord};
 pub use notify::{Delivery, DeliveryRecord, NotificationEvent};
 pub use pins::{KnownGood, Pin};
 pub use requests::{Approval, Approved, DecisionError, RequestChange, SyncRequest};
@@ -58,6 +58,9 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("unexpected value in column {column}: {value}")]
     Corrupt { column: &'static str, value: String },
+    /// Secret data of a stored render could not be sealed or opened (missing or wrong key).
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretsError),
 }
 
 /// Handle to the database; cheap to clone.
@@ -65,6 +68,8 @@ pub enum StoreError {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// Seals Secret data in stored renders (see `git.rs`); `None`: stored in plaintext.
+    secrets: Option<std::sync::Arc<crate::secrets::Keyring>>,
 }
 
 impl Store {
@@ -106,7 +111,11 @@ impl Store {
             .max_connections(settings.max_connections.max(1))
             .acquire_timeout(timeout)
             .connect_lazy_with(options);
-        Ok(Self { pool, backend })
+        Ok(Self {
+            pool,
+            backend,
+            secrets: None,
+        })
     }
 
     /// Applies pending migrations of this backend's dialect; a no-op when up to date.

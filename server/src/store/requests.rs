@@ -286,22 +286,41 @@ impl Store {
     }
 
     /// Requests, newest first, optionally of one status and/or application.
+    ///
+    /// `only`: the projects whose applications' requests may be returned (`None`: all); see
+    /// [`crate::auth::visibility`].
     pub async fn sync_requests(
         &self,
         status: Option<&str>,
         app: Option<&str>,
+        only: Option<&[String]>,
         limit: i64,
     ) -> Result<Vec<SyncRequest>, StoreError> {
-        let rows = sqlx::query(&format!(
+        let mut params = vec![
+            status.unwrap_or_default().to_owned(),
+            app.unwrap_or_default().to_owned(),
+        ];
+        let scope = match only {
+            Some(projects) => format!(
+                " AND {}",
+                crate::auth::visibility::sql_in_projects("application", "", projects, &mut params)
+            ),
+            None => String::new(),
+        };
+        let sql = format!(
             "SELECT {COLUMNS} FROM sync_requests
-             WHERE ($1 = '' OR status = $1) AND ($2 = '' OR application = $2)
-             ORDER BY id DESC LIMIT $3"
-        ))
-        .bind(status.unwrap_or_default())
-        .bind(app.unwrap_or_default())
-        .bind(limit.clamp(1, 1000))
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE ($1 = '' OR status = $1) AND ($2 = '' OR application = $2){scope}
+             ORDER BY id DESC LIMIT ${}",
+            params.len() + 1
+        );
+        let mut query = sqlx::query(&sql);
+        for p in &params {
+            query = query.bind(p);
+        }
+        let rows = query
+            .bind(limit.clamp(1, 1000))
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in &rows {
             let mut req = request_from(r)?;

@@ -883,3 +883,320 @@ async fn spoiled_id_tokens_and_forged_callbacks_sign_nobody_in() {
     assert!(failures.iter().all(|r| r.2 == "failure"), "{failures:?}");
     assert_eq!(failures.len(), 10 + 3);
 }
+
+// ---- throttling under concurrency, stream and session revocation ---------------------------
+
+/// One form sign-in from a fresh browser; the redirect's target.
+async fn sign_in_once(base: String, user: String, password: String) -> String {
+    let resp = browser()
+        .post(format!("{base}/auth/login"))
+        .header("origin", &base)
+        .form(&[("username", user), ("password", password)])
+        .send()
+        .await
+        .unwrap();
+    location(&resp)
+}
+
+/// How many of `outcomes` were a password check (wrong or right) and how many were refused
+/// before any check.
+fn checked_and_throttled(outcomes: &[String]) -> (usize, usize) {
+    let throttled = outcomes
+        .iter()
+        .filter(|to| to.starts_with("/login?error=throttled"))
+        .count();
+    (outcomes.len() - throttled, throttled)
+}
+
+#[tokio::test]
+async fn parallel_reservations_never_exceed_the_limit_on_both_backends() {
+    use server::store::LoginReservation;
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        // Ten at once for one user, ten at once from one address (ten users): five each.
+        for keys in [
+            (0..10).map(|_| "user:ann".to_owned()).collect::<Vec<_>>(),
+            (0..10).map(|i| format!("user:u{i}")).collect(),
+        ] {
+            let attempts = keys.into_iter().map(|user| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    store
+                        .reserve_login_attempt(&[(&user, 5), ("ip:10.0.0.1", 5)], 0, 1_000)
+                        .await
+                        .unwrap()
+                })
+            });
+            let results = futures_util::future::join_all(attempts).await;
+            let granted = results
+                .iter()
+                .filter(|r| matches!(r.as_ref().unwrap(), LoginReservation::Granted { .. }))
+                .count();
+            assert_eq!(granted, 5, "on {}", db.url);
+            store.clear_login_failures("ip:10.0.0.1").await.unwrap();
+        }
+        // A refusal on one key costs the other key nothing.
+        assert_eq!(store.login_failures("user:ann", 0).await.unwrap().0, 5);
+        let refused = store
+            .reserve_login_attempt(&[("user:ann", 5), ("ip:10.0.0.2", 5)], 0, 2_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            refused,
+            LoginReservation::Refused {
+                key: 0,
+                first_at: Some(1_000)
+            }
+        );
+        assert_eq!(store.login_failures("ip:10.0.0.2", 0).await.unwrap().0, 0);
+        store.close().await;
+        db.drop_db().await;
+    }
+}
+
+#[tokio::test]
+async fn ten_parallel_sign_ins_check_at_most_five_passwords_on_both_backends() {
+    for db in TestDb::both().await {
+        let mut settings = db.settings();
+        settings.auth.max_failures_per_user = 5;
+        settings.auth.max_failures_per_ip = 100;
+        let server = TestServer::start(settings).await;
+        // Nine wrong passwords at once, then the right one while they are still in flight.
+        let wrong: Vec<_> = (0..9)
+            .map(|_| {
+                tokio::spawn(sign_in_once(
+                    server.base.clone(),
+                    "admin".into(),
+                    "guess".into(),
+                ))
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while server
+            .store
+            .login_failures("user:admin", 0)
+            .await
+            .unwrap()
+            .0
+            < 5
+        {
+            assert!(std::time::Instant::now() < deadline, "on {}", db.url);
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        let right = sign_in_once(server.base.clone(), "admin".into(), ADMIN_PASSWORD.into()).await;
+        let mut outcomes: Vec<String> = Vec::new();
+        for w in wrong {
+            outcomes.push(w.await.unwrap());
+        }
+        assert!(
+            right.starts_with("/login?error=throttled"),
+            "the right password is refused once five are spent, on {}: {right}",
+            db.url
+        );
+        assert_eq!(
+            checked_and_throttled(&outcomes),
+            (5, 4),
+            "on {}: {outcomes:?}",
+            db.url
+        );
+        assert!(outcomes
+            .iter()
+            .all(|to| to == "/login?error=bad_credentials"
+                || to.starts_with("/login?error=throttled")));
+
+        // Per address: ten unknown names at once from one address with a limit of five.
+        let mut settings = db.settings();
+        settings.auth.max_failures_per_ip = 5;
+        drop(server);
+        let server = TestServer::start(settings).await;
+        server
+            .store
+            .clear_login_failures("ip:127.0.0.1")
+            .await
+            .unwrap();
+        let at_once = (0..10).map(|i| {
+            tokio::spawn(sign_in_once(
+                server.base.clone(),
+                format!("mallory{i}"),
+                "x".into(),
+            ))
+        });
+        let outcomes: Vec<String> = futures_util::future::join_all(at_once)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(
+            checked_and_throttled(&outcomes),
+            (5, 5),
+            "on {}: {outcomes:?}",
+            db.url
+        );
+        drop(server);
+        db.drop_db().await;
+    }
+}
+
+/// Opens the application's event stream with `client` and waits for its first event.
+async fn open_events(server: &TestServer, client: &Client) -> reqwest::Response {
+    let mut resp = client
+        .get(format!(
+            "{}/api/v1/applications/guestbook/events",
+            server.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut seen = String::new();
+    while !seen.contains("event: ready") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(20), resp.chunk())
+            .await
+            .expect("the stream sends `ready`")
+            .unwrap()
+            .expect("the stream stays open");
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    resp
+}
+
+/// Whether the stream ends (the server closes the response) within `secs` seconds.
+async fn ends_within(resp: &mut reqwest::Response, secs: u64) -> bool {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), async {
+        while let Ok(Some(_)) = resp.chunk().await {}
+    })
+    .await
+    .is_ok()
+}
+
+#[tokio::test]
+async fn event_streams_end_when_their_session_signs_out_or_their_token_is_revoked() {
+    for db in TestDb::both().await {
+        let mut settings = db.settings();
+        catalog(&mut settings);
+        let server = TestServer::start(settings).await;
+
+        // A browser session: signing out (in another tab, same cookie) ends the stream.
+        let client = server.browser_signed_in("admin", ADMIN_PASSWORD).await;
+        let mut stream = open_events(&server, &client).await;
+        assert!(!ends_within(&mut stream, 4).await, "stays open while valid");
+        let out = client
+            .post(format!("{}/auth/logout", server.base))
+            .header("origin", &server.base)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(out.status(), 303);
+        assert!(
+            ends_within(&mut stream, 10).await,
+            "sign-out ends the stream, on {}",
+            db.url
+        );
+
+        // An API token: revoking it ends the stream.
+        let secret = server::auth::tokens::create(
+            &server.store,
+            &server::store::Actor::system(),
+            "watcher",
+            Role::Viewer,
+            None,
+            server::clock::now(),
+        )
+        .await
+        .unwrap();
+        let mut stream = open_events(&server, &bearer_client(&secret)).await;
+        server::auth::tokens::revoke(
+            &server.store,
+            &server::store::Actor::system(),
+            "watcher",
+            server::clock::now(),
+        )
+        .await
+        .unwrap();
+        assert!(
+            ends_within(&mut stream, 10).await,
+            "revocation ends the stream, on {}",
+            db.url
+        );
+        drop(server);
+        db.drop_db().await;
+    }
+}
+
+/// `tidemark user add NAME --password-stdin` against the database at `db_url`.
+fn cli_set_password(db_url: &str, name: &str, password: &str) {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args(["user", "add", name, "--password-stdin"])
+        .env("TIDEMARK__DATABASE__URL", db_url)
+        .env("RUST_LOG", "off")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    assert!(child.wait().unwrap().success());
+}
+
+#[tokio::test]
+async fn a_password_reset_ends_every_session_of_the_account_on_every_replica() {
+    for db in TestDb::both().await {
+        let mut settings = db.settings();
+        catalog(&mut settings);
+        settings.auth.default_role = Some(Role::Viewer);
+        let server = TestServer::start(settings.clone()).await;
+        local_user(&server, "erin", "erin-password-1").await;
+        let laptop = server.browser_signed_in("erin", "erin-password-1").await;
+        let phone = server.browser_signed_in("erin", "erin-password-1").await;
+        let admin = server.browser_signed_in("admin", ADMIN_PASSWORD).await;
+        let mut stream = open_events(&server, &phone).await;
+        let page = |c: &Client| c.get(format!("{}/applications", server.base)).send();
+        assert_eq!(page(&laptop).await.unwrap().status(), 200);
+
+        // The operator resets erin's password with the CLI (another process).
+        cli_set_password(&server.db_url, "erin", "erin-password-2");
+        let resp = page(&laptop).await.unwrap();
+        assert_eq!(
+            (resp.status().as_u16(), location(&resp)),
+            (303, "/login?next=%2Fapplications".into()),
+            "on {}",
+            db.url
+        );
+        let api = phone
+            .get(format!("{}/api/v1/applications", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(api.status(), 401, "on {}", db.url);
+        assert!(ends_within(&mut stream, 10).await, "on {}", db.url);
+        assert_eq!(
+            page(&admin).await.unwrap().status(),
+            200,
+            "other accounts stay"
+        );
+        // The new password works; a session started after the reset is valid.
+        let fresh = server.browser_signed_in("erin", "erin-password-2").await;
+        assert_eq!(page(&fresh).await.unwrap().status(), 200);
+
+        // A second replica starting with a new `auth.admin_password` resets the bootstrap
+        // admin: the admin's session on the first replica ends.
+        let mut replica = settings;
+        replica.auth.admin_password = Some(server::config::Secret::new("another-password"));
+        let second = TestServer::start(replica).await;
+        let resp = page(&admin).await.unwrap();
+        assert_eq!(resp.status(), 303, "on {}", db.url);
+        let on_second = second.browser_signed_in("admin", "another-password").await;
+        assert_eq!(
+            on_second
+                .get(format!("{}/applications", second.base))
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        drop(second);
+        drop(server);
+        db.drop_db().await;
+    }
+}

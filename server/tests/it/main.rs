@@ -14,4 +14,5 @@ mod kubectl;
 mod notify;
 mod reconcile;
 mod sandbox;
+mod security;
 mod store;

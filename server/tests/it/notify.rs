@@ -1017,7 +1017,7 @@ async fn a_running_tidemark_notifies_approvals_drift_and_rollback_and_its_metric
     wait_sample(&server, &s("tidemark_app_sync_status", "OutOfSync"), 1.0).await;
     let first = f
         .store
-        .sync_requests(Some("pending"), None, 1)
+        .sync_requests(Some("pending"), None, None, 1)
         .await
         .unwrap()[0]
         .id;
@@ -1061,7 +1061,7 @@ async fn a_running_tidemark_notifies_approvals_drift_and_rollback_and_its_metric
     wait_sample(&server, &g("tidemark_app_pending_approvals"), 1.0).await;
     let drift_request = f
         .store
-        .sync_requests(Some("pending"), None, 1)
+        .sync_requests(Some("pending"), None, None, 1)
         .await
         .unwrap()[0]
         .id;
@@ -1182,5 +1182,139 @@ async fn a_running_tidemark_notifies_approvals_drift_and_rollback_and_its_metric
     assert!(
         text.contains(r#"tidemark_notification_attempts_total{target="hook",outcome="delivered"}"#),
         "{text}"
+    );
+}
+
+/// A rollback reason and a commit title as people and Git write them, hostile to every format.
+const HOSTILE_REASON: &str = "<!channel> <https://evil.example|Click here> &amp; <@U123>";
+const HOSTILE_TITLE: &str = "fix\r\nBcc: evil@example.com <script>alert(1)</script>";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_rollback_reason_reaches_slack_escaped_and_e_mail_without_an_injected_header() {
+    let receiver = Receiver::start().await;
+    let smtp = SmtpReceiver::start("mail-secret").await;
+    let db = TestDb::sqlite();
+    let store = catalog_store(&db).await;
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("smtp-password");
+    std::fs::write(&password_file, "mail-secret").unwrap();
+    let notifications = notification_settings(&format!(
+        r#"
+        [[targets]]
+        name = "chat"
+        type = "slack"
+        url = "{base}/chat"
+        [[targets]]
+        name = "hook"
+        type = "webhook"
+        url = "{base}/hook"
+        [[targets]]
+        name = "mail"
+        type = "email"
+        smtp_host = "127.0.0.1"
+        smtp_port = {port}
+        ca_file = "{ca}"
+        username = "tidemark"
+        password_file = "{password}"
+        from = "Tidemark <tidemark@example.com>"
+        to = ["oncall@example.com"]
+        [[subscriptions]]
+        target = "chat"
+        [[subscriptions]]
+        target = "hook"
+        [[subscriptions]]
+        target = "mail"
+        "#,
+        base = receiver.base,
+        port = smtp.port,
+        ca = smtp.cert().display(),
+        password = password_file.display()
+    ));
+    let notifier = Notifier::build(
+        store.clone(),
+        &notifications,
+        "https://tidemark.example",
+        Arc::new(Metrics::new()),
+        &|_| None,
+    )
+    .unwrap();
+    // What the workflow writes for a rollback: the commit title and the reason, quoted.
+    let text =
+        format!("Ada rolled back to 0123456 \"{HOSTILE_TITLE}\" and pinned it: {HOSTILE_REASON}");
+    store
+        .add_timeline(
+            "guestbook",
+            "rollback",
+            &text,
+            &json!({"revision": "0123456", "sync": 9, "reason": HOSTILE_REASON}),
+            server::clock::now(),
+        )
+        .await
+        .unwrap();
+    for _ in 0..50 {
+        notifier.step().await.unwrap();
+        if !smtp.mails().is_empty() && receiver.delivered("/chat").len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let chat = receiver
+        .wait_delivered("/chat", 1, Duration::from_secs(5))
+        .await;
+    let slack = chat[0].json();
+    for text in [
+        slack["text"].as_str().unwrap(),
+        slack["blocks"][0]["text"]["text"].as_str().unwrap(),
+    ] {
+        assert!(!text.contains("<!channel>"), "{text}");
+        assert!(!text.contains("<@U123>"), "{text}");
+        assert!(!text.contains("<https://evil"), "{text}");
+        assert!(
+            text.contains(
+                "&lt;!channel&gt; &lt;https://evil.example|Click here&gt; &amp;amp; &lt;@U123&gt;"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("&lt;script&gt;"), "{text}");
+        assert_eq!(
+            text.matches('<').count(),
+            1,
+            "only Tidemark's own link: {text}"
+        );
+    }
+
+    // The generic webhook is JSON: the text arrives exactly as written.
+    let hook = receiver
+        .wait_delivered("/hook", 1, Duration::from_secs(5))
+        .await;
+    assert_eq!(hook[0].json()["message"], text);
+
+    let mails = smtp.mails();
+    assert_eq!(
+        mails.len(),
+        1,
+        "{:?}",
+        store.recent_deliveries(5, false).await.unwrap()
+    );
+    assert_eq!(
+        mails[0]["to"],
+        json!(["oncall@example.com"]),
+        "no injected recipient"
+    );
+    let data = mails[0]["data"].as_str().unwrap();
+    let (headers, body) = data
+        .split_once("\r\n\r\n")
+        .or_else(|| data.split_once("\n\n"))
+        .unwrap();
+    let names: Vec<String> = headers
+        .lines()
+        .filter(|l| !l.starts_with(' ') && !l.starts_with('\t'))
+        .map(|l| l.split(':').next().unwrap().to_ascii_lowercase())
+        .collect();
+    assert!(!names.iter().any(|n| n == "bcc"), "{headers}");
+    assert!(
+        body.contains("Bcc: evil@example.com <script>"),
+        "the reason is kept as text: {body}"
     );
 }

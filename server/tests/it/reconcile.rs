@@ -1238,7 +1238,7 @@ async fn two_of_m_approvals_with_four_eyes_run_the_sync_exactly_once() {
         .unwrap();
     assert!(f
         .store
-        .sync_requests(Some("pending"), None, 10)
+        .sync_requests(Some("pending"), None, None, 10)
         .await
         .unwrap()
         .is_empty());
@@ -1268,7 +1268,7 @@ async fn a_new_commit_supersedes_the_request_and_voids_its_approvals_and_rejecti
     let (server, people) = approvers(&f).await;
     let first = f
         .store
-        .sync_requests(Some("pending"), None, 1)
+        .sync_requests(Some("pending"), None, None, 1)
         .await
         .unwrap()[0]
         .id;
@@ -1684,7 +1684,7 @@ async fn an_approved_request_can_wait_for_a_sync_now_click() {
     let (server, people) = approvers(&f).await;
     let id = f
         .store
-        .sync_requests(Some("pending"), None, 1)
+        .sync_requests(Some("pending"), None, None, 1)
         .await
         .unwrap()[0]
         .id;
@@ -1698,7 +1698,11 @@ async fn an_approved_request_can_wait_for_a_sync_now_click() {
         .await
         .unwrap();
     assert_eq!(
-        f.store.sync_requests(None, None, 10).await.unwrap().len(),
+        f.store
+            .sync_requests(None, None, None, 10)
+            .await
+            .unwrap()
+            .len(),
         1,
         "no second request while it waits"
     );
@@ -1759,7 +1763,7 @@ async fn the_dashboard_shows_requests_timeline_diff_and_decides_through_server_f
     let (server, people) = approvers(&f).await;
     let id = f
         .store
-        .sync_requests(Some("pending"), None, 1)
+        .sync_requests(Some("pending"), None, None, 1)
         .await
         .unwrap()[0]
         .id;
@@ -1980,7 +1984,7 @@ async fn four_eyes_checks_the_applications_own_change_when_the_tip_is_another_co
     let (server, people) = approvers(&f).await;
     let req = f
         .store
-        .sync_requests(Some("pending"), None, 1)
+        .sync_requests(Some("pending"), None, None, 1)
         .await
         .unwrap()[0]
         .clone();
@@ -2000,4 +2004,131 @@ async fn four_eyes_checks_the_applications_own_change_when_the_tip_is_another_co
     );
     let (status, body) = decide(&server, &people["bob"], req.id, "approve", None).await;
     assert_eq!(status, 200, "{body}");
+}
+
+/// The password the sandbox holds in Secret guestbook/db.
+async fn cluster_password(f: &Fixture) -> String {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(f.kube.clone(), "guestbook");
+    let s = secrets.get("db").await.unwrap();
+    if let Some(v) = s.data.as_ref().and_then(|d| d.get("password")) {
+        return String::from_utf8(v.0.clone()).unwrap();
+    }
+    s.string_data.unwrap()["password"].clone()
+}
+
+#[tokio::test]
+async fn encrypted_renders_sync_and_roll_back_without_git_and_a_wrong_key_changes_nothing() {
+    let f = fixture().await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    let key = |b: u8| {
+        Some(std::sync::Arc::new(
+            server::secrets::Keyring::new("k1", &[b; 32], &[]).unwrap(),
+        ))
+    };
+    // The fixture rendered without a key (a plaintext row); a start with a key seals it.
+    let store = f.store.clone().with_secrets(key(1));
+    assert_eq!(store.seal_stored_renders().await.unwrap(), 1);
+    let digest = f
+        .store
+        .app_git_state("guestbook")
+        .await
+        .unwrap()
+        .target_digest
+        .unwrap();
+    let stored = f.store.snapshot(&digest).await.unwrap().unwrap();
+    assert!(!stored.contains("hunter2") && stored.contains("tidemark:enc:v1:k1:"));
+
+    let sync = |desired: (String, String, Vec<serde_json::Value>)| {
+        let (store, f, app) = (&store, &f, &app);
+        async move {
+            let (sha, digest, objects) = desired;
+            let (_, status, results) = reconcile::sync(
+                store,
+                &f.cluster,
+                app,
+                &sha,
+                &digest,
+                &objects,
+                true,
+                "manual",
+                &ada(),
+            )
+            .await
+            .unwrap();
+            assert_eq!(status, SyncStatus::Succeeded, "{results:?}");
+        }
+    };
+    let v1 = reconcile::desired(&store, &f.cluster, &app).await.unwrap();
+    let v1_digest = v1.1.clone();
+    let v1_sha = v1.0.clone();
+    sync(v1).await;
+    assert_eq!(cluster_password(&f).await, "hunter2");
+
+    // v2 with another value, rendered by an engine holding the key: sealed when written.
+    f.repo.write(
+        "apps/guestbook/app.yaml",
+        &APP.replace("hunter2", "hunter3"),
+    );
+    f.repo.commit("rotate the password");
+    GitSources::new(store.clone(), &f.settings)
+        .sync_repository("demo")
+        .await
+        .unwrap();
+    sync(reconcile::desired(&store, &f.cluster, &app).await.unwrap()).await;
+    assert_eq!(cluster_password(&f).await, "hunter3");
+
+    // Git goes away; the rollback to v1 (a pin) is applied from the sealed stored render.
+    std::fs::remove_dir_all(f.repo.path()).unwrap();
+    let pin = server::store::Pin {
+        revision: v1_sha.clone(),
+        digest: v1_digest.clone(),
+        pinned_by: "local:ada".into(),
+        pinned_name: "Ada".into(),
+        pinned_at: server::clock::now(),
+        reason: "bad password".into(),
+    };
+    let audit = server::store::AuditEvent {
+        at: server::clock::now(),
+        actor_id: "local:ada".into(),
+        actor_name: "Ada".into(),
+        auth_method: "local".into(),
+        action: "rollback".into(),
+        target: "application:guestbook".into(),
+        details: json!({}),
+        source_ip: "127.0.0.1".into(),
+        outcome: "success".into(),
+    };
+    store.pin("guestbook", &pin, &audit).await.unwrap();
+    let pinned = reconcile::desired(&store, &f.cluster, &app).await.unwrap();
+    assert_eq!(
+        (pinned.0.as_str(), pinned.1.as_str()),
+        (v1_sha.as_str(), v1_digest.as_str())
+    );
+    sync(pinned).await;
+    assert_eq!(cluster_password(&f).await, "hunter2");
+
+    // A wrong or missing key: a clear error before anything is applied.
+    let syncs_before = store.syncs("guestbook", 100).await.unwrap().len();
+    let wrong = f.store.clone().with_secrets(key(2));
+    let err = reconcile::desired(&wrong, &f.cluster, &app)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong key"), "{err}");
+    let err = reconcile::desired(&f.store, &f.cluster, &app)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("no key is configured"), "{err}");
+    let err = reconcile::reconcile_app(&wrong, &f.cluster, &app)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("wrong key"), "{err}");
+    assert_eq!(cluster_password(&f).await, "hunter2");
+    assert_eq!(
+        store.syncs("guestbook", 100).await.unwrap().len(),
+        syncs_before
+    );
 }
