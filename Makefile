@@ -8,11 +8,13 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export TIDEMARK_BIN := $(TARGET_DIR)/release/tidemark
 
 .PHONY: help setup build run test lint test-rust e2e check-postgres wasm-size bench-ssr
+.PHONY: kube-build kube-up kube-down kube-status
 
 help:
 	@echo "make run    build (release) and start the demo on http://127.0.0.1:3000"
 	@echo "make test   fmt, clippy, Rust tests (SQLite + PostgreSQL), browser tests"
 	@echo "make setup  install missing toolchain pieces (idempotent)"
+	@echo "make kube-up / kube-down   real control plane (etcd, apiserver, kwok nodes) in KUBE_DIR"
 
 setup:
 	@scripts/setup.sh
@@ -50,3 +52,19 @@ wasm-size: build
 # SSR of the Applications page at 10,000 applications under wrk, against a static handler.
 bench-ssr: build
 	SSR_SECONDS=$${SSR_SECONDS:-5} cargo bench -p server --bench ssr_pages
+
+# A real Kubernetes control plane for tests (docs/testing.md): binaries built from tools/kubeenv
+# into $(TARGET_DIR)/kubeenv/bin (cached; the first build takes many minutes), state in KUBE_DIR.
+KUBE_DIR ?= $(TARGET_DIR)/kubeenv/run
+
+kube-build:
+	@scripts/kube-build.sh >/dev/null
+
+kube-up:
+	@scripts/kube-env.sh up $(KUBE_DIR)
+
+kube-down:
+	@scripts/kube-env.sh down $(KUBE_DIR)
+
+kube-status:
+	@scripts/kube-env.sh status $(KUBE_DIR)
