@@ -36,7 +36,11 @@ pub(super) fn build(
 
     let timeout = limits.kustomize_timeout.as_secs().max(1).to_string();
     let mut cmd = Command::new("timeout");
-    cmd.args(["--kill-after=2", &timeout]);
+    // Nothing of Tidemark's environment (database URL, keys, tokens) reaches the render, not
+    // even the sandbox's own init process.
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .args(["--kill-after=2", &timeout]);
     let shown_root: String;
     match limits.kustomize_sandbox {
         Sandbox::Bwrap => {
@@ -60,10 +64,10 @@ pub(super) fn build(
                     "--setenv",
                     "KUBECONFIG",
                     "/dev/null",
+                    // A minimal /dev (null, urandom, …); no /proc: nothing of the host's
+                    // processes or mount table is visible.
                     "--dev",
                     "/dev",
-                    "--proc",
-                    "/proc",
                     "--ro-bind",
                 ])
                 .arg(&binary)
@@ -192,7 +196,7 @@ pub(super) fn checkout_into(
     let dir = Dir::open_ambient_dir(dest, cap_std::ambient_authority())
         .map_err(io("the checkout directory"))?;
     let mut budget = CheckoutBudget { files: 0, bytes: 0 };
-    checkout(repo, root, &dir, Path::new(""), limits, &mut budget)
+    checkout(repo, root, root, &dir, Path::new(""), limits, &mut budget)
 }
 
 struct CheckoutBudget {
@@ -205,8 +209,10 @@ struct CheckoutBudget {
 /// directories and files are created new (a name given twice is an error, never an
 /// overwrite) and symlinks are created last in each directory, so nothing written here follows
 /// a link.
+#[allow(clippy::too_many_arguments)]
 fn checkout(
     repo: &Repository,
+    root: &Tree<'_>,
     tree: &Tree<'_>,
     dir: &Dir,
     rel: &Path,
@@ -224,6 +230,7 @@ fn checkout(
                 let sub = dir.open_dir(name).map_err(io(&shown))?;
                 checkout(
                     repo,
+                    root,
                     &repo.find_tree(entry.id())?,
                     &sub,
                     &rel_path,
@@ -259,10 +266,13 @@ fn checkout(
                 let blob = repo.find_blob(entry.id())?;
                 if mode == 0o120000 {
                     let target = String::from_utf8_lossy(blob.content()).into_owned();
-                    if super::resolve_link(rel, &target).is_none() {
+                    if super::resolve_link(root, rel, &target).is_none() {
                         return Err(RenderError::UnsafePath {
                             file: shown,
-                            reason: format!("symlink to `{target}` leaves the repository"),
+                            reason: format!(
+                                "symlink to `{target}` leaves the repository or passes through \
+                                 another symlink"
+                            ),
                         });
                     }
                     links.push((name.to_owned(), target, shown));

@@ -238,7 +238,7 @@ fn read_tree(
                 // A symlink: its target must stay inside the application path.
                 let target =
                     String::from_utf8_lossy(repo.find_blob(entry.id())?.content()).into_owned();
-                let resolved = resolve_link(dir, &target)
+                let resolved = resolve_link(root, dir, &target)
                     .filter(|r| r.starts_with(app_path))
                     .ok_or_else(|| RenderError::UnsafePath {
                         file: shown.clone(),
@@ -310,14 +310,27 @@ pub fn check_component(name: &str) -> Result<(), &'static str> {
     }
 }
 
-fn resolve_link(dir: &Path, target: &str) -> Option<PathBuf> {
+/// Where a symlink in directory `dir` (a path of real directories of `root`) pointing to
+/// `target` leads within the repository. `None` when the target is absolute, climbs above the
+/// repository root, or passes through another symlink on the way (`d/up -> ..` then
+/// `x -> d/up/../..`): read lexically, such a target stays inside, but on disk the inner link
+/// is followed first and the path leaves the checkout. A symlink as the *last* component is
+/// fine: it is checked on its own.
+fn resolve_link(root: &Tree<'_>, dir: &Path, target: &str) -> Option<PathBuf> {
     if target.starts_with('/') {
         return None;
     }
     let mut out = dir.to_path_buf();
-    for c in Path::new(target).components() {
+    let components: Vec<Component<'_>> = Path::new(target).components().collect();
+    for (i, c) in components.iter().enumerate() {
         match c {
-            Component::Normal(s) => out.push(s),
+            Component::Normal(s) => {
+                out.push(s);
+                let last = i + 1 == components.len();
+                if !last && root.get_path(&out).is_ok_and(|e| e.filemode() == 0o120000) {
+                    return None;
+                }
+            }
             Component::CurDir => {}
             Component::ParentDir => {
                 if !out.pop() {

@@ -435,3 +435,44 @@ async fn project_scoped_callers_read_only_their_projects_through_every_route() {
         db.drop_db().await;
     }
 }
+
+/// A symlink whose target passes through another symlink (`d1/up -> ..`, then
+/// `app/x -> ../d1/up/../secret`) is inside the repository by its text only: refused in
+/// Kustomize checkouts and plain renders alike. And nothing of Tidemark's environment reaches
+/// the Kustomize process.
+#[test]
+fn symlinks_through_symlinks_are_refused_and_the_environment_stays_outside() {
+    for kustomize in [true, false] {
+        let repo = GitRepo::new();
+        repo.write("apps/k/cm.yaml", &configmap("local"));
+        if kustomize {
+            repo.write("apps/k/kustomization.yaml", "resources: [cm.yaml]\n");
+        }
+        std::fs::create_dir_all(repo.path().join("d1")).unwrap();
+        std::os::unix::fs::symlink("..", repo.path().join("d1/up")).unwrap();
+        std::os::unix::fs::symlink("../../d1/up/../x.yaml", repo.path().join("apps/k/x.yaml"))
+            .unwrap();
+        repo.commit("link through a link");
+        let err = render_head(&repo, "apps/k").unwrap_err();
+        assert!(
+            matches!(&err, RenderError::UnsafePath { file, .. } if file == "apps/k/x.yaml"),
+            "kustomize: {kustomize}: {err}"
+        );
+    }
+
+    // A generator reading an environment variable sees none of Tidemark's.
+    std::env::set_var("TIDEMARK_TEST_CANARY", "canary-value-7f3a");
+    let repo = GitRepo::new();
+    repo.write(
+        "apps/k/kustomization.yaml",
+        "configMapGenerator:\n- name: env\n  envs: [vars.env]\n",
+    )
+    .write("apps/k/vars.env", "TIDEMARK_TEST_CANARY\nHOME\n");
+    repo.commit("env generator");
+    let rendered = render_head(&repo, "apps/k").unwrap();
+    assert!(
+        !rendered.canonical.contains("canary-value-7f3a"),
+        "{}",
+        rendered.canonical
+    );
+}
