@@ -8,7 +8,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export TIDEMARK_BIN := $(TARGET_DIR)/release/tidemark
 
 .PHONY: help setup build run test lint test-rust e2e check-postgres wasm-size bench-ssr
-.PHONY: kube-build kube-up kube-down kube-status
+.PHONY: kube-build kube-up kube-down kube-status test-kube
 
 help:
 	@echo "make run    build (release) and start the demo on http://127.0.0.1:3000"
@@ -40,7 +40,7 @@ test-rust: check-postgres
 e2e: build
 	cd end2end && npx playwright test
 
-test: setup check-postgres lint test-rust e2e wasm-size bench-ssr
+test: setup check-postgres lint test-rust test-kube e2e wasm-size bench-ssr
 
 # Size of the release WASM (raw and brotli), as reported in closing notes; fails above 400 KB.
 wasm-size: build
@@ -68,3 +68,13 @@ kube-down:
 
 kube-status:
 	@scripts/kube-env.sh status $(KUBE_DIR)
+
+# The cluster-agnostic suites again, on the real control plane (TIDEMARK_TEST_KUBECONFIG): the
+# conformance suite (every `TestCluster::start` test of sandbox.rs, cluster.rs, kubectl.rs) and
+# reconcile's sync / drift / prune / self-heal tests (`fixture_any`). Sandbox-only tests in those
+# modules run on a sandbox again. The control plane is stopped afterwards, pass or fail.
+KUBE_TESTS := sandbox:: cluster:: kubectl:: reconcile::sync_applies reconcile::drift_opens reconcile::self_heal
+test-kube: check-postgres kube-build
+	@scripts/kube-env.sh up $(KUBE_DIR)
+	@TIDEMARK_TEST_KUBECONFIG=$(KUBE_DIR)/kubeconfig cargo test -p server --test it -- $(KUBE_TESTS); \
+	  rc=$$?; scripts/kube-env.sh down $(KUBE_DIR) >/dev/null; exit $$rc

@@ -178,12 +178,23 @@ impl ClusterClient {
         let writer = reflector::store::Writer::<DynamicObject>::new(ar.clone());
         let reader = writer.as_reader();
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
+        // A real API server sends list items without apiVersion/kind (only the list has them):
+        // give every cached object its own, as a GET would.
+        let types = kube::api::TypeMeta {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+        };
         let stream = reflector::reflector(
             writer,
             watcher::watcher(api, watcher::Config::default())
                 .default_backoff()
-                // managedFields are never compared and are most of an object's size.
-                .modify(|o: &mut DynamicObject| o.metadata.managed_fields = None),
+                .modify(move |o: &mut DynamicObject| {
+                    // managedFields are never compared and are most of an object's size.
+                    o.metadata.managed_fields = None;
+                    if o.types.is_none() {
+                        o.types = Some(types.clone());
+                    }
+                }),
         );
         let events = self.events.clone();
         let cluster = self.name.clone();

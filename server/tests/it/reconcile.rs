@@ -20,6 +20,9 @@ const EXTRA: &str =
 
 pub(crate) struct Fixture {
     pub settings: Settings,
+    /// The application's namespace: `guestbook` on a sandbox, the test's own fresh namespace
+    /// on a real cluster (`TIDEMARK_TEST_KUBECONFIG`), where tests run side by side.
+    pub ns: String,
     _db: TestDb,
     _cluster: TestCluster,
     _cache: tempfile::TempDir,
@@ -48,20 +51,59 @@ pub(crate) async fn fixture_approvals(
     self_heal: bool,
     approvals: server::config::ApprovalPolicy,
 ) -> Fixture {
+    fixture_on(TestCluster::sandbox().await, policy, self_heal, approvals).await
+}
+
+/// A fixture on the cluster under test: the real one named by `TIDEMARK_TEST_KUBECONFIG` (the
+/// control plane `make test` builds), else a sandbox. For tests whose assertions hold on any
+/// conformant cluster.
+pub(crate) async fn fixture_any(policy: app::model::SyncPolicy, self_heal: bool) -> Fixture {
+    let direct = server::config::ApprovalPolicy {
+        required: 0,
+        ..Default::default()
+    };
+    fixture_on(TestCluster::start().await, policy, self_heal, direct).await
+}
+
+/// [`APP`] deployed to namespace `ns`.
+pub(crate) fn app_in(ns: &str) -> String {
+    APP.replace(
+        "kind: Namespace\nmetadata: {name: guestbook}",
+        &format!("kind: Namespace\nmetadata: {{name: {ns}}}"),
+    )
+}
+
+async fn fixture_on(
+    c: TestCluster,
+    policy: app::model::SyncPolicy,
+    self_heal: bool,
+    approvals: server::config::ApprovalPolicy,
+) -> Fixture {
     let db = TestDb::sqlite();
-    let c = TestCluster::sandbox().await;
+    let ns = if c.sandbox.is_some() {
+        "guestbook".to_owned()
+    } else {
+        c.ns.clone()
+    };
     let cache = tempfile::tempdir().unwrap();
     let repo = GitRepo::new();
-    repo.write("apps/guestbook/app.yaml", APP)
+    repo.write("apps/guestbook/app.yaml", &app_in(&ns))
         .write("apps/guestbook/extra.yaml", EXTRA);
     repo.commit("guestbook");
     let mut s: Settings = db.settings();
     s.git.cache_dir = cache.path().to_path_buf();
     s.repositories = vec![RepositorySettings::new("demo", repo.url())];
-    s.clusters = vec![ClusterSettings {
-        name: "sandbox".into(),
-        url: c.url.clone(),
-        ..Default::default()
+    s.clusters = vec![match &c.sandbox {
+        Some(_) => ClusterSettings {
+            name: "sandbox".into(),
+            url: c.url.clone(),
+            ..Default::default()
+        },
+        None => ClusterSettings {
+            name: "sandbox".into(),
+            kubeconfig: std::env::var_os("TIDEMARK_TEST_KUBECONFIG").map(Into::into),
+            ..Default::default()
+        },
     }];
     s.applications = vec![ApplicationSettings {
         name: "guestbook".into(),
@@ -70,7 +112,7 @@ pub(crate) async fn fixture_approvals(
         path: "apps/guestbook".into(),
         revision: "main".into(),
         cluster: "sandbox".into(),
-        namespace: "guestbook".into(),
+        namespace: ns.clone(),
         sync_policy: policy,
         self_heal,
         prune: true,
@@ -90,6 +132,7 @@ pub(crate) async fn fixture_approvals(
     let kube = c.client.clone();
     Fixture {
         settings: s,
+        ns,
         _db: db,
         _cluster: c,
         _cache: cache,
@@ -103,7 +146,7 @@ pub(crate) async fn fixture_approvals(
 
 #[tokio::test]
 async fn sync_applies_git_and_compare_reports_drift_then_prune_removes_what_left_git() {
-    let f = fixture().await;
+    let f = fixture_any(app::model::SyncPolicy::Manual, false).await;
     let app = f.store.app_source("guestbook").await.unwrap().unwrap();
     let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
         .await
@@ -118,8 +161,11 @@ async fn sync_applies_git_and_compare_reports_drift_then_prune_removes_what_left
     let before = reconcile::compare(&f.store, &f.cluster, &app, &desired, &[])
         .await
         .unwrap();
+    // (On a real cluster the test's namespace exists already.)
     assert!(
-        before.iter().all(|d| d.status == ResourceStatus::Missing),
+        before
+            .iter()
+            .all(|d| d.status == ResourceStatus::Missing || d.object.kind == "Namespace"),
         "{before:?}"
     );
 
@@ -137,7 +183,7 @@ async fn sync_applies_git_and_compare_reports_drift_then_prune_removes_what_left
     .await
     .unwrap();
     assert_eq!(status, SyncStatus::Succeeded, "{results:?}");
-    assert_eq!(results[0].object, "Namespace guestbook");
+    assert_eq!(results[0].object, format!("Namespace {}", f.ns));
     let synced = reconcile::compare(&f.store, &f.cluster, &app, &desired, &[])
         .await
         .unwrap();
@@ -199,7 +245,7 @@ async fn sync_applies_git_and_compare_reports_drift_then_prune_removes_what_left
     assert!(
         results
             .iter()
-            .any(|r| r.action == "pruned" && r.object == "ConfigMap guestbook/settings"),
+            .any(|r| r.action == "pruned" && r.object == format!("ConfigMap {}/settings", f.ns)),
         "{results:?}"
     );
     let after = reconcile::compare(&f.store, &f.cluster, &app, &desired2, &[])
@@ -363,21 +409,25 @@ async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_in
 /// seen it (the cache is eventually consistent, within milliseconds here).
 pub(crate) async fn scale_by_hand(f: &Fixture, replicas: i64) {
     let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(f.kube.clone(), "guestbook");
+        kube::Api::namespaced(f.kube.clone(), &f.ns);
     let patch = kube::api::Patch::Merge(json!({"spec": {"replicas": replicas}}));
     deploys
         .patch("web", &kube::api::PatchParams::default(), &patch)
         .await
         .unwrap();
-    wait_seen(&f.cluster, |web| {
+    wait_seen(&f.cluster, &f.ns, |web| {
         web.is_some_and(|w| w["spec"]["replicas"] == replicas)
     })
     .await;
 }
 
 /// Waits until the cluster client's view of Deployment guestbook/web satisfies `ok`.
-async fn wait_seen(cluster: &ClusterClient, ok: impl Fn(Option<&serde_json::Value>) -> bool) {
-    let web = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "guestbook"}});
+async fn wait_seen(
+    cluster: &ClusterClient,
+    ns: &str,
+    ok: impl Fn(Option<&serde_json::Value>) -> bool,
+) {
+    let web = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": ns}});
     for _ in 0..250 {
         if ok(cluster.get(&web).await.unwrap().as_ref()) {
             return;
@@ -387,9 +437,9 @@ async fn wait_seen(cluster: &ClusterClient, ok: impl Fn(Option<&serde_json::Valu
     panic!("the watch cache did not catch up");
 }
 
-async fn live_replicas(kube: &kube::Client) -> i32 {
+async fn live_replicas(f: &Fixture) -> i32 {
     let deploys: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(kube.clone(), "guestbook");
+        kube::Api::namespaced(f.kube.clone(), &f.ns);
     deploys.get("web").await.unwrap().spec.replicas.unwrap()
 }
 
@@ -447,7 +497,7 @@ async fn auto_sync_deploys_each_new_revision_and_reports_health() {
 
 #[tokio::test]
 async fn drift_opens_an_episode_that_closes_when_reverted_in_the_cluster_or_by_a_sync() {
-    let f = fixture().await;
+    let f = fixture_any(app::model::SyncPolicy::Manual, false).await;
     let app = f.store.app_source("guestbook").await.unwrap().unwrap();
     let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
         .await
@@ -533,7 +583,7 @@ async fn drift_opens_an_episode_that_closes_when_reverted_in_the_cluster_or_by_a
 
 #[tokio::test]
 async fn self_heal_reapplies_git_and_closes_the_episode() {
-    let f = fixture_with(app::model::SyncPolicy::Auto, true).await;
+    let f = fixture_any(app::model::SyncPolicy::Auto, true).await;
     let app = f.store.app_source("guestbook").await.unwrap().unwrap();
     reconcile::reconcile_app(&f.store, &f.cluster, &app)
         .await
@@ -545,7 +595,7 @@ async fn self_heal_reapplies_git_and_closes_the_episode() {
     assert_eq!(o.synced.map(|s| s.1), Some(SyncStatus::Succeeded));
     assert!(!o.drifting);
     assert_eq!(o.sync_status, "Synced");
-    assert_eq!(live_replicas(&f.kube).await, 2);
+    assert_eq!(live_replicas(&f).await, 2);
     let syncs = f.store.syncs("guestbook", 1).await.unwrap();
     assert_eq!(syncs[0].cause, "self_heal");
     let timeline = f.store.timeline("guestbook", 10).await.unwrap();
@@ -564,7 +614,7 @@ async fn a_running_tidemark_deploys_an_auto_application_and_follows_new_commits(
     settings.reconcile.interval_secs = 3600; // only the "new revision" signal and the first tick drive it
     let server = crate::helpers::TestServer::start(settings).await;
     wait_deployed(&f.store, None).await;
-    assert_eq!(live_replicas(&f.kube).await, 2);
+    assert_eq!(live_replicas(&f).await, 2);
 
     // A change in the cluster is seen by the watch and self-healed at once (the interval is an
     // hour here, so only the watch event can trigger it).
@@ -582,7 +632,7 @@ async fn a_running_tidemark_deploys_an_auto_application_and_follows_new_commits(
     let mut healed = false;
     for _ in 0..150 {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        if live_replicas(&f.kube).await == 2 {
+        if live_replicas(&f).await == 2 {
             healed = true;
             break;
         }
@@ -608,7 +658,7 @@ async fn a_running_tidemark_deploys_an_auto_application_and_follows_new_commits(
         .unwrap();
     assert_eq!(refresh.status(), 202);
     wait_deployed(&f.store, Some(&sha)).await;
-    assert_eq!(live_replicas(&f.kube).await, 4);
+    assert_eq!(live_replicas(&f).await, 4);
 }
 
 /// Waits until the application is Synced (at `sha`, when given) as the running server sees it.
@@ -693,7 +743,7 @@ async fn the_rest_api_previews_syncs_and_pages_the_timeline() {
         .await
         .unwrap();
     assert_eq!(done["status"], "succeeded", "{done}");
-    assert_eq!(live_replicas(&f.kube).await, 2);
+    assert_eq!(live_replicas(&f).await, 2);
 
     let app = f.store.app_source("guestbook").await.unwrap().unwrap();
     reconcile::reconcile_app(&f.store, &f.cluster, &app)

@@ -593,9 +593,15 @@ async fn a_watcher_over_a_thousand_objects_under_concurrent_applies_ends_with_th
         String,
         String,
     >::new()));
+    // Only this test's objects: a real cluster also publishes `kube-root-ca.crt` into every
+    // namespace (the sandbox does not; docs/sandbox.md).
+    let mine = "tidemark-test/watch=1";
     let watcher = {
         let seen = seen.clone();
-        let stream = kube::runtime::watcher(cms.clone(), kube::runtime::watcher::Config::default());
+        let stream = kube::runtime::watcher(
+            cms.clone(),
+            kube::runtime::watcher::Config::default().labels(mine),
+        );
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             while let Ok(Some(event)) = stream.try_next().await {
@@ -625,12 +631,12 @@ async fn a_watcher_over_a_thousand_objects_under_concurrent_applies_ends_with_th
                 let pp = PatchParams::apply(&format!("writer-{w}"));
                 for i in 0..250 {
                     let name = format!("cm-{w}-{i}");
-                    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": "1"}});
+                    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"tidemark-test/watch": "1"}}, "data": {"v": "1"}});
                     cms.patch(&name, &pp, &Patch::Apply(body)).await.unwrap();
                 }
                 for i in (0..250).step_by(5) {
                     let name = format!("cm-{w}-{i}");
-                    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"v": "2"}});
+                    let body = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "labels": {"tidemark-test/watch": "1"}}, "data": {"v": "2"}});
                     cms.patch(&name, &pp, &Patch::Apply(body)).await.unwrap();
                 }
                 for i in (0..250).step_by(10) {
@@ -643,7 +649,7 @@ async fn a_watcher_over_a_thousand_objects_under_concurrent_applies_ends_with_th
         w.await.unwrap();
     }
     let server: std::collections::BTreeMap<String, String> = cms
-        .list(&ListParams::default())
+        .list(&ListParams::default().labels(mine))
         .await
         .unwrap()
         .items
