@@ -1432,17 +1432,28 @@ async fn a_new_commit_supersedes_the_request_and_voids_its_approvals_and_rejecti
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rollback_applies_a_known_good_snapshot_without_git_and_pins_until_unpinned() {
-    let f = fixture_with(app::model::SyncPolicy::Auto, true).await;
+    let f = fixture_any(app::model::SyncPolicy::Auto, true).await;
     let app = f.store.app_source("guestbook").await.unwrap().unwrap();
     let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(f.kube.clone(), "guestbook");
+        kube::Api::namespaced(f.kube.clone(), &f.ns);
     let replicas = || async { deployments.get("web").await.unwrap().spec.replicas.unwrap() };
+    // Reconcile until synced and healthy (at once on a sandbox; on a real cluster the
+    // Deployment's pods must become Ready on the kwok nodes first).
     let settle = || async {
-        for _ in 0..3 {
-            reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        for _ in 0..300 {
+            let o = reconcile::reconcile_app(&f.store, &f.cluster, &app)
                 .await
                 .unwrap();
+            if o.sync_status == "Synced" && o.health == server::cluster::health::Health::Healthy {
+                // One more step records the known-good revision.
+                reconcile::reconcile_app(&f.store, &f.cluster, &app)
+                    .await
+                    .unwrap();
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
+        panic!("the application did not become synced and healthy within 30 s");
     };
     settle().await;
     let v1 = f
@@ -1457,7 +1468,8 @@ async fn rollback_applies_a_known_good_snapshot_without_git_and_pins_until_unpin
     // v2: more replicas, another Secret value.
     f.repo.write(
         "apps/guestbook/app.yaml",
-        &APP.replace("replicas: 2", "replicas: 4")
+        &app_in(&f.ns)
+            .replace("replicas: 2", "replicas: 4")
             .replace("hunter2", "hunter3"),
     );
     let v2 = f.repo.commit("scale to 4");
@@ -1580,7 +1592,7 @@ async fn rollback_applies_a_known_good_snapshot_without_git_and_pins_until_unpin
     std::fs::rename(&away, f.repo.path()).unwrap();
     f.repo.write(
         "apps/guestbook/app.yaml",
-        &APP.replace("replicas: 2", "replicas: 6"),
+        &app_in(&f.ns).replace("replicas: 2", "replicas: 6"),
     );
     let v3 = f.repo.commit("scale to 6");
     f.git.sync_repository("demo").await.unwrap();
