@@ -197,6 +197,7 @@ fn main() {
             app_locks: Default::default(),
             webhook_limits: Arc::default(),
             public_origin: None,
+            audit_verified: Arc::default(),
         };
         let tidemark = serve(server::http::router(state)).await;
         let url = format!("http://{tidemark}/applications");

@@ -347,13 +347,16 @@ async fn user_command(
             password_stdin,
         } => {
             if name.is_empty()
+                || name.len() > server::auth::MAX_USERNAME_CHARS
                 || !name
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
-                return Err(
-                    format!("user name `{name}` must be letters, digits, `-`, `_` or `.`").into(),
-                );
+                return Err(format!(
+                    "user name `{name}` must be letters, digits, `-`, `_` or `.` (at most {} of them)",
+                    server::auth::MAX_USERNAME_CHARS
+                )
+                .into());
             }
             let (password, generated) = if password_stdin {
                 let mut line = String::new();

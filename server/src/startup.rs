@@ -161,6 +161,7 @@ impl Application {
             app_locks: app_locks.clone(),
             webhook_limits: Arc::default(),
             public_origin,
+            audit_verified: Arc::default(),
         };
         Ok(Self {
             listener,

@@ -182,14 +182,41 @@ pub async fn authorize(
             .map_err(|e| crate::http::internal_error(&e))?,
         None => None,
     };
+    let target = app.map_or_else(|| path.to_owned(), |a| format!("application:{a}"));
+    authorize_in_project(
+        state,
+        principal,
+        action,
+        project.as_deref(),
+        &target,
+        method,
+        path,
+        ip,
+    )
+    .await
+}
+
+/// Whether `principal` may take `action` within `project` (`None`: outside any project), for
+/// requests that name a project themselves (an application body moving it to another project).
+/// A denial is recorded against `target` and explained like [`authorize`]'s.
+#[allow(clippy::too_many_arguments)]
+pub async fn authorize_in_project(
+    state: &AppState,
+    principal: &Principal,
+    action: Action,
+    project: Option<&str>,
+    target: &str,
+    method: &str,
+    path: &str,
+    ip: &str,
+) -> Result<(), AppError> {
     let needed = action.role();
-    let held = principal.role_in(&state.settings.auth, project.as_deref());
+    let held = principal.role_in(&state.settings.auth, project);
     if held.is_some_and(|r| r >= needed) {
         return Ok(());
     }
     // Denied: record it, then say which role is needed.
     let scope = project
-        .as_deref()
         .map(|p| format!(" in project {p}"))
         .unwrap_or_default();
     let message = format!(
@@ -200,7 +227,7 @@ pub async fn authorize(
     );
     let event = principal.audit(
         "access_denied",
-        &app.map_or_else(|| path.to_owned(), |a| format!("application:{a}")),
+        target,
         "denied",
         json!({"action": action.as_str(), "needs": needed.as_str(), "has": held.map(|r| r.as_str()),
                "method": method, "path": path, "project": project}),

@@ -129,8 +129,12 @@ pub async fn sign_in(
         ),
         (ip_key.as_str(), i64::from(auth.max_failures_per_ip.max(1))),
     ];
+    // A name no account can have is a failure of the address only (no per-name key for
+    // arbitrary text), and no password is checked.
+    let plausible = super::plausible_username(username);
+    let limits = if plausible { &limits[..] } else { &limits[1..] };
     let reserved = match store
-        .reserve_login_attempt(&limits, now.saturating_sub(window), now)
+        .reserve_login_attempt(limits, now.saturating_sub(window), now)
         .await?
     {
         LoginReservation::Granted { ids } => ids,
@@ -141,6 +145,9 @@ pub async fn sign_in(
             });
         }
     };
+    if !plausible {
+        return Err(SignInError::BadCredentials);
+    }
     let user = store.local_user(username).await?;
     let hash = user.as_ref().and_then(|u| u.password_hash.clone());
     // Without an account, still spend the time of one verification (no user enumeration).

@@ -154,7 +154,26 @@ impl Principal {
     }
 }
 
-/// An audit row for someone not (yet) signed in, e.g. a failed sign-in.
+/// The longest user name a sign-in accepts, and the most of a claimed name the ledger records.
+pub const MAX_USERNAME_CHARS: usize = 128;
+
+/// Whether `name` could name an account: at most [`MAX_USERNAME_CHARS`] characters, none of
+/// them control characters. Anything else is refused before the database is asked.
+pub fn plausible_username(name: &str) -> bool {
+    name.chars().count() <= MAX_USERNAME_CHARS && !name.chars().any(char::is_control)
+}
+
+/// Text an unauthenticated caller chose, as the ledger may hold it: at most `max` characters,
+/// control characters replaced by U+FFFD (no forged lines in logs or exports).
+pub fn ledger_text(text: &str, max: usize) -> String {
+    text.chars()
+        .take(max)
+        .map(|c| if c.is_control() { '\u{FFFD}' } else { c })
+        .collect()
+}
+
+/// An audit row for someone not (yet) signed in, e.g. a failed sign-in. The claimed name is
+/// cut to [`MAX_USERNAME_CHARS`] and stripped of control characters: anyone can send one.
 pub fn anonymous_audit(
     claimed: &str,
     method: AuthMethod,
@@ -163,6 +182,7 @@ pub fn anonymous_audit(
     details: serde_json::Value,
     source_ip: &str,
 ) -> AuditEvent {
+    let claimed = &ledger_text(claimed, MAX_USERNAME_CHARS);
     AuditEvent {
         at: crate::clock::now(),
         actor_id: format!("anonymous:{claimed}"),
@@ -190,6 +210,25 @@ pub fn random_token(bytes: usize) -> String {
 mod tests {
     use super::*;
     use crate::config::RoleBinding;
+
+    #[test]
+    fn claimed_names_are_bounded_and_stripped_before_they_reach_the_ledger() {
+        assert!(plausible_username("ada") && plausible_username(&"é".repeat(128)));
+        assert!(!plausible_username(&"a".repeat(129)));
+        assert!(!plausible_username("ada\nFAKE sign_in success"));
+        assert!(!plausible_username("ada\u{7f}"));
+        let event = anonymous_audit(
+            &format!("ev\r\nil{}", "x".repeat(10_000)),
+            AuthMethod::Local,
+            "sign_in",
+            "failure",
+            serde_json::json!({}),
+            "10.0.0.1",
+        );
+        assert_eq!(event.actor_name.chars().count(), MAX_USERNAME_CHARS);
+        assert!(event.actor_name.starts_with("ev\u{FFFD}\u{FFFD}ilxx"));
+        assert_eq!(event.actor_id, format!("anonymous:{}", event.actor_name));
+    }
 
     fn person(username: &str, groups: &[&str]) -> Principal {
         Principal {

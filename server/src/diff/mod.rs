@@ -1,8 +1,10 @@
 //! Desired vs live, as pure functions: per-resource status (Synced / OutOfSync / Missing /
 //! Extraneous) and field-level changes. Only fields present in the desired object are compared,
 //! so everything the API server adds (status, managedFields, uid, defaults) is ignored; ignore
-//! rules (JSON pointers per group/kind/name) drop more; Secret values never leave this module —
-//! a changed Secret field reads "(changed)".
+//! rules (JSON pointers per group/kind/name) drop more. Live content the desired object does not
+//! name never leaves this module: where the desired and live types differ the live side reads as
+//! a summary (`(object with 3 keys)`), lists of maps show only the fields the desired items name,
+//! and a changed Secret value (`data`, `stringData`, the last-applied annotation) reads "(changed)".
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -167,7 +169,7 @@ pub fn diff_object(
     changes.retain(|c| !ignore.iter().any(|p| covers(p, &c.pointer)));
     if object.is_secret() {
         for c in &mut changes {
-            if c.pointer.starts_with("/data/") || c.pointer == "/data" {
+            if SECRET_POINTERS.iter().any(|p| covers(p, &c.pointer)) {
                 c.desired = c
                     .desired
                     .as_ref()
@@ -178,6 +180,14 @@ pub fn diff_object(
     }
     changes
 }
+
+/// Where a Secret keeps its values: `kubectl apply` copies the whole Secret, values included,
+/// into the last-applied annotation.
+const SECRET_POINTERS: [&str; 3] = [
+    "/data",
+    "/stringData",
+    "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+];
 
 /// Whether ignore pointer `p` covers `pointer` (equal, or a parent of it).
 fn covers(p: &str, pointer: &str) -> bool {
@@ -285,15 +295,73 @@ fn walk<'a>(
             None => {
                 let equal = d.len() == l.len() && d.iter().zip(l).all(|(a, b)| contained(a, b));
                 if !equal {
-                    push_change(path, Some(desired), live, out);
+                    push_change(
+                        path,
+                        Some(desired),
+                        live.map(|l| shape(desired, l)).as_ref(),
+                        out,
+                    );
                 }
             }
         },
         (d, Some(l)) => {
             if !same_scalar(d, l) {
-                push_change(path, Some(d), Some(l), out);
+                push_change(path, Some(d), Some(&masked(d, l)), out);
             }
         }
+    }
+}
+
+/// The live value as a change may show it: itself when it is a scalar comparable with the
+/// desired one, a summary of its type and size otherwise (never a subtree the desired object
+/// did not name).
+fn masked(desired: &Value, live: &Value) -> Value {
+    let comparable = |v: &Value| matches!(v, Value::String(_) | Value::Number(_));
+    let same_type = std::mem::discriminant(desired) == std::mem::discriminant(live);
+    if !live.is_object()
+        && !live.is_array()
+        && (same_type || (comparable(desired) && comparable(live)))
+    {
+        live.clone()
+    } else {
+        summary(live)
+    }
+}
+
+/// What a value is, without what it holds: `(object with 3 keys)`, `(list of 2 items)`.
+fn summary(v: &Value) -> Value {
+    let plural = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
+    Value::String(match v {
+        Value::Object(m) => format!("(object with {})", plural(m.len(), "key")),
+        Value::Array(a) => format!("(list of {})", plural(a.len(), "item")),
+        Value::String(_) => "(string)".to_owned(),
+        Value::Number(_) => "(number)".to_owned(),
+        Value::Bool(_) => "(boolean)".to_owned(),
+        Value::Null => "(null)".to_owned(),
+    })
+}
+
+/// A live value cut to the shape of its desired counterpart: maps keep only the keys the
+/// desired map names, list items follow the desired item at their index (extra items show
+/// only if scalar), mismatched types read as a summary.
+fn shape(desired: &Value, live: &Value) -> Value {
+    match (desired, live) {
+        (Value::Object(d), Value::Object(l)) => Value::Object(
+            l.iter()
+                .filter_map(|(k, lv)| d.get(k).map(|dv| (k.clone(), shape(dv, lv))))
+                .collect(),
+        ),
+        (Value::Array(d), Value::Array(l)) => Value::Array(
+            l.iter()
+                .enumerate()
+                .map(|(i, lv)| match d.get(i) {
+                    Some(dv) => shape(dv, lv),
+                    None if lv.is_object() || lv.is_array() => summary(lv),
+                    None => lv.clone(),
+                })
+                .collect(),
+        ),
+        _ => masked(desired, live),
     }
 }
 
@@ -319,13 +387,29 @@ fn same_scalar(a: &Value, b: &Value) -> bool {
 /// A Secret with `stringData` folded into base64 `data`, as the API server stores it.
 fn secret_as_data(desired: &Value) -> Value {
     let mut d = desired.clone();
-    if let Some(Value::Object(string_data)) = d.get("stringData").cloned() {
-        for (k, v) in string_data {
-            let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
-            d["data"][k] = Value::String(base64(text.as_bytes()));
-        }
-        if let Some(m) = d.as_object_mut() {
-            m.remove("stringData");
+    let Some(m) = d.as_object_mut() else {
+        return d;
+    };
+    // A `stringData` or `data` that is not a map stays as written (and differs from the live one).
+    let foldable = m.get("stringData").is_some_and(Value::is_object)
+        && m.get("data").is_none_or(|v| v.is_object() || v.is_null());
+    if !foldable {
+        return d;
+    }
+    if let Some(Value::Object(string_data)) = m.remove("stringData") {
+        let data = m
+            .entry("data")
+            .and_modify(|v| {
+                if v.is_null() {
+                    *v = Value::Object(serde_json::Map::new());
+                }
+            })
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if let Some(data) = data.as_object_mut() {
+            for (k, v) in string_data {
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                data.insert(k, Value::String(base64(text.as_bytes())));
+            }
         }
     }
     d
@@ -492,6 +576,150 @@ mod tests {
         let same = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "shop"},
                           "data": {"password": base64(b"hunter2"), "user": base64(b"app")}});
         assert_eq!(one(desired, Some(same), &[]).status, ResourceStatus::Synced);
+    }
+
+    /// A live Secret as `kubectl apply` leaves it: its values, and the whole object again in
+    /// the last-applied annotation.
+    fn applied_secret() -> Value {
+        let last = r#"{"apiVersion":"v1","kind":"Secret","data":{"password":"aHVudGVyMg=="}}"#;
+        json!({"apiVersion": "v1", "kind": "Secret",
+               "metadata": {"name": "db", "namespace": "payments", "uid": "u-1",
+                            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": last, "team": "pay"},
+                            "labels": {"app": "db"}},
+               "data": {"password": "aHVudGVyMg=="}, "type": "Opaque"})
+    }
+
+    fn secret(extra: Value) -> Value {
+        let mut s = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db", "namespace": "payments"}});
+        for (k, v) in extra.as_object().unwrap() {
+            if k == "metadata" {
+                for (mk, mv) in v.as_object().unwrap() {
+                    s["metadata"][mk] = mv.clone();
+                }
+            } else {
+                s[k] = v.clone();
+            }
+        }
+        s
+    }
+
+    fn assert_no_live_values(r: &ResourceDiff) {
+        let text = serde_json::to_string(r).unwrap();
+        for leak in [
+            "aHVudGVyMg",
+            "last-applied-configuration\":",
+            "\\\"kind",
+            "Opaque",
+            "pay\"",
+            "u-1",
+        ] {
+            assert!(!text.contains(leak), "{leak} in {text}");
+        }
+    }
+
+    #[test]
+    fn a_scalar_where_the_live_object_has_a_map_shows_a_summary_not_the_map() {
+        for (hostile, pointer, summary) in [
+            (
+                json!({"metadata": {"annotations": "x"}}),
+                "/metadata/annotations",
+                "(object with 2 keys)",
+            ),
+            (
+                json!({"metadata": {"annotations": ["x"]}}),
+                "/metadata/annotations",
+                "(object with 2 keys)",
+            ),
+            (
+                json!({"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": {"a": 1}}}}),
+                "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+                "(changed)",
+            ),
+            (
+                json!({"metadata": {"annotations": {"kubectl.kubernetes.io/last-applied-configuration": "x"}}}),
+                "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+                "(changed)",
+            ),
+            (json!({"data": "x"}), "/data", "(changed)"),
+            (
+                json!({"data": null, "stringData": {"a": "b"}}),
+                "/data/a",
+                "(changed)",
+            ),
+            (
+                json!({"data": 1, "stringData": {"a": "b"}}),
+                "/data",
+                "(changed)",
+            ),
+            (json!({"stringData": "x"}), "/stringData", "(changed)"),
+        ] {
+            let r = one(secret(hostile.clone()), Some(applied_secret()), &[]);
+            assert_no_live_values(&r);
+            let c = r
+                .changes
+                .iter()
+                .find(|c| c.pointer == pointer)
+                .unwrap_or_else(|| panic!("{hostile}: {:?}", r.changes));
+            match c.live.as_ref() {
+                None => assert_eq!(c.desired, Some(json!(summary)), "{hostile}"),
+                Some(live) => assert_eq!(live, &json!(summary), "{hostile}"),
+            }
+        }
+        // Any kind: a ConfigMap's data, a Deployment's containers.
+        let cm = |data: Value| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": data});
+        let r = one(
+            cm(json!("x")),
+            Some(cm(json!({"token": "s3cr3t", "url": "u"}))),
+            &[],
+        );
+        assert_eq!(r.changes[0].live, Some(json!("(object with 2 keys)")));
+        assert_eq!(r.changes[0].desired, Some(json!("x")));
+        let r = one(
+            cm(json!({"token": {"a": 1}})),
+            Some(cm(json!({"token": "s3cr3t"}))),
+            &[],
+        );
+        assert_eq!(r.changes[0].live, Some(json!("(string)")));
+        let d = deploy("nginx:1", 1);
+        let mut hostile = d.clone();
+        hostile["spec"]["template"]["spec"]["containers"] = json!("x");
+        let mut live = live_of(&d);
+        live["spec"]["template"]["spec"]["containers"][0]["env"] =
+            json!([{"name": "KEY", "value": "s3cr3t"}]);
+        let text = serde_json::to_string(&one(hostile, Some(live), &[])).unwrap();
+        assert!(
+            text.contains("(list of 1 item)") && !text.contains("s3cr3t"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn lists_without_a_key_show_only_the_fields_the_desired_items_name() {
+        let pod = |containers: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": containers}});
+        let live = pod(
+            json!([{"image": "a", "env": [{"name": "K", "value": "s3cr3t"}]},
+                              {"image": "b", "args": ["--token=s3cr3t"]}]),
+        );
+        for desired in [
+            json!([]),
+            json!([{"image": "c"}]),
+            json!([{"image": "a"}, "x"]),
+            json!(["x", "y", "z"]),
+        ] {
+            let r = one(pod(desired.clone()), Some(live.clone()), &[]);
+            let text = serde_json::to_string(&r).unwrap();
+            assert!(!text.contains("s3cr3t"), "{desired}: {text}");
+            assert_eq!(r.status, ResourceStatus::OutOfSync);
+        }
+        let r = one(pod(json!([{"image": "c"}])), Some(live), &[]);
+        assert_eq!(
+            r.changes[0].live,
+            Some(json!([{"image": "a"}, "(object with 2 keys)"]))
+        );
+        // Lists of scalars still show both sides.
+        let args = |a: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": {"args": a}});
+        let r = one(args(json!(["a"])), Some(args(json!(["a", "b"]))), &[]);
+        assert_eq!(r.changes[0].live, Some(json!(["a", "b"])));
     }
 
     #[test]

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::{internal_error, AppState};
 use crate::auth::visibility::Visibility;
 use crate::clock::{self, Millis};
-use crate::store::{AuditFilter, AuditRow};
+use crate::store::{AuditFilter, AuditRow, AuditVerification, Store, StoreError};
 use app::model::AppError;
 
 #[derive(Debug, Deserialize)]
@@ -44,9 +44,16 @@ fn instant(name: &str, value: Option<&str>) -> Result<Option<Millis>, AppError> 
         })
 }
 
-/// One CSV field, always quoted.
+/// One CSV field, always quoted. A value a spreadsheet would read as a formula (it starts
+/// with `=`, `+`, `-`, `@`, a tab or a carriage return: a claimed user name, a target) is
+/// prefixed with `'` so it stays text (OWASP, CSV injection).
 fn csv_field(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
+    let formula = s.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    format!(
+        "\"{}{}\"",
+        if formula { "'" } else { "" },
+        s.replace('"', "\"\"")
+    )
 }
 
 const CSV_HEADER: &str = "seq,at,actor_id,actor_name,auth_method,action,target,outcome,source_ip,details,prev_hash,hash\n";
@@ -141,9 +148,45 @@ pub async fn list(
     response
 }
 
-/// `GET /api/v1/audit/verify`: `{"ok", "verified_through", "first_bad", "problem"}`.
-pub async fn verify(State(state): State<AppState>) -> Response {
-    match state.store.audit_verify().await {
+/// How long a verification of the ledger is reused.
+const VERIFY_REUSE: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// The last verification of the whole ledger and when it ran. Walking the chain costs time
+/// proportional to its length, so the REST check and the Audit page share one, reused for
+/// 30 seconds; concurrent callers wait for the one walk under way.
+#[derive(Default)]
+pub struct VerificationCache(tokio::sync::Mutex<Option<(std::time::Instant, AuditVerification)>>);
+
+impl VerificationCache {
+    /// A verification at most 30 seconds old, walking the chain when there is none.
+    pub async fn get(&self, store: &Store) -> Result<AuditVerification, StoreError> {
+        let mut cached = self.0.lock().await;
+        match cached.as_ref() {
+            Some((at, v)) if at.elapsed() < VERIFY_REUSE => Ok(v.clone()),
+            _ => {
+                let v = store.audit_verify().await?;
+                *cached = Some((std::time::Instant::now(), v.clone()));
+                Ok(v)
+            }
+        }
+    }
+}
+
+/// `GET /api/v1/audit/verify`: `{"ok", "verified_through", "first_bad", "problem"}`. Only for
+/// callers who see every project: the check covers (and counts) every project's rows.
+pub async fn verify(
+    State(state): State<AppState>,
+    Extension(visibility): Extension<Visibility>,
+) -> Response {
+    if !visibility.is_all() {
+        return AppError::Forbidden(
+            "Verifying the audit ledger needs a role in every project: the check covers all \
+             projects' rows"
+                .into(),
+        )
+        .into_response();
+    }
+    match state.audit_verified.get(&state.store).await {
         Ok(v) => Json(v).into_response(),
         Err(e) => internal_error(&e).into_response(),
     }
@@ -176,5 +219,30 @@ pub async fn deliveries(
     match state.store.recent_deliveries(limit, undelivered).await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => internal_error(&e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::csv_field;
+
+    #[test]
+    fn csv_fields_that_a_spreadsheet_would_run_as_formulas_stay_text() {
+        for (value, field) in [
+            (
+                "=HYPERLINK(\"http://evil\",\"x\")",
+                "\"'=HYPERLINK(\"\"http://evil\"\",\"\"x\"\")\"",
+            ),
+            ("+1+cmd|' /C calc'!A0", "\"'+1+cmd|' /C calc'!A0\""),
+            ("-2+3", "\"'-2+3\""),
+            ("@SUM(A1)", "\"'@SUM(A1)\""),
+            ("\t=1", "\"'\t=1\""),
+            ("\r=1", "\"'\r=1\""),
+        ] {
+            assert_eq!(csv_field(value), field, "{value}");
+        }
+        assert_eq!(csv_field("local:ada"), "\"local:ada\"");
+        assert_eq!(csv_field("a=b"), "\"a=b\"");
+        assert_eq!(csv_field("12"), "\"12\"");
     }
 }

@@ -11,7 +11,7 @@ use tower_sessions::Session;
 use super::{internal_error, AppState};
 use crate::auth::guard::{ClientIp, SignedIn, SIGNED_IN};
 use crate::auth::local::{self, SignInError};
-use crate::auth::{anonymous_audit, oidc, AuthMethod, Principal};
+use crate::auth::{anonymous_audit, ledger_text, oidc, AuthMethod, Principal};
 use crate::clock;
 use crate::store::AuditEvent;
 
@@ -223,7 +223,8 @@ pub async fn oidc_callback(
                     AuthMethod::Oidc,
                     "sign_in",
                     "failure",
-                    json!({"reason": e.code(), "detail": e.to_string()}),
+                    // The provider's `error_description` comes from the query string.
+                    json!({"reason": e.code(), "detail": ledger_text(&e.to_string(), 512)}),
                     &ip,
                 ),
             )

@@ -27,6 +27,7 @@ use crate::git::sources::GitSources;
 use crate::store::Store;
 use crate::telemetry::Metrics;
 
+pub use audit::VerificationCache;
 pub use ports::internal_error;
 
 /// Everything a request handler may need; provided to SSR and server functions as context.
@@ -44,6 +45,8 @@ pub struct AppState {
     pub webhook_limits: Arc<webhooks::RateLimiter>,
     /// `scheme://host[:port]` of `server.public_url`, for Origin checks.
     pub public_origin: Option<String>,
+    /// The ledger's last chain verification, shared by the REST check and the Audit page.
+    pub audit_verified: Arc<VerificationCache>,
 }
 
 /// Builds the complete HTTP service.

@@ -21,7 +21,6 @@ pub fn ports(state: &AppState) -> Ports {
         ledger: Arc::new(StoreLedger {
             store: state.store.clone(),
             state: state.clone(),
-            verified: Arc::default(),
         }),
     }
 }
@@ -76,13 +75,11 @@ async fn notifications(state: &AppState, undelivered_only: bool) -> Result<Strin
     Ok(app::pages::notifications::render(view, undelivered_only))
 }
 
-/// The ledger through the store. Walking the whole chain costs time proportional to its length,
-/// so a verification is reused for 30 seconds.
+/// The ledger through the store; the chain's verification is the one shared with the REST
+/// check (`AppState::audit_verified`).
 struct StoreLedger {
     store: Store,
     state: AppState,
-    verified:
-        Arc<tokio::sync::Mutex<Option<(std::time::Instant, crate::store::AuditVerification)>>>,
 }
 
 #[async_trait]
@@ -122,17 +119,12 @@ impl Ledger for StoreLedger {
             .audit_page(&filter, cursor.as_deref(), 50)
             .await
             .map_err(store_error)?;
-        let verification = {
-            let mut cached = self.verified.lock().await;
-            match cached.as_ref() {
-                Some((at, v)) if at.elapsed() < std::time::Duration::from_secs(30) => v.clone(),
-                _ => {
-                    let v = self.store.audit_verify().await.map_err(store_error)?;
-                    *cached = Some((std::time::Instant::now(), v.clone()));
-                    v
-                }
-            }
-        };
+        let verification = self
+            .state
+            .audit_verified
+            .get(&self.store)
+            .await
+            .map_err(store_error)?;
         Ok(AuditView {
             entries: rows
                 .into_iter()

@@ -311,9 +311,14 @@ pub async fn sync(
 
 /// `POST /api/v1/applications` (create) and `PUT /api/v1/applications/{name}` (replace):
 /// applications owned by the API; those declared in `tidemark.toml` are read-only here.
+/// The guard judged the caller in the application's current project; the project the body
+/// names is judged here (an admin of one project cannot move or create applications into
+/// another).
 async fn save_application(
     state: &AppState,
-    actor: &crate::store::Actor,
+    principal: &Principal,
+    ip: &str,
+    (method, path): (&str, &str),
     app: crate::config::ApplicationSettings,
     create: bool,
 ) -> Response {
@@ -321,7 +326,26 @@ async fn save_application(
     {
         return AppError::BadRequest(format!("{field}: {message}")).into_response();
     }
+    let actor = principal.actor(ip);
     let result = async {
+        let current = state
+            .store
+            .application_project(&app.name)
+            .await
+            .map_err(|e| internal_error(&e))?;
+        if create || current.as_deref() != Some(app.project.as_str()) {
+            crate::auth::guard::authorize_in_project(
+                state,
+                principal,
+                crate::auth::policy::Action::ManageApplications,
+                Some(&app.project),
+                &format!("application:{}", app.name),
+                method,
+                path,
+                ip,
+            )
+            .await?;
+        }
         match (
             state
                 .store
@@ -396,7 +420,8 @@ pub async fn create_application(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Json(app): Json<crate::config::ApplicationSettings>,
 ) -> Response {
-    save_application(&state, &principal.actor(&ip), app, true).await
+    let route = ("POST", "/api/v1/applications");
+    save_application(&state, &principal, &ip, route, app, true).await
 }
 
 /// `PUT /api/v1/applications/{name}`
@@ -411,5 +436,6 @@ pub async fn update_application(
         return AppError::BadRequest(format!("the body names `{}`, the URL `{name}`", app.name))
             .into_response();
     }
-    save_application(&state, &principal.actor(&ip), app, false).await
+    let path = format!("/api/v1/applications/{name}");
+    save_application(&state, &principal, &ip, ("PUT", &path), app, false).await
 }

@@ -946,6 +946,11 @@ fn fold_string_data(secret: &mut Value) {
     else {
         return;
     };
+    // `data` that is not a map (`data: 1`) would make the index below panic; a real API
+    // server rejects such a Secret, and validation elsewhere reports it: keep it as written.
+    if !(secret["data"].is_object() || secret["data"].is_null()) {
+        return;
+    }
     for (k, v) in string_data {
         let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
         secret["data"][k] = json!(crate::diff::base64(text.as_bytes()));

@@ -51,7 +51,8 @@ impl Store {
     }
 
     /// Creates (or, with `replace`, rewrites) an application owned by the API. The caller has
-    /// validated it and checked that the name is not declared in config.
+    /// validated it, checked that the name is not declared in config, and authorized the actor
+    /// in both the current project and `app.project` (the one it may move to).
     pub async fn save_api_application(
         &self,
         app: &ApplicationSettings,

@@ -263,3 +263,69 @@ async fn actions_are_listed_filtered_paged_and_exported_with_the_chain_status() 
         json!({"ok": true, "verified_through": 4, "first_bad": null, "problem": null})
     );
 }
+
+/// Verifying walks every project's rows: a project-scoped caller is refused, and a check is
+/// reused for 30 seconds by the REST route and the Audit page alike.
+#[tokio::test]
+async fn ledger_verification_is_for_callers_who_see_everything_and_is_reused() {
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    catalog(&mut settings);
+    let server = TestServer::start(settings).await;
+    let url = format!("{}/api/v1/audit/verify", server.base);
+    let scoped =
+        crate::helpers::bearer_client(&server.token(app::model::Role::Admin, Some("demo")).await);
+    let refused = scoped.get(&url).send().await.unwrap();
+    assert_eq!(refused.status(), 403);
+    let text = refused.text().await.unwrap();
+    assert!(
+        text.contains("every project") && !text.contains("verified_through"),
+        "{text}"
+    );
+
+    let first: Value = server
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first["ok"], true);
+    let through = first["verified_through"].as_i64().unwrap();
+    let event = Actor::system().event(
+        "note",
+        "tidemark",
+        "success",
+        json!({}),
+        server::clock::now(),
+    );
+    server.store.audit(&event).await.unwrap();
+    let again: Value = server
+        .client
+        .get(&url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        again["verified_through"], through,
+        "reused, not walked again"
+    );
+    let page = server
+        .client
+        .get(format!("{}/audit", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("verified through #{through}<")),
+        "the page shares the check: {page}"
+    );
+}

@@ -1200,3 +1200,145 @@ async fn a_password_reset_ends_every_session_of_the_account_on_every_replica() {
         db.drop_db().await;
     }
 }
+
+// ---- a project's admin stays in its project; sign-in names stay bounded --------------------
+
+/// An admin of project `web` edits its API application, but cannot move it (or a config one)
+/// into project `payments`; the refusal is in the ledger and the application stays in `web`.
+#[tokio::test]
+async fn a_project_admin_cannot_move_an_application_into_another_project() {
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    catalog(&mut settings);
+    settings.applications[0].project = "web".into(); // guestbook
+    settings.applications[1].project = "payments".into(); // podinfo
+    let server = TestServer::start(settings).await;
+    let url = format!("{}/api/v1/applications", server.base);
+    let mut shop = json!({"name": "shop", "project": "web", "repository": "examples",
+                          "path": "apps/shop", "cluster": "sandbox", "namespace": "shop"});
+    let created = server.client.post(&url).json(&shop).send().await.unwrap();
+    assert_eq!(created.status(), 201);
+
+    let web_admin = bearer_client(&server.token(Role::Admin, Some("web")).await);
+    shop["namespace"] = json!("shop-2");
+    let same_project = web_admin
+        .put(format!("{url}/shop"))
+        .json(&shop)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same_project.status(), 200, "its own project");
+
+    shop["project"] = json!("payments");
+    let moved = web_admin
+        .put(format!("{url}/shop"))
+        .json(&shop)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(moved.status(), 403);
+    let message = moved.text().await.unwrap();
+    assert!(message.contains("in project payments"), "{message}");
+    assert_eq!(
+        server.store.application_project("shop").await.unwrap(),
+        Some("web".into())
+    );
+    let mut guestbook = shop.clone();
+    guestbook["name"] = json!("guestbook");
+    let config_app = web_admin
+        .put(format!("{url}/guestbook"))
+        .json(&guestbook)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        config_app.status(),
+        403,
+        "judged before the config conflict"
+    );
+    shop["name"] = json!("shop-payments");
+    let create = web_admin.post(&url).json(&shop).send().await.unwrap();
+    assert_eq!(create.status(), 403);
+    assert_eq!(
+        server
+            .store
+            .application_project("shop-payments")
+            .await
+            .unwrap(),
+        None
+    );
+    let denials: Vec<(String, String)> = sqlx::query_as(
+        "SELECT target, details FROM audit_log WHERE action = 'access_denied' ORDER BY seq",
+    )
+    .fetch_all(&sql(&server).await)
+    .await
+    .unwrap();
+    assert!(
+        denials
+            .iter()
+            .any(|(t, d)| t == "application:shop" && d.contains("\"project\":\"payments\"")),
+        "{denials:?}"
+    );
+
+    // An unscoped admin may move it.
+    shop["name"] = json!("shop");
+    let by_admin = server
+        .client
+        .put(format!("{url}/shop"))
+        .json(&shop)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(by_admin.status(), 200);
+    assert_eq!(
+        server.store.application_project("shop").await.unwrap(),
+        Some("payments".into())
+    );
+}
+
+/// Anyone can send a sign-in: a name too long or with control characters gets the generic
+/// answer, is recorded cut to 128 characters without control characters, keeps no throttle
+/// key of its own, and a formula-like name stays text in the CSV export.
+#[tokio::test]
+async fn hostile_sign_in_names_are_refused_and_recorded_bounded() {
+    let db = TestDb::sqlite();
+    let server = TestServer::start(db.settings()).await;
+    let long = format!("admin{}", "x".repeat(20_000));
+    for name in [
+        long.as_str(),
+        "admin\r\n2026-01-01 sign_in success",
+        "=HYPERLINK(\"http://evil.example\")",
+    ] {
+        let to = sign_in_once(server.base.clone(), name.into(), ADMIN_PASSWORD.into()).await;
+        assert_eq!(to, "/login?error=bad_credentials", "{name:.40}");
+    }
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT actor_name FROM audit_log WHERE action = 'sign_in' ORDER BY seq",
+    )
+    .fetch_all(&sql(&server).await)
+    .await
+    .unwrap();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert_eq!(names[0], long[..128]);
+    assert_eq!(names[1], "admin\u{FFFD}\u{FFFD}2026-01-01 sign_in success");
+    assert!(names.iter().all(|n| !n.chars().any(char::is_control)));
+    let keys: Vec<String> = sqlx::query_scalar("SELECT key FROM login_throttle")
+        .fetch_all(&sql(&server).await)
+        .await
+        .unwrap();
+    assert!(keys.iter().all(|k| k.len() < 200), "{keys:?}");
+
+    let csv = server
+        .client
+        .get(format!("{}/api/v1/audit?format=csv", server.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        csv.contains(",\"'=HYPERLINK(\"\"http://evil.example\"\")\","),
+        "{csv}"
+    );
+}

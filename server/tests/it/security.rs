@@ -476,3 +476,38 @@ fn symlinks_through_symlinks_are_refused_and_the_environment_stays_outside() {
         rendered.canonical
     );
 }
+
+/// A Secret whose `data` is not a map, with `stringData` beside it, used to panic the sandbox's
+/// request handler (found by the review of the diff's same pattern): it answers now, and keeps
+/// serving.
+#[tokio::test]
+async fn the_sandbox_answers_a_secret_with_malformed_data() {
+    let c = crate::sandbox::TestCluster::sandbox().await;
+    let secrets: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        c.client.clone(),
+        "default",
+        &kube::api::ApiResource::erase::<k8s_openapi::api::core::v1::Secret>(&()),
+    );
+    for data in [
+        serde_json::json!(1),
+        serde_json::json!("x"),
+        serde_json::json!([1]),
+    ] {
+        let body = serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "odd"}, "data": data, "stringData": {"a": "b"}});
+        let result = secrets
+            .patch(
+                "odd",
+                &kube::api::PatchParams::apply("test").force(),
+                &kube::api::Patch::Apply(body),
+            )
+            .await;
+        match result {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) => assert!(status.code < 500, "{status:?}"),
+            Err(e) => panic!("the sandbox did not answer: {e}"),
+        }
+    }
+    // Still serving.
+    secrets.list(&Default::default()).await.unwrap();
+}
