@@ -681,15 +681,22 @@ async fn a_watch_resumes_from_a_resource_version_and_streams_changes() {
     let c = TestCluster::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
     let first = cms
-        .create(&PostParams::default(), &cm("one", json!({}), json!({})))
+        .create(&PostParams::default(), &cm("one", json!({"tidemark-test/resume": "1"}), json!({})))
         .await
         .unwrap();
-    cms.create(&PostParams::default(), &cm("two", json!({}), json!({})))
+    cms.create(&PostParams::default(), &cm("two", json!({"tidemark-test/resume": "1"}), json!({})))
         .await
         .unwrap();
     let rv = first.metadata.resource_version.unwrap();
     let stream = cms
-        .watch(&kube::api::WatchParams::default().timeout(2), &rv)
+        // Only this test's objects: a real cluster publishes `kube-root-ca.crt` into a new
+        // namespace at some point (docs/sandbox.md).
+        .watch(
+            &kube::api::WatchParams::default()
+                .labels("tidemark-test/resume=1")
+                .timeout(2),
+            &rv,
+        )
         .await
         .unwrap();
     let mut stream = stream.boxed();
