@@ -681,12 +681,18 @@ async fn a_watch_resumes_from_a_resource_version_and_streams_changes() {
     let c = TestCluster::start().await;
     let cms: Api<ConfigMap> = Api::namespaced(c.client.clone(), &c.ns);
     let first = cms
-        .create(&PostParams::default(), &cm("one", json!({"tidemark-test/resume": "1"}), json!({})))
+        .create(
+            &PostParams::default(),
+            &cm("one", json!({"tidemark-test/resume": "1"}), json!({})),
+        )
         .await
         .unwrap();
-    cms.create(&PostParams::default(), &cm("two", json!({"tidemark-test/resume": "1"}), json!({})))
-        .await
-        .unwrap();
+    cms.create(
+        &PostParams::default(),
+        &cm("two", json!({"tidemark-test/resume": "1"}), json!({})),
+    )
+    .await
+    .unwrap();
     let rv = first.metadata.resource_version.unwrap();
     let stream = cms
         // Only this test's objects: a real cluster publishes `kube-root-ca.crt` into a new
