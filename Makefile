@@ -8,7 +8,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export TIDEMARK_BIN := $(TARGET_DIR)/release/tidemark
 
 .PHONY: help setup build run test lint test-rust e2e check-postgres wasm-size bench-ssr
-.PHONY: kube-build kube-up kube-down kube-status test-kube
+.PHONY: kube-build kube-up kube-down kube-status test-kube e2e-kube
 
 help:
 	@echo "make run    build (release) and start the demo on http://127.0.0.1:3000"
@@ -40,7 +40,7 @@ test-rust: check-postgres
 e2e: build
 	cd end2end && npx playwright test
 
-test: setup check-postgres lint test-rust test-kube e2e wasm-size bench-ssr
+test: setup check-postgres lint test-rust test-kube e2e e2e-kube wasm-size bench-ssr
 
 # Size of the release WASM (raw and brotli), as reported in closing notes; fails above 400 KB.
 wasm-size: build
@@ -78,3 +78,10 @@ test-kube: check-postgres kube-build
 	@scripts/kube-env.sh up $(KUBE_DIR)
 	@TIDEMARK_TEST_KUBECONFIG=$(KUBE_DIR)/kubeconfig cargo test -p server --test it -- $(KUBE_TESTS); \
 	  rc=$$?; scripts/kube-env.sh down $(KUBE_DIR) >/dev/null; exit $$rc
+
+# The browser walk on the real control plane (end2end/tests/kube.walk.ts): approve → sync → the
+# Deployment becomes Available on kwok nodes → drift by kubectl patch → rollback.
+e2e-kube: build kube-build
+	@scripts/kube-env.sh up $(KUBE_DIR)
+	@cd end2end && KUBECONFIG_PATH=$(KUBE_DIR)/kubeconfig npx playwright test -c playwright.kube.config.ts; \
+	  rc=$$?; cd .. && scripts/kube-env.sh down $(KUBE_DIR) >/dev/null; exit $$rc
