@@ -225,6 +225,7 @@ impl GitSources {
         let (m, a, limits) = (mirror.clone(), app.clone(), self.limits.clone());
         let previous = state.ingested_tip.clone();
         let already_rendered = state.target_sha.clone();
+        let previous_digest = state.target_digest.clone();
         type Walk = (
             String,
             Vec<history::CommitInfo>,
@@ -253,7 +254,7 @@ impl GitSources {
                 )
             };
             let rendered = (already_rendered.as_deref() != Some(tip_s.as_str()))
-                .then(|| render::render(&repo, tip, &a.path, &limits));
+                .then(|| render::render(&repo, tip, &a.path, &a.namespace, &limits));
             Ok((tip_s, commits, full, rendered))
         })
         .await
@@ -293,9 +294,12 @@ impl GitSources {
                     )
                     .await?;
                 self.store.record_app_error(&app.name, None, now).await?;
-                // A pinned application keeps its pin: say so where people look.
+                // A pinned application keeps its pin: say so where people look, once per
+                // rendering (a new tip that renders as the previous one is no news).
                 if let Some(pin) = self.store.pin_of(&app.name).await? {
-                    if pin.digest != r.digest {
+                    if pin.digest != r.digest
+                        && previous_digest.as_deref() != Some(r.digest.as_str())
+                    {
                         let message = format!(
                             "new target {} not deployed: pinned at {} by {} ({})",
                             &tip[..7.min(tip.len())],

@@ -9,6 +9,7 @@
 
 mod canonical;
 mod kustomize;
+mod yaml;
 
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -73,6 +74,9 @@ pub enum RenderError {
     TooManyFiles { limit: usize },
     #[error("the rendered manifests exceed {limit} bytes")]
     TooLarge { limit: u64 },
+    /// The files a kustomization can reach (see the Kustomize module) exceed the total limit.
+    #[error("the files the kustomization can read exceed {limit} bytes")]
+    CheckoutTooLarge { limit: u64 },
     #[error("{file}: invalid YAML: {message}")]
     Yaml { file: String, message: String },
     #[error("{file}: document {doc} is not a Kubernetes object: {reason}")]
@@ -107,11 +111,18 @@ pub struct Rendered {
     pub digest: String,
 }
 
-/// Renders the application at `app_path` as of `commit`.
+/// Renders the application at `app_path` as of `commit`. `namespace` is the application's
+/// destination namespace: an object without one is placed there later (by the cluster client),
+/// so for the duplicate check `dup` without a namespace and `dup` in `namespace` are the same
+/// object (a [`RenderError::Duplicate`] naming both files). The objects themselves are returned
+/// as written, namespace or not; the digest does not depend on `namespace`.
+///
+/// Errors: every [`RenderError`]; any error fails the whole render.
 pub fn render(
     repo: &Repository,
     commit: Oid,
     app_path: &str,
+    namespace: &str,
     limits: &Limits,
 ) -> Result<Rendered, RenderError> {
     let app_path = clean_app_path(app_path)?;
@@ -151,7 +162,7 @@ pub fn render(
             &mut docs,
         )?;
     }
-    finish(docs, limits)
+    finish(docs, limits, namespace)
 }
 
 /// Reads one manifest text (multi-document YAML or JSON, `kind: List` flattened) as a render:
@@ -163,19 +174,23 @@ pub fn render(
 pub fn read_manifests(text: &str, file: &str, limits: &Limits) -> Result<Rendered, RenderError> {
     let mut docs = Vec::new();
     parse_into(text, file, &mut docs)?;
-    finish(docs, limits)
+    finish(docs, limits, "")
 }
 
 /// Writes the whole of `tree` under `dest` (an existing, empty directory) as the Kustomize
-/// render does: names validated, nothing written outside `dest`, symlinks created but never
-/// followed, within `limits`. Errors name the file at fault.
+/// render writes what it selects: names validated, nothing written outside `dest`, symlinks
+/// created but never followed, at most `10 × max_files` files and `max_total_bytes` in all; a
+/// file over `max_file_bytes` is left out (an empty directory of its name stands in its place).
+///
+/// Errors name the file at fault: [`RenderError::UnsafePath`], [`RenderError::TooManyFiles`],
+/// [`RenderError::CheckoutTooLarge`], [`RenderError::Kustomize`] (an I/O error).
 pub fn checkout(
     repo: &Repository,
     tree: &Tree<'_>,
     dest: &Path,
     limits: &Limits,
 ) -> Result<(), RenderError> {
-    kustomize::checkout_into(repo, tree, dest, limits)
+    kustomize::checkout_into(repo, tree, dest, limits).map(|_| ())
 }
 
 /// Normalises the configured path: relative, no `..`, no `.` segments.
@@ -381,17 +396,23 @@ fn read_blob(
     parse_into(text, file, docs)
 }
 
-/// Parses a multi-document YAML (or JSON) text; `kind: List` documents are flattened.
+/// Parses a multi-document YAML (or JSON) text as kubectl reads it (see [`yaml`]: YAML 1.1
+/// plain scalars, `0400` is 256); `kind: List` documents are flattened. Documents are numbered
+/// by their place in the text, empty ones included.
 fn parse_into(
     text: &str,
     file: &str,
     docs: &mut Vec<(String, usize, Value)>,
 ) -> Result<(), RenderError> {
-    let parsed: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
-        .map_err(|e| RenderError::Yaml {
-            file: file.to_owned(),
-            message: first_line(&e.to_string()),
-        })?;
+    let yaml_error = |message: &str| RenderError::Yaml {
+        file: file.to_owned(),
+        message: first_line(message),
+    };
+    // First the YAML 1.2 reader with its budgets (events, nodes, anchors, alias replay,
+    // documents) and its error messages; only a text it accepts is read again, by scalar style.
+    serde_saphyr::from_multiple_with_options::<Value>(text, yaml_options())
+        .map_err(|e| yaml_error(&e.to_string()))?;
+    let parsed = yaml::documents(text).map_err(|e| yaml_error(&e))?;
     for (i, doc) in parsed.into_iter().enumerate() {
         match doc {
             Value::Null => {}
@@ -417,9 +438,11 @@ fn parse_into(
 }
 
 /// The parser's defaults (alias and anchor budgets against "billion laughs"), with room for
-/// generated files holding many documents.
+/// generated files holding many documents. Non-finite floats pass as text: whether `1e400` is a
+/// string (kubectl) or `.inf` an error is [`yaml`]'s to say.
 fn yaml_options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::AsString;
     let mut budget = serde_saphyr::Budget::default();
     budget.max_documents = 20_000;
     options.budget = Some(budget);
@@ -433,8 +456,32 @@ fn first_line(s: &str) -> String {
 /// (group, kind, namespace, name): the canonical sort key of an object.
 type ObjectKey = (String, String, String, String);
 
-fn finish(docs: Vec<(String, usize, Value)>, limits: &Limits) -> Result<Rendered, RenderError> {
-    let mut keyed: Vec<(ObjectKey, String, Value)> = Vec::with_capacity(docs.len());
+/// `Kind.group namespace/name`, as errors show an object.
+fn shown_object((g, k, ns, n): &ObjectKey) -> String {
+    let group = if g.is_empty() {
+        String::new()
+    } else {
+        format!(".{g}")
+    };
+    let ns = if ns.is_empty() {
+        String::new()
+    } else {
+        format!("{ns}/")
+    };
+    format!("{k}{group} {ns}{n}")
+}
+
+/// Sorts the objects canonically, refuses one defined twice and digests the result. For the
+/// duplicate check an object without a namespace is in `namespace` (where it will be applied);
+/// the sort key and the objects keep the namespace as written.
+fn finish(
+    docs: Vec<(String, usize, Value)>,
+    limits: &Limits,
+    namespace: &str,
+) -> Result<Rendered, RenderError> {
+    let mut keyed: Vec<(ObjectKey, Value)> = Vec::with_capacity(docs.len());
+    let mut seen: std::collections::HashMap<ObjectKey, String> =
+        std::collections::HashMap::with_capacity(docs.len());
     for (file, doc, obj) in docs {
         let not_object = |reason: &str| RenderError::NotAnObject {
             file: file.clone(),
@@ -453,7 +500,7 @@ fn finish(docs: Vec<(String, usize, Value)>, limits: &Limits) -> Result<Rendered
             .get("name")
             .and_then(Value::as_str)
             .ok_or_else(|| not_object("metadata.name is missing"))?;
-        let namespace = obj["metadata"]
+        let written_ns = obj["metadata"]
             .get("namespace")
             .and_then(Value::as_str)
             .unwrap_or_default();
@@ -461,36 +508,33 @@ fn finish(docs: Vec<(String, usize, Value)>, limits: &Limits) -> Result<Rendered
         let key = (
             group.to_owned(),
             kind.to_owned(),
-            namespace.to_owned(),
+            written_ns.to_owned(),
             name.to_owned(),
         );
-        keyed.push((key, format!("{file}#{doc}"), obj));
-    }
-    keyed.sort_by(|a, b| a.0.cmp(&b.0));
-    for pair in keyed.windows(2) {
-        if pair[0].0 == pair[1].0 {
-            let (g, k, ns, n) = &pair[0].0;
-            let object = format!(
-                "{k}{} {}{n}",
-                if g.is_empty() {
-                    String::new()
-                } else {
-                    format!(".{g}")
-                },
-                if ns.is_empty() {
-                    String::new()
-                } else {
-                    format!("{ns}/")
-                }
-            );
+        let placed_ns = if written_ns.is_empty() {
+            namespace
+        } else {
+            written_ns
+        };
+        let placed = (
+            group.to_owned(),
+            kind.to_owned(),
+            placed_ns.to_owned(),
+            name.to_owned(),
+        );
+        let origin = format!("{file}#{doc}");
+        if let Some(first) = seen.get(&placed) {
             return Err(RenderError::Duplicate {
-                object,
-                first: pair[0].1.clone(),
-                second: pair[1].1.clone(),
+                object: shown_object(&placed),
+                first: first.clone(),
+                second: origin,
             });
         }
+        seen.insert(placed, origin);
+        keyed.push((key, obj));
     }
-    let objects: Vec<Value> = keyed.into_iter().map(|(_, _, o)| o).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0));
+    let objects: Vec<Value> = keyed.into_iter().map(|(_, o)| o).collect();
     let canonical = canonical_json(&Value::Array(objects.clone()));
     if canonical.len() as u64 > limits.max_total_bytes {
         return Err(RenderError::TooLarge {

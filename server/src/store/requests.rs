@@ -38,7 +38,7 @@ pub struct Approval {
 /// What `ensure_sync_request` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RequestChange {
-    /// A pending request for this exact (revision, digest) already exists.
+    /// An open request for this digest already exists (it keeps its revision and approvals).
     Unchanged(i64),
     /// A new pending request; `superseded` names the one it replaced (its approvals voided).
     Created { id: i64, superseded: Option<i64> },
@@ -117,8 +117,13 @@ async fn supersede(
 }
 
 impl Store {
-    /// Makes sure the application's pending request is for (revision, digest): a different
-    /// pending one is superseded (its approvals voided) by a new one.
+    /// Makes sure the application has an open request for what `digest` renders: an open one
+    /// with the same digest is kept as it is, approvals included, whatever `revision` is now (a
+    /// new branch tip that renders the same objects, such as a commit outside the application's
+    /// path or one that only edits a comment, is not a new deployment: the request keeps the
+    /// revision it was opened for, whose change its approvers reviewed); one with another
+    /// digest is superseded (its approvals voided) by a new request for (revision, digest). A
+    /// requested rollback holds the slot until it is decided.
     pub async fn ensure_sync_request(
         &self,
         app: &str,
@@ -146,16 +151,16 @@ impl Store {
             );
             // A requested rollback holds the slot until it is decided.
             let rollback = p.try_get::<String, _>("cause")? == "rollback";
-            if (rev == revision && dig == digest) || rollback {
+            // Bound to the digest: only another rendering voids the approvals.
+            if dig == digest || rollback {
                 return Ok(RequestChange::Unchanged(id));
             }
-            supersede(
-                &mut tx,
-                id,
-                "the target moved to another revision or rendering",
-                now,
-            )
-            .await?;
+            let reason = if rev == revision {
+                "the target was rendered differently"
+            } else {
+                "the target moved to a revision that renders differently"
+            };
+            supersede(&mut tx, id, reason, now).await?;
             superseded = Some(id);
         }
         let id: i64 = sqlx::query_scalar(

@@ -11,6 +11,7 @@ pub mod git;
 mod helpers;
 mod http;
 mod kubectl;
+mod manifests;
 mod notify;
 mod reconcile;
 mod sandbox;

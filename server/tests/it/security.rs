@@ -65,7 +65,7 @@ fn commit_tree(repo: &GitRepo, tree: &str) {
 fn render_head(repo: &GitRepo, path: &str) -> Result<render::Rendered, RenderError> {
     let r = git2::Repository::open(repo.path()).unwrap();
     let head = r.head().unwrap().peel_to_commit().unwrap().id();
-    render::render(&r, head, path, &Limits::default())
+    render::render(&r, head, path, "default", &Limits::default())
 }
 
 /// Names that are not one plain path component, each as the name of a file inside

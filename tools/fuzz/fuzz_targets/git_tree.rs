@@ -68,7 +68,7 @@ fuzz_target!(|data: &[u8]| {
         max_total_bytes: 1 << 20,
         ..Limits::default()
     };
-    let _ = render(repo, commit, "app", &limits);
+    let _ = render(repo, commit, "app", "default", &limits);
     if let Ok(tree) = repo.find_tree(root) {
         let outer = tempfile::tempdir_in("/dev/shm").or_else(|_| tempfile::tempdir()).unwrap();
         let dest = outer.path().join("checkout");
