@@ -104,6 +104,7 @@ fn settings(repo: &Path, db: &Path, cache: &Path) -> Settings {
         prune: false,
         ignore: Vec::new(),
         approvals: Default::default(),
+        compare: Default::default(),
     }];
     s
 }

@@ -69,6 +69,7 @@ async fn fill(store: &Store, raw: &sqlx::AnyPool, events: usize) {
         prune: false,
         ignore: Vec::new(),
         approvals: Default::default(),
+        compare: Default::default(),
     }];
     store
         .sync_declared(

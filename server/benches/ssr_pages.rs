@@ -136,6 +136,7 @@ fn main() {
                 prune: false,
                 ignore: Vec::new(),
                 approvals: Default::default(),
+                compare: Default::default(),
             })
             .collect();
         let started = std::time::Instant::now();

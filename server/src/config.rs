@@ -593,6 +593,42 @@ pub struct ApplicationSettings {
     /// With `manual`: who must approve a sync request (`[applications.approvals]`).
     #[serde(default)]
     pub approvals: ApprovalPolicy,
+    /// How live objects are compared (`[applications.compare]`).
+    #[serde(default)]
+    pub compare: CompareOptions,
+}
+
+/// Field managers whose changes to a live object are not drift by default: controllers that
+/// own fields Git may also set (the HorizontalPodAutoscaler writes `spec.replicas` through the
+/// scale subresource as `kube-controller-manager`).
+pub const DEFAULT_IGNORED_MANAGERS: [&str; 1] = ["kube-controller-manager"];
+
+/// How an application's live objects are compared with Git (`[applications.compare]`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompareOptions {
+    /// More field managers whose fields are not drift (an operator or webhook that rewrites a
+    /// field Git sets), on top of [`DEFAULT_IGNORED_MANAGERS`].
+    pub ignore_managers: Vec<String>,
+    /// Opt-in: every field manager's changes are drift, [`DEFAULT_IGNORED_MANAGERS`] included
+    /// (only `ignore_managers` are still left out).
+    pub drift_from_all_managers: bool,
+}
+
+impl CompareOptions {
+    /// The field managers whose fields are not drift for this application.
+    pub fn ignored_managers(&self) -> Vec<String> {
+        let mut out: Vec<String> = if self.drift_from_all_managers {
+            Vec::new()
+        } else {
+            DEFAULT_IGNORED_MANAGERS
+                .iter()
+                .map(|m| (*m).to_owned())
+                .collect()
+        };
+        out.extend(self.ignore_managers.iter().cloned());
+        out
+    }
 }
 
 /// How a manual application's sync requests are approved.

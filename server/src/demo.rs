@@ -404,6 +404,7 @@ impl Demo {
                     required,
                     ..Default::default()
                 },
+                compare: Default::default(),
             }
         };
         settings.applications = vec![

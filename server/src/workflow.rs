@@ -205,8 +205,9 @@ pub async fn reject(
 }
 
 /// Runs the sync of an approved request (once: only an `approved` request is run, and it is
-/// closed as `synced` or `failed`). The application's target must still be the approved
-/// (revision, digest); otherwise nothing is applied.
+/// closed as `synced` or `failed`). The application's target must still render the approved
+/// digest (a newer revision that renders the same objects is what was approved); otherwise
+/// nothing is applied.
 pub async fn run_approved(
     deps: &Deps<'_>,
     who: &Principal,
@@ -264,7 +265,7 @@ pub async fn run_approved(
     let (revision, digest, desired) = reconcile::desired(deps.store, &cluster, &source)
         .await
         .map_err(reconcile_err)?;
-    if revision != req.revision || digest != req.digest {
+    if digest != req.digest {
         deps.store
             .finish_request(
                 id,
@@ -416,7 +417,7 @@ async fn apply_rollback(
         ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
         other => internal_error(&other),
     };
-    let objects = reconcile::place_all(&cluster, &content, &target.digest, &source.namespace)
+    let objects = reconcile::place_all(&cluster, &content, &target.digest, source)
         .await
         .map_err(cluster_err)?;
     let (sync_id, status, results) = reconcile::sync(
@@ -544,14 +545,26 @@ pub async fn diff_revisions(
     to: &str,
 ) -> Result<serde_json::Value, AppError> {
     let mut snapshots = Vec::new();
-    for rev in [from, to] {
-        let (digest, content) = store
-            .rendered_snapshot(app, rev)
-            .await
-            .map_err(|e| internal_error(&e))?
-            .ok_or_else(|| {
+    // Secret values opened, so that an equal value compares equal whatever form it takes
+    // (`stringData` or `data`); the diff redacts them. Without the key, both as stored.
+    let mut open = true;
+    while snapshots.len() < 2 {
+        let rev = if snapshots.is_empty() { from } else { to };
+        let row = if open {
+            store.render_to_apply(app, rev).await
+        } else {
+            store.rendered_snapshot(app, rev).await
+        };
+        let (digest, content) = match row {
+            Err(crate::store::StoreError::Secrets(_)) if open => {
+                open = false;
+                snapshots.clear();
+                continue;
+            }
+            other => other.map_err(|e| internal_error(&e))?.ok_or_else(|| {
                 AppError::NotFound(format!("no stored rendering of {app} at revision {rev}"))
-            })?;
+            })?,
+        };
         let objects: Vec<serde_json::Value> = serde_json::from_str(&content)
             .map_err(|_| AppError::Internal(format!("corrupt snapshot {digest}")))?;
         snapshots.push((digest, objects));

@@ -169,6 +169,10 @@ pub struct DiffResource {
     /// `changed`.
     pub status: String,
     pub fields: Vec<DiffField>,
+    /// Live compare only: how the resource was compared (`server-side apply dry run`, or
+    /// `desired fields only (…why…)`); empty for revisions and Missing/Extraneous resources.
+    #[serde(default)]
+    pub compared_by: String,
 }
 
 impl DiffResource {
@@ -205,7 +209,7 @@ pub struct RevisionView {
 /// The timeline's filter groups: key (in links), label, and the event kinds they select.
 pub const TIMELINE_GROUPS: &[(&str, &str, &[&str])] = &[
     ("commits", "Commits", &["commit"]),
-    ("syncs", "Syncs", &["sync", "sync_interrupted"]),
+    ("syncs", "Syncs", &["sync", "sync_interrupted", "conflict"]),
     (
         "approvals",
         "Requests & approvals",
@@ -250,6 +254,7 @@ pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) 
         "commit" => ("●", "Commit", "info"),
         "sync" => ("⟳", "Sync", "ok"),
         "sync_interrupted" => ("⚠", "Sync interrupted", "warn"),
+        "conflict" => ("⚠", "Conflict", "bad"),
         "sync_requested" => ("◇", "Sync requested", "info"),
         "approval" => ("✔", "Approved", "ok"),
         "sync_request_rejected" => ("✖", "Rejected", "bad"),

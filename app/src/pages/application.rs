@@ -512,6 +512,9 @@ pub fn Diff(diff: DiffView, split: bool, focus: String) -> impl IntoView {
                             <span class="badge">{r.status.clone()}</span> " "
                             <span class="mono">{key.clone()}</span>
                             <span class="muted">{format!(" · {} field{}", r.fields.len(), if r.fields.len() == 1 { "" } else { "s" })}</span>
+                            {(!r.compared_by.is_empty()).then(|| view! {
+                                <span class="muted" data-testid="compared-by">{format!(" · compared by {}", r.compared_by)}</span>
+                            })}
                         </summary>
                         {if split {
                             Either::Left(view! {

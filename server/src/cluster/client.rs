@@ -56,7 +56,7 @@ type Cache = Store<DynamicObject>;
 /// A connected cluster.
 pub struct ClusterClient {
     pub name: String,
-    client: kube::Client,
+    pub(super) client: kube::Client,
     kinds: tokio::sync::RwLock<HashMap<(String, String), (ApiResource, bool)>>,
     /// One reflector per kind (`None`: the kind cannot be watched; read directly).
     caches: tokio::sync::Mutex<HashMap<(String, String), Option<Cache>>>,
@@ -64,6 +64,8 @@ pub struct ClusterClient {
     recent: std::sync::Mutex<HashMap<Key, (Option<String>, Instant)>>,
     events: Arc<Notify>,
     watches: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Dry runs, OpenAPI schemas (see `predict.rs`).
+    pub(super) predictions: super::predict::Predictions,
 }
 
 impl Drop for ClusterClient {
@@ -107,7 +109,7 @@ fn caught_up(cached: Option<&Value>, written: Option<&str>) -> bool {
     }
 }
 
-fn describe(obj: &Value) -> String {
+pub(super) fn describe(obj: &Value) -> String {
     let ns = obj["metadata"]["namespace"]
         .as_str()
         .map(|n| format!("{n}/"))
@@ -160,6 +162,7 @@ impl ClusterClient {
             recent: std::sync::Mutex::new(HashMap::new()),
             events: Arc::new(Notify::new()),
             watches: std::sync::Mutex::new(Vec::new()),
+            predictions: super::predict::Predictions::default(),
         }
     }
 
@@ -189,8 +192,15 @@ impl ClusterClient {
             watcher::watcher(api, watcher::Config::default())
                 .default_backoff()
                 .modify(move |o: &mut DynamicObject| {
-                    // managedFields are never compared and are most of an object's size.
-                    o.metadata.managed_fields = None;
+                    // Tidemark's own managedFields entry and status entries are most of an
+                    // object's size and never consulted; other managers' entries say who owns
+                    // a drifted field.
+                    if let Some(entries) = o.metadata.managed_fields.as_mut() {
+                        entries.retain(|e| {
+                            e.manager.as_deref() != Some(FIELD_MANAGER)
+                                && e.subresource.as_deref() != Some("status")
+                        });
+                    }
                     if o.types.is_none() {
                         o.types = Some(types.clone());
                     }
@@ -366,6 +376,28 @@ impl ClusterClient {
         }
     }
 
+    /// Applies a JSON merge patch (RFC 7386) to the live object named by `obj`; a
+    /// `metadata.resourceVersion` in the patch makes it conditional (409 if the object moved on).
+    pub async fn merge_patch(&self, obj: &Value, patch: &Value) -> Result<Value, ClusterError> {
+        let api = self.api_for(obj).await?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(o) => {
+                let patched = serde_json::to_value(o).unwrap_or(Value::Null);
+                let rv = patched["metadata"]["resourceVersion"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                self.remember(obj, Some(rv));
+                Ok(patched)
+            }
+            Err(e) => Err(Self::api_error(obj, e)),
+        }
+    }
+
     /// Deletes the object; an object already gone is not an error.
     pub async fn delete(&self, obj: &Value) -> Result<(), ClusterError> {
         let api = self.api_for(obj).await?;
@@ -381,15 +413,26 @@ impl ClusterClient {
     }
 
     /// Fills in `namespace` on namespaced objects that have none; removes it from
-    /// cluster-scoped ones.
+    /// cluster-scoped ones. The scope is `declared` (by a CustomResourceDefinition in the same
+    /// desired set, which is what the cluster serves once it is applied) or else discovered; an
+    /// object of a kind neither declares nor serves keeps the namespace it was written with, or
+    /// gets `default_namespace` (applying it then fails for that object alone, with the reason).
     pub async fn place(
         &self,
         mut obj: Value,
         default_namespace: &str,
+        declared: Option<bool>,
     ) -> Result<Value, ClusterError> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
-        let (_, namespaced) = self.resolve(&api_version, &kind).await?;
+        let namespaced = match declared {
+            Some(namespaced) => namespaced,
+            None => match self.resolve(&api_version, &kind).await {
+                Ok((_, namespaced)) => namespaced,
+                Err(ClusterError::UnknownKind { .. }) => true,
+                Err(e) => return Err(e),
+            },
+        };
         if namespaced {
             if obj["metadata"]["namespace"]
                 .as_str()
@@ -401,6 +444,146 @@ impl ClusterClient {
             meta.remove("namespace");
         }
         Ok(obj)
+    }
+
+    /// Forgets every kind of an API group that discovery resolved, so the next use asks the
+    /// API server again (after a CustomResourceDefinition of the group was applied: its kinds,
+    /// versions or scope may have changed, or it was deleted and made again).
+    pub async fn forget_group(&self, group: &str) {
+        self.kinds.write().await.retain(|(api_version, _), _| {
+            api_version.rsplit_once('/').map_or("", |(g, _)| g) != group
+        });
+    }
+
+    /// Waits until the CustomResourceDefinition `crd` (as applied) is Established and
+    /// discovery serves each of its served versions, for at most `timeout`. Fails at once when
+    /// the API server does not accept its names (`NamesAccepted=False`, e.g. a plural another
+    /// CRD uses) or it is being deleted; on time-out, names the conditions it last had.
+    pub async fn wait_established(
+        &self,
+        crd: &Value,
+        timeout: Duration,
+    ) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        let failed = |reason: &str, message: String| ClusterError::Api {
+            object: describe(crd),
+            code: 0,
+            reason: reason.to_owned(),
+            message,
+        };
+        let mut last = "not found".to_owned();
+        loop {
+            if let Some(live) = self.get_direct(crd).await? {
+                if live["metadata"]["deletionTimestamp"].is_string() {
+                    return Err(failed(
+                        "Terminating",
+                        "is being deleted (with its custom resources); sync again once it is gone"
+                            .into(),
+                    ));
+                }
+                let conditions = live["status"]["conditions"].as_array().cloned();
+                let condition = |kind: &str| {
+                    conditions
+                        .iter()
+                        .flatten()
+                        .find(|c| c["type"] == kind)
+                        .cloned()
+                };
+                if condition("Established").is_some_and(|c| c["status"] == "True") {
+                    break;
+                }
+                if let Some(names) = condition("NamesAccepted").filter(|c| c["status"] == "False") {
+                    return Err(failed(
+                        "NamesNotAccepted",
+                        format!(
+                            "its names are not accepted: {}",
+                            names["message"].as_str().unwrap_or("no reason given")
+                        ),
+                    ));
+                }
+                last = conditions
+                    .iter()
+                    .flatten()
+                    .map(|c| {
+                        format!(
+                            "{}={}{}",
+                            c["type"].as_str().unwrap_or("?"),
+                            c["status"].as_str().unwrap_or("?"),
+                            c["message"]
+                                .as_str()
+                                .filter(|m| !m.is_empty())
+                                .map(|m| format!(" ({m})"))
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                if last.is_empty() {
+                    "no conditions yet".clone_into(&mut last);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(failed(
+                    "Timeout",
+                    format!("not Established within {}s: {last}", timeout.as_secs()),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        // Established: discover the group again until every served version is listed.
+        let group = crd["spec"]["group"].as_str().unwrap_or_default();
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+        self.forget_group(group).await;
+        let versions = crd["spec"]["versions"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for version in versions.iter().filter(|v| v["served"] != false) {
+            let api_version = format!("{group}/{}", version["name"].as_str().unwrap_or_default());
+            loop {
+                match self.resolve(&api_version, kind).await {
+                    Ok(_) => break,
+                    Err(ClusterError::UnknownKind { .. }) if Instant::now() < deadline => {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                    Err(ClusterError::UnknownKind { .. }) => {
+                        return Err(failed(
+                            "Timeout",
+                            format!(
+                                "Established, but discovery did not list {kind} in {api_version} within {}s",
+                                timeout.as_secs()
+                            ),
+                        ))
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes the object only if it is still exactly `live` (same uid and resourceVersion):
+    /// an object someone changed since it was read — another application taking it over — is
+    /// left alone (a 409 error). An object already gone is not an error.
+    pub async fn delete_unchanged(&self, obj: &Value, live: &Value) -> Result<(), ClusterError> {
+        let api = self.api_for(obj).await?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let text = |v: &Value| v.as_str().map(str::to_owned);
+        let params = DeleteParams {
+            preconditions: Some(kube::api::Preconditions {
+                uid: text(&live["metadata"]["uid"]),
+                resource_version: text(&live["metadata"]["resourceVersion"]),
+            }),
+            ..DeleteParams::background()
+        };
+        match api.delete(name, &params).await {
+            Ok(_) => {
+                self.remember(obj, None);
+                Ok(())
+            }
+            Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+            Err(e) => Err(Self::api_error(obj, e)),
+        }
     }
 }
 

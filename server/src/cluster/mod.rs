@@ -3,3 +3,5 @@
 
 pub mod client;
 pub mod health;
+pub mod predict;
+pub mod schema;

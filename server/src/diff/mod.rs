@@ -11,6 +11,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::cluster::schema::{ListType, Node};
+
+pub mod predicted;
+
 /// Identity of a Kubernetes object.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct ObjectRef {
@@ -74,7 +78,16 @@ pub struct ResourceDiff {
     pub object: ObjectRef,
     pub status: ResourceStatus,
     pub changes: Vec<FieldChange>,
+    /// How the resource was compared: [`DRY_RUN`], or [`PURE`] with the reason a dry run was
+    /// not possible; empty for Missing and Extraneous resources.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub compared_by: String,
 }
+
+/// `compared_by` of a server-side apply dry run compared with the live object.
+pub const DRY_RUN: &str = "server-side apply dry run";
+/// `compared_by` prefix of the desired object compared with the live one field by field.
+pub const PURE: &str = "desired fields only";
 
 /// Fields to leave out of comparisons, for the objects the rule selects (`None` = any).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -88,7 +101,8 @@ pub struct IgnoreRule {
 }
 
 impl IgnoreRule {
-    fn selects(&self, o: &ObjectRef) -> bool {
+    /// Whether the rule applies to `o`.
+    pub fn selects(&self, o: &ObjectRef) -> bool {
         self.group.as_ref().is_none_or(|g| *g == o.group)
             && self.kind.as_ref().is_none_or(|k| *k == o.kind)
             && self.name.as_ref().is_none_or(|n| *n == o.name)
@@ -118,6 +132,7 @@ pub fn compare(
                 object,
                 status: ResourceStatus::Missing,
                 changes: Vec::new(),
+                compared_by: String::new(),
             },
             Some(l) => {
                 let changes = diff_object(&object, d, l, &pointers);
@@ -130,6 +145,7 @@ pub fn compare(
                     object,
                     status,
                     changes,
+                    compared_by: PURE.to_owned(),
                 }
             }
         };
@@ -143,29 +159,68 @@ pub fn compare(
             object: object.clone(),
             status: ResourceStatus::Extraneous,
             changes: Vec::new(),
+            compared_by: String::new(),
         });
     }
     out.sort_by(|a, b| a.object.cmp(&b.object));
     out
 }
 
-/// Field changes between one desired object and its live state.
+/// Field changes between one desired object and its live state, without a schema.
 pub fn diff_object(
     object: &ObjectRef,
     desired: &Value,
     live: &Value,
     ignore: &[&str],
 ) -> Vec<FieldChange> {
-    let folded;
-    let desired = if object.is_secret() {
-        folded = secret_as_data(desired);
-        &folded
+    diff_fields(object, desired, live, None, ignore)
+}
+
+/// The pure compare of one resource: the fields the desired object names, compared with the
+/// live object (list items matched by the keys `schema` declares; quantities by value; an
+/// empty map or list in Git matches an absent live field, as the API server drops them).
+/// `reason` says why no dry run was used; it is kept in `compared_by`.
+pub fn pure(
+    object: ObjectRef,
+    desired: &Value,
+    live: &Value,
+    schema: Option<Node<'_>>,
+    ignore: &[&str],
+    reason: &str,
+) -> ResourceDiff {
+    let changes = diff_fields(&object, desired, live, schema, ignore);
+    ResourceDiff {
+        object,
+        status: if changes.is_empty() {
+            ResourceStatus::Synced
+        } else {
+            ResourceStatus::OutOfSync
+        },
+        changes,
+        compared_by: format!("{PURE} ({reason})"),
+    }
+}
+
+/// [`diff_object`] with the kind's schema, if known.
+pub fn diff_fields(
+    object: &ObjectRef,
+    desired: &Value,
+    live: &Value,
+    schema: Option<Node<'_>>,
+    ignore: &[&str],
+) -> Vec<FieldChange> {
+    let mut folded = if object.is_secret() {
+        secret_as_data(desired)
     } else {
-        desired
+        desired.clone()
     };
+    if let Some(meta) = folded.get_mut("metadata").and_then(Value::as_object_mut) {
+        predicted::without_tracking(meta);
+    }
+    let desired = &folded;
     let mut changes = Vec::new();
     let mut path = Vec::new();
-    walk(desired, Some(live), &mut path, &mut changes);
+    walk(desired, Some(live), schema, &mut path, &mut changes);
     changes.retain(|c| !ignore.iter().any(|p| covers(p, &c.pointer)));
     if object.is_secret() {
         for c in &mut changes {
@@ -198,10 +253,10 @@ fn covers(p: &str, pointer: &str) -> bool {
 #[derive(Clone)]
 enum Seg<'a> {
     Key(&'a str),
+    /// A list item, shown by its key fields (`name=web`).
     Item {
         index: usize,
-        key: &'static str,
-        value: &'a Value,
+        label: String,
     },
 }
 
@@ -216,11 +271,8 @@ fn display(path: &[Seg<'_>]) -> (String, String) {
                 pointer.push('/');
                 pointer.push_str(&k.replace('~', "~0").replace('/', "~1"));
             }
-            Seg::Item { index, key, value } => {
-                let v = value
-                    .as_str()
-                    .map_or_else(|| value.to_string(), str::to_owned);
-                shown.push_str(&format!("[{key}={v}]"));
+            Seg::Item { index, label } => {
+                shown.push_str(&format!("[{label}]"));
                 pointer.push_str(&format!("/{index}"));
             }
         }
@@ -257,13 +309,50 @@ fn list_key(items: &[Value]) -> Option<&'static str> {
         .flatten()
 }
 
+/// The key fields of a list's items: from the schema when there is one (`None` for atomic
+/// lists and sets), else guessed from the names shared by every item (no schema published).
+fn keys_of(items: &[Value], node: Option<Node<'_>>) -> Option<Vec<String>> {
+    match node.and_then(|n| n.list_type()) {
+        Some(ListType::Map(keys)) => items
+            .iter()
+            .all(|i| keys.iter().any(|k| i.get(k).is_some()))
+            .then_some(keys),
+        Some(_) => None,
+        None if node.is_some() => None,
+        None => list_key(items).map(|k| vec![k.to_owned()]),
+    }
+}
+
+fn label(item: &Value, keys: &[String]) -> String {
+    keys.iter()
+        .filter_map(|k| {
+            item.get(k).map(|v| {
+                format!(
+                    "{k}={}",
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned)
+                )
+            })
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn is_empty_collection(v: &Value) -> bool {
+    v.as_object().is_some_and(serde_json::Map::is_empty) || v.as_array().is_some_and(Vec::is_empty)
+}
+
 fn walk<'a>(
     desired: &'a Value,
     live: Option<&Value>,
+    node: Option<Node<'_>>,
     path: &mut Vec<Seg<'a>>,
     out: &mut Vec<FieldChange>,
 ) {
     match (desired, live) {
+        // The API server drops empty optional maps and lists (`nodeSelector: {}`, `args: []`)
+        // and nulls (`creationTimestamp: null` in generated manifests).
+        (d, None) if (is_empty_collection(d) || d.is_null()) && !path.is_empty() => {}
+        (Value::Null, Some(_)) if !path.is_empty() => {}
         (_, None) => push_change(path, Some(desired), None, out),
         (Value::Object(d), Some(Value::Object(l))) => {
             for (k, dv) in d {
@@ -271,29 +360,33 @@ fn walk<'a>(
                     continue;
                 }
                 path.push(Seg::Key(k));
-                walk(dv, l.get(k), path, out);
+                walk(dv, l.get(k), node.and_then(|n| n.field(k)), path, out);
                 path.pop();
             }
         }
-        (Value::Array(d), Some(Value::Array(l))) => match list_key(d) {
-            Some(key) => {
+        (Value::Array(d), Some(Value::Array(l))) => match keys_of(d, node) {
+            Some(keys) => {
+                let items = node.and_then(|n| n.items());
                 for (index, item) in d.iter().enumerate() {
+                    // Keys the desired item leaves out are defaulted by the server
+                    // (`protocol: TCP`): match on the ones it names.
                     let counterpart = l.iter().find(|li| {
-                        li.get(key)
-                            .zip(item.get(key))
-                            .is_some_and(|(a, b)| same_scalar(a, b))
+                        keys.iter()
+                            .filter_map(|k| item.get(k).map(|v| (k, v)))
+                            .all(|(k, v)| li.get(k).is_some_and(|lv| same_scalar(v, lv)))
                     });
                     path.push(Seg::Item {
                         index,
-                        key,
-                        value: &item[key],
+                        label: label(item, &keys),
                     });
-                    walk(item, counterpart, path, out);
+                    walk(item, counterpart, items, path, out);
                     path.pop();
                 }
             }
             None => {
-                let equal = d.len() == l.len() && d.iter().zip(l).all(|(a, b)| contained(a, b));
+                let items = node.and_then(|n| n.items());
+                let equal =
+                    d.len() == l.len() && d.iter().zip(l).all(|(a, b)| contained(a, b, items));
                 if !equal {
                     push_change(
                         path,
@@ -305,11 +398,91 @@ fn walk<'a>(
             }
         },
         (d, Some(l)) => {
-            if !same_scalar(d, l) {
+            let same = if node.is_some_and(|n| n.is_quantity()) {
+                same_quantity(d, l)
+            } else {
+                same_scalar(d, l)
+            };
+            if !same {
                 push_change(path, Some(d), Some(&masked(d, l)), out);
             }
         }
     }
+}
+
+/// Whether two `resource.Quantity` values are the same amount (`1000m` = `1`, `1024Mi` =
+/// `1Gi`); values that do not parse compare as written.
+fn same_quantity(a: &Value, b: &Value) -> bool {
+    match (quantity(a), quantity(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => same_scalar(a, b),
+    }
+}
+
+/// A quantity as an exact fraction: (numerator, denominator), reduced.
+fn quantity(v: &Value) -> Option<(i128, i128)> {
+    let text = match v {
+        Value::String(s) => s.trim().to_owned(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || matches!(c, '.' | '+' | '-')))
+        .unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let (neg, number) = match number.strip_prefix('-') {
+        Some(n) => (true, n),
+        None => (false, number.strip_prefix('+').unwrap_or(number)),
+    };
+    let (whole, frac) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && frac.is_empty() || whole.len() + frac.len() > 30 {
+        return None;
+    }
+    let digits: i128 = format!("{whole}{frac}").parse().ok()?;
+    let (mut num, mut den) = (digits, 10i128.checked_pow(u32::try_from(frac.len()).ok()?)?);
+    let pow = |b: i128, e: u32| b.checked_pow(e);
+    let (mul, div) = match suffix {
+        "" => (1, 1),
+        "n" => (1, pow(10, 9)?),
+        "u" => (1, pow(10, 6)?),
+        "m" => (1, 1000),
+        "k" => (1000, 1),
+        "M" => (pow(10, 6)?, 1),
+        "G" => (pow(10, 9)?, 1),
+        "T" => (pow(10, 12)?, 1),
+        "P" => (pow(10, 15)?, 1),
+        "E" => (pow(10, 18)?, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        s if s.starts_with(['e', 'E']) => {
+            let e: i32 = s[1..].parse().ok()?;
+            if e >= 0 {
+                (pow(10, e.unsigned_abs())?, 1)
+            } else {
+                (1, pow(10, e.unsigned_abs())?)
+            }
+        }
+        _ => return None,
+    };
+    num = num.checked_mul(mul)?;
+    den = den.checked_mul(div)?;
+    let g = gcd(num, den);
+    if neg {
+        num = -num;
+    }
+    Some((num / g, den / g))
+}
+
+fn gcd(a: i128, b: i128) -> i128 {
+    let (mut a, mut b) = (a.abs(), b.abs());
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a.max(1)
 }
 
 /// The live value as a change may show it: itself when it is a scalar comparable with the
@@ -367,9 +540,9 @@ fn shape(desired: &Value, live: &Value) -> Value {
 
 /// Whether every field of `desired` is present and equal in `live` (lists of maps compare
 /// their items this way too).
-fn contained(desired: &Value, live: &Value) -> bool {
+fn contained(desired: &Value, live: &Value, node: Option<Node<'_>>) -> bool {
     let mut changes = Vec::new();
-    walk(desired, Some(live), &mut Vec::new(), &mut changes);
+    walk(desired, Some(live), node, &mut Vec::new(), &mut changes);
     changes.is_empty()
 }
 
@@ -730,6 +903,57 @@ mod tests {
     }
 
     #[test]
+    fn the_pure_compare_reads_empty_and_null_fields_as_the_api_server_stores_them() {
+        let pod = |spec: Value| json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "creationTimestamp": null}, "spec": spec});
+        let live = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p", "creationTimestamp": "2026-11-30T00:00:00Z"},
+                          "spec": {"containers": [{"name": "a", "image": "x", "resources": {"requests": {"cpu": "1", "memory": "1Gi"}}}]}});
+        let desired = pod(
+            json!({"nodeSelector": {}, "tolerations": [], "containers": [{"name": "a", "image": "x", "args": [],
+                   "resources": {"requests": {"cpu": "1000m", "memory": "1024Mi"}}}]}),
+        );
+        let schema = crate::cluster::schema::GroupVersionSchema::parse(
+            &json!({"components": {"schemas": {
+                "Pod": {"type": "object", "properties": {"spec": {"$ref": "#/components/schemas/PodSpec"}},
+                        "x-kubernetes-group-version-kind": [{"group": "", "version": "v1", "kind": "Pod"}]},
+                "PodSpec": {"type": "object", "properties": {"containers": {"type": "array", "items": {"$ref": "#/components/schemas/Container"},
+                            "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["name"]}}},
+                "Container": {"type": "object", "properties": {"resources": {"type": "object", "properties": {"requests": {"type": "object",
+                              "additionalProperties": {"$ref": "#/components/schemas/io.k8s.apimachinery.pkg.api.resource.Quantity"}}}}}},
+                "io.k8s.apimachinery.pkg.api.resource.Quantity": {"type": "string"}}}}),
+            "v1",
+        );
+        let r = pure(
+            ObjectRef::of(&desired),
+            &desired,
+            &live,
+            schema.kind("Pod"),
+            &[],
+            "test",
+        );
+        assert_eq!(r.status, ResourceStatus::Synced, "{:?}", r.changes);
+        assert_eq!(r.compared_by, "desired fields only (test)");
+    }
+
+    #[test]
+    fn quantities_compare_by_amount() {
+        for (a, b) in [
+            ("1000m", "1"),
+            ("1024Mi", "1Gi"),
+            ("0.5", "500m"),
+            ("1e3", "1k"),
+            ("2048Ki", "2Mi"),
+            ("1.5Gi", "1536Mi"),
+            ("0.1", "100m"),
+        ] {
+            assert!(same_quantity(&json!(a), &json!(b)), "{a} = {b}");
+        }
+        assert!(same_quantity(&json!(1), &json!("1")));
+        assert!(!same_quantity(&json!("1"), &json!("1001m")));
+        assert!(!same_quantity(&json!("1Gi"), &json!("1G")));
+        assert!(!same_quantity(&json!("bogus"), &json!("1")));
+    }
+
+    #[test]
     fn base64_matches_the_standard_alphabet() {
         assert_eq!(base64(b""), "");
         assert_eq!(base64(b"f"), "Zg==");
@@ -755,10 +979,89 @@ pub struct FieldDelta {
     pub to: Option<Value>,
 }
 
-/// Per resource and field, what changed from snapshot `from` to snapshot `to`.
+/// Per resource and field, what changed from snapshot `from` to snapshot `to`: resources
+/// `added`, `removed` or `changed` (with the fields that differ), sorted by identity; equal
+/// resources are left out. Pass snapshots with Secret values opened: a Secret is compared as
+/// the API server stores it (`stringData` folded into base64 `data`, base64 read as Go reads
+/// it, an empty `data` dropped), so an equal value is no change whatever form either revision
+/// writes it in; a Secret value that did change reads `(changed)`, never itself.
 pub fn between(from: &[Value], to: &[Value]) -> Vec<SnapshotDiff> {
+    /// Where a Secret holds its values (the last-applied annotation copies them).
+    const VALUES: [&str; 3] = [
+        "/data",
+        "/stringData",
+        "/metadata/annotations/kubectl.kubernetes.io~1last-applied-configuration",
+    ];
+    fn is_secret(o: &ObjectRef) -> bool {
+        o.group.is_empty() && o.kind == "Secret"
+    }
+    /// Standard base64 as Go decodes a `[]byte` field (line breaks ignored, padding required),
+    /// written back canonically; `None` when it is not base64.
+    fn canonical_base64(s: &str) -> Option<String> {
+        use base64::Engine;
+        let compact: String = s.chars().filter(|c| *c != '\n' && *c != '\r').collect();
+        let engine = base64::engine::general_purpose::STANDARD;
+        engine
+            .decode(compact)
+            .ok()
+            .map(|bytes| engine.encode(bytes))
+    }
+    /// A Secret as the API server stores it; values that are not a map stay as written.
+    fn stored_secret(o: &Value) -> Value {
+        let mut o = o.clone();
+        let Some(m) = o.as_object_mut() else {
+            return o;
+        };
+        let map_or_absent = |v: Option<&Value>| v.is_none_or(|v| v.is_object() || v.is_null());
+        if !map_or_absent(m.get("data")) || !map_or_absent(m.get("stringData")) {
+            return o;
+        }
+        let string_data = m.remove("stringData");
+        let mut data = match m.remove("data") {
+            Some(Value::Object(d)) => d,
+            _ => serde_json::Map::new(),
+        };
+        for v in data.values_mut() {
+            if let Some(c) = v.as_str().and_then(canonical_base64) {
+                *v = Value::String(c);
+            }
+        }
+        if let Some(Value::Object(sd)) = string_data {
+            for (k, v) in sd {
+                let text = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                data.insert(k, Value::String(base64(text.as_bytes())));
+            }
+        }
+        if !data.is_empty() {
+            m.insert("data".into(), Value::Object(data));
+        }
+        o
+    }
     let index = |objs: &[Value]| -> BTreeMap<ObjectRef, Value> {
-        objs.iter().map(|o| (ObjectRef::of(o), o.clone())).collect()
+        objs.iter()
+            .map(|o| {
+                let r = ObjectRef::of(o);
+                let o = if is_secret(&r) {
+                    stored_secret(o)
+                } else {
+                    o.clone()
+                };
+                (r, o)
+            })
+            .collect()
+    };
+    // Whatever the field walk shows, a Secret's values never leave as themselves.
+    let shown = |object: &ObjectRef, pointer: &str, v: Option<Value>| {
+        let value = is_secret(object)
+            && VALUES.iter().any(|p| {
+                pointer == *p
+                    || (pointer.starts_with(p) && pointer.as_bytes().get(p.len()) == Some(&b'/'))
+            });
+        if value {
+            v.map(|_| Value::String("(changed)".into()))
+        } else {
+            v
+        }
     };
     let (a, b) = (index(from), index(to));
     let mut out = Vec::new();
@@ -774,9 +1077,9 @@ pub fn between(from: &[Value], to: &[Value]) -> Vec<SnapshotDiff> {
                 let mut fields: Vec<FieldDelta> = diff_object(object, new, old, &[])
                     .into_iter()
                     .map(|c| FieldDelta {
+                        from: shown(object, &c.pointer, c.live),
+                        to: shown(object, &c.pointer, c.desired),
                         path: c.path,
-                        from: c.live,
-                        to: c.desired,
                     })
                     .collect();
                 fields.extend(
@@ -784,9 +1087,9 @@ pub fn between(from: &[Value], to: &[Value]) -> Vec<SnapshotDiff> {
                         .into_iter()
                         .filter(|c| c.live.is_none())
                         .map(|c| FieldDelta {
-                            path: c.path,
-                            from: c.desired,
+                            from: shown(object, &c.pointer, c.desired),
                             to: None,
+                            path: c.path,
                         }),
                 );
                 if !fields.is_empty() {

@@ -434,6 +434,7 @@ impl Catalog for ConsoleCatalog {
                     namespace: text(&r["object"], "namespace"),
                     name: text(&r["object"], "name"),
                     status: text(r, "change"),
+                    compared_by: String::new(),
                     fields: r["fields"]
                         .as_array()
                         .cloned()
@@ -477,6 +478,7 @@ impl Catalog for ConsoleCatalog {
                 namespace: d.object.namespace.clone(),
                 name: d.object.name.clone(),
                 status: format!("{:?}", d.status),
+                compared_by: d.compared_by.clone(),
                 fields: d
                     .changes
                     .iter()
@@ -491,7 +493,7 @@ impl Catalog for ConsoleCatalog {
         Ok(DiffView {
             mode: "live".into(),
             before_label: "live cluster".into(),
-            after_label: format!("Git {}", short(&revision)),
+            after_label: format!("predicted from Git {}", short(&revision)),
             resources,
             compared,
         })

@@ -1,19 +1,24 @@
 //! Reconciliation: comparing an application's desired snapshot with the cluster, and syncing
-//! (ordered server-side apply, then prune of inventory objects no longer in Git), with every sync
-//! written ahead and closed exactly once. The scheduling loop joins this module next.
+//! (ordered server-side apply, then prune of inventory objects no longer in Git that are still
+//! this application's; `sync.rs`), with every sync written ahead and closed exactly once. The
+//! scheduling loop joins this module next.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 
+mod sync;
+
+pub use sync::{desired, place_all, sync, tracking_id, CRD_ESTABLISH_TIMEOUT, TRACKING_ANNOTATION};
+
 use crate::clock;
-use crate::cluster::client::{sync_order, ClusterClient, ClusterError};
+use crate::cluster::client::{ClusterClient, ClusterError};
 use crate::cluster::health::{self, Assessment, Health};
 use crate::diff::{self, IgnoreRule, ObjectRef, ResourceDiff, ResourceStatus};
 use crate::store::{
-    Actor, AppSource, AppStatus, InventoryItem, NewSync, OpenDrift, RequestChange, Store,
-    StoreError, SyncStatus,
+    Actor, AppSource, AppStatus, InventoryItem, OpenDrift, RequestChange, Store, StoreError,
+    SyncStatus,
 };
 
 /// Why a reconcile step could not run at all (per-resource failures are results, not errors).
@@ -71,50 +76,6 @@ pub struct ResourceResult {
     pub message: Option<String>,
 }
 
-/// The desired objects of the application's current target (from the stored snapshot: no Git
-/// needed, Secret data decrypted for the cluster), placed in their namespaces. A pinned
-/// application's target is its pin.
-pub async fn desired(
-    store: &Store,
-    cluster: &ClusterClient,
-    app: &AppSource,
-) -> Result<(String, String, Vec<Value>), ReconcileError> {
-    if let Some(pin) = store.pin_of(&app.name).await? {
-        let content = store
-            .snapshot_to_apply(&pin.digest)
-            .await?
-            .ok_or_else(|| ReconcileError::CorruptSnapshot(pin.digest.clone()))?;
-        let objects = place_all(cluster, &content, &pin.digest, &app.namespace).await?;
-        return Ok((pin.revision, pin.digest, objects));
-    }
-    let state = store.app_git_state(&app.name).await?;
-    let sha = state
-        .target_sha
-        .ok_or_else(|| ReconcileError::NotRendered(app.name.clone()))?;
-    let (digest, content) = store
-        .render_to_apply(&app.name, &sha)
-        .await?
-        .ok_or_else(|| ReconcileError::NotRendered(app.name.clone()))?;
-    let placed = place_all(cluster, &content, &digest, &app.namespace).await?;
-    Ok((sha, digest, placed))
-}
-
-/// A snapshot's objects, placed in the application's namespace where they have none.
-pub async fn place_all(
-    cluster: &ClusterClient,
-    content: &str,
-    digest: &str,
-    namespace: &str,
-) -> Result<Vec<Value>, ReconcileError> {
-    let objects: Vec<Value> = serde_json::from_str(content)
-        .map_err(|_| ReconcileError::CorruptSnapshot(digest.to_owned()))?;
-    let mut placed = Vec::with_capacity(objects.len());
-    for o in objects {
-        placed.push(cluster.place(o, namespace).await?);
-    }
-    Ok(placed)
-}
-
 fn inventory_key(i: &InventoryItem) -> ObjectRef {
     ObjectRef {
         group: i
@@ -162,7 +123,9 @@ pub async fn compare(
     Ok(observe(store, cluster, app, desired, ignore).await?.0)
 }
 
-/// [`compare`], also returning the live objects it read.
+/// [`compare`], also returning the live objects it read. Each desired object with a live
+/// counterpart is compared by server-side diff ([`compare_one`]); a kind the cluster does not
+/// serve yet (its CRD is in the same application) reads as Missing.
 pub async fn observe(
     store: &Store,
     cluster: &ClusterClient,
@@ -171,160 +134,124 @@ pub async fn observe(
     ignore: &[IgnoreRule],
 ) -> Result<(Vec<ResourceDiff>, BTreeMap<ObjectRef, Value>), ReconcileError> {
     let inventory = store.inventory(&app.name).await?;
+    let ignored_managers = app.compare.ignored_managers();
     let mut live = BTreeMap::new();
+    let mut out = Vec::with_capacity(desired.len());
     for o in desired {
-        if let Some(l) = cluster.get(o).await? {
-            live.insert(ObjectRef::of(o), l);
+        let object = ObjectRef::of(o);
+        let found = match cluster.get(o).await {
+            Ok(found) => found,
+            Err(ClusterError::UnknownKind { .. }) => None,
+            Err(e) => return Err(e.into()),
+        };
+        match found {
+            None => out.push(ResourceDiff {
+                object,
+                status: ResourceStatus::Missing,
+                changes: Vec::new(),
+                compared_by: String::new(),
+            }),
+            Some(l) => {
+                out.push(compare_one(cluster, o, &l, ignore, &ignored_managers).await);
+                live.insert(object, l);
+            }
         }
     }
     let wanted: BTreeSet<ObjectRef> = desired.iter().map(ObjectRef::of).collect();
-    let mut inv = BTreeSet::new();
     for item in &inventory {
         let key = inventory_key(item);
-        if !wanted.contains(&key) {
-            match cluster.get(&inventory_object(item)).await {
-                Ok(Some(l)) => {
-                    live.insert(key.clone(), l);
-                }
-                Ok(None) | Err(ClusterError::UnknownKind { .. }) => {}
-                Err(e) => return Err(e.into()),
-            }
+        if wanted.contains(&key) {
+            continue;
         }
-        inv.insert(key);
-    }
-    Ok((diff::compare(desired, &live, &inv, ignore), live))
-}
-
-/// Applies the desired objects in order (Namespaces, CRDs, the rest), records each result and
-/// the inventory, then — when `prune` is set and everything applied — deletes inventory
-/// objects no longer desired, in reverse order. Written ahead as `running`; closed once.
-#[allow(clippy::too_many_arguments)]
-pub async fn sync(
-    store: &Store,
-    cluster: &ClusterClient,
-    app: &AppSource,
-    revision: &str,
-    digest: &str,
-    desired: &[Value],
-    prune: bool,
-    cause: &str,
-    actor: &Actor,
-) -> Result<(i64, SyncStatus, Vec<ResourceResult>), ReconcileError> {
-    let new = NewSync {
-        application: &app.name,
-        revision,
-        digest,
-        cause,
-        actor,
-    };
-    let id = store.begin_sync(new, clock::now()).await?;
-    let mut results = Vec::new();
-    let mut applied = Vec::new();
-    for obj in sync_order(desired) {
-        let object = format!(
-            "{} {}",
-            obj["kind"].as_str().unwrap_or("?"),
-            display_name(obj)
-        );
-        match cluster.apply(obj, false).await {
-            Ok(_) => {
-                applied.push(item_of(obj));
-                results.push(ResourceResult {
-                    object,
-                    action: "applied",
-                    message: None,
+        match cluster.get(&inventory_object(item)).await {
+            Ok(Some(l)) => {
+                out.push(ResourceDiff {
+                    object: key.clone(),
+                    status: ResourceStatus::Extraneous,
+                    changes: Vec::new(),
+                    compared_by: String::new(),
                 });
+                live.insert(key, l);
             }
-            Err(e) => results.push(ResourceResult {
-                object,
-                action: "failed",
-                message: Some(e.to_string()),
-            }),
+            Ok(None) | Err(ClusterError::UnknownKind { .. }) => {}
+            Err(e) => return Err(e.into()),
         }
     }
-    store
-        .add_to_inventory(&app.name, &applied, clock::now())
-        .await?;
-    let failed = results.iter().any(|r| r.action == "failed");
-    if prune && !failed {
-        let wanted: BTreeSet<ObjectRef> = desired.iter().map(ObjectRef::of).collect();
-        let stale: Vec<Value> = store
-            .inventory(&app.name)
-            .await?
-            .iter()
-            .filter(|i| !wanted.contains(&inventory_key(i)))
-            .map(inventory_object)
-            .collect();
-        let mut pruned = Vec::new();
-        for obj in sync_order(&stale).into_iter().rev() {
-            let object = format!(
-                "{} {}",
-                obj["kind"].as_str().unwrap_or("?"),
-                display_name(obj)
-            );
-            match cluster.delete(obj).await {
-                Ok(()) => {
-                    pruned.push(item_of(obj));
-                    results.push(ResourceResult {
-                        object,
-                        action: "pruned",
-                        message: None,
-                    });
-                }
-                Err(e) => results.push(ResourceResult {
-                    object,
-                    action: "failed",
-                    message: Some(e.to_string()),
-                }),
-            }
-        }
-        store.remove_from_inventory(&app.name, &pruned).await?;
-    }
-    let failed = results.iter().any(|r| r.action == "failed");
-    let status = if failed {
-        SyncStatus::Failed
-    } else {
-        SyncStatus::Succeeded
-    };
-    let message = failed.then(|| {
-        let n = results.iter().filter(|r| r.action == "failed").count();
-        format!("{n} of {} resources failed", results.len())
-    });
-    let now = clock::now();
-    store
-        .finish_sync(id, status, &json!(results), message.as_deref(), now)
-        .await?;
-    let short = &revision[..revision.len().min(12)];
-    let summary = match &message {
-        None => format!("sync of {short} succeeded ({} resources)", results.len()),
-        Some(m) => format!("sync of {short} failed: {m}"),
-    };
-    store
-        .add_timeline(
-            &app.name,
-            "sync",
-            &summary,
-            &json!({"sync": id, "status": status}),
-            now,
-        )
-        .await?;
-    if status == SyncStatus::Succeeded {
-        if let Some(open) = store.open_drift(&app.name).await? {
-            let reason = match cause {
-                "self_heal" => "self_healed",
-                "rollback" => "rollback",
-                _ => "synced",
-            };
-            close_drift(store, &app.name, &open, reason, now).await?;
-        }
-    }
-    Ok((id, status, results))
+    out.sort_by(|a, b| a.object.cmp(&b.object));
+    Ok((out, live))
 }
 
-fn display_name(o: &Value) -> String {
-    match o["metadata"]["namespace"].as_str() {
-        Some(ns) => format!("{ns}/{}", o["metadata"]["name"].as_str().unwrap_or("?")),
-        None => o["metadata"]["name"].as_str().unwrap_or("?").to_owned(),
+/// Server-side diff of one object: the API server's answer to a dry-run apply of `desired`
+/// compared with `live` (list keys from the server's OpenAPI schema; fields kubectl's
+/// client-side apply owns and Git no longer sets count as removed, as the next sync removes
+/// them). Where the dry run is refused, the pure compare of the fields Git names, saying why.
+pub async fn compare_one(
+    cluster: &ClusterClient,
+    desired: &Value,
+    live: &Value,
+    ignore: &[IgnoreRule],
+    ignored_managers: &[String],
+) -> ResourceDiff {
+    let object = ObjectRef::of(desired);
+    let pointers: Vec<&str> = ignore
+        .iter()
+        .filter(|r| r.selects(&object))
+        .flat_map(|r| r.json_pointers.iter().map(String::as_str))
+        .collect();
+    let api_version = desired["apiVersion"].as_str().unwrap_or_default();
+    let schema = cluster.schema(api_version, &object.kind).await;
+    let root = schema.as_ref().and_then(|s| s.kind(&object.kind));
+    match cluster.predict(desired, live).await {
+        Ok((predicted, fresher)) => {
+            // The watch cache may lag the object the dry run saw: compare with that one.
+            let live = fresher.as_ref().unwrap_or(live);
+            let managed = &live["metadata"]["managedFields"];
+            let csa = managed.as_array().is_some_and(|m| {
+                m.iter().any(|e| {
+                    e["manager"]
+                        .as_str()
+                        .is_some_and(|m| diff::predicted::CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
+                })
+            });
+            let taken_over;
+            let predicted: &Value = if csa {
+                taken_over =
+                    diff::predicted::after_client_side_takeover(&predicted, desired, managed);
+                &taken_over
+            } else {
+                &predicted
+            };
+            let cx = diff::predicted::Context {
+                schema: root,
+                managed_fields: Some(managed),
+                ignore_managers: ignored_managers,
+                ignore_pointers: &pointers,
+            };
+            let changes = diff::predicted::changes(&object, predicted, live, &cx);
+            ResourceDiff {
+                object,
+                status: if changes.is_empty() {
+                    ResourceStatus::Synced
+                } else {
+                    ResourceStatus::OutOfSync
+                },
+                changes,
+                compared_by: diff::DRY_RUN.to_owned(),
+            }
+        }
+        Err(e) => {
+            // A refusal may quote a field's value: for Secrets only the reason is kept.
+            let why = match &e {
+                ClusterError::Api { reason, .. } if object.kind == "Secret" => {
+                    format!("dry run refused: {reason}")
+                }
+                ClusterError::Api {
+                    reason, message, ..
+                } => format!("dry run refused: {message} ({reason})"),
+                other => format!("dry run failed: {other}"),
+            };
+            diff::pure(object, desired, live, root, &pointers, &why)
+        }
     }
 }
 

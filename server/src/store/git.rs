@@ -116,6 +116,8 @@ pub struct AppSource {
     pub ignore: Vec<crate::diff::IgnoreRule>,
     pub approvals: crate::config::ApprovalPolicy,
     pub project: String,
+    /// How live objects are compared.
+    pub compare: crate::config::CompareOptions,
 }
 
 fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
@@ -145,11 +147,18 @@ fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
             })?
         },
         project: r.try_get("project")?,
+        compare: {
+            let options: String = r.try_get("compare_options")?;
+            serde_json::from_str(&options).map_err(|_| StoreError::Corrupt {
+                column: "applications.compare_options",
+                value: options,
+            })?
+        },
     })
 }
 
 const APP_SOURCE_COLUMNS: &str =
-    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy";
+    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options";
 
 impl Store {
     /// Active applications reading from `repository`.

@@ -248,6 +248,65 @@ impl Store {
         Ok(())
     }
 
+    /// The applications whose inventory holds the object `kind` `namespace`/`name` of API
+    /// group `group` (in any version), sorted.
+    pub async fn inventory_holders(
+        &self,
+        group: &str,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT application, api_version FROM inventory WHERE kind = $1 AND namespace = $2 AND name = $3
+             ORDER BY application",
+        )
+        .bind(kind)
+        .bind(namespace)
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut apps = Vec::new();
+        for r in &rows {
+            let api_version: String = r.try_get("api_version")?;
+            if api_version.rsplit_once('/').map_or("", |(g, _)| g) == group {
+                apps.push(r.try_get("application")?);
+            }
+        }
+        apps.dedup();
+        Ok(apps)
+    }
+
+    /// What every active application on `cluster` declares now: `(application, namespace,
+    /// snapshot)` for its current target — its pin, else its rendered target revision — as
+    /// stored (Secret values may be sealed: only identities are read from it). Applications
+    /// without a rendered target are left out.
+    pub async fn cluster_targets(
+        &self,
+        cluster: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT a.name, a.namespace, s.content FROM applications a
+               LEFT JOIN pins p ON p.application = a.name
+               LEFT JOIN app_git_state g ON g.application = a.name
+               JOIN snapshots s ON s.digest = COALESCE(p.digest, g.target_digest)
+             WHERE a.retired_at IS NULL AND a.cluster = $1
+             ORDER BY a.name",
+        )
+        .bind(cluster)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("name")?,
+                    r.try_get("namespace")?,
+                    r.try_get("content")?,
+                ))
+            })
+            .collect()
+    }
+
     /// Everything Tidemark has applied for the application and not pruned, sorted.
     pub async fn inventory(&self, app: &str) -> Result<Vec<InventoryItem>, StoreError> {
         let rows = sqlx::query(

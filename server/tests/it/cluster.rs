@@ -34,19 +34,30 @@ async fn ordered_apply_places_objects_and_reads_them_back() {
     let desired = manifests();
     for obj in sync_order(&desired) {
         // The CRD is applied before the Widget, so the Widget's kind resolves by then.
-        let placed = cluster.place(obj.clone(), "shop").await.unwrap();
+        let placed = cluster.place(obj.clone(), "shop", None).await.unwrap();
         cluster.apply(&placed, false).await.unwrap();
     }
-    let widget = cluster.place(desired[0].clone(), "shop").await.unwrap();
+    let widget = cluster
+        .place(desired[0].clone(), "shop", None)
+        .await
+        .unwrap();
     assert_eq!(widget["metadata"]["namespace"], "shop");
     let live = cluster.get(&widget).await.unwrap().unwrap();
     assert_eq!(live["spec"]["size"], 2);
-    let ns = cluster.place(desired[3].clone(), "shop").await.unwrap();
+    let ns = cluster
+        .place(desired[3].clone(), "shop", None)
+        .await
+        .unwrap();
     assert!(ns["metadata"].get("namespace").is_none());
 
     // The watch cache drops managedFields (never compared); the API server has them.
     let managers = cluster
-        .get_direct(&cluster.place(desired[1].clone(), "shop").await.unwrap())
+        .get_direct(
+            &cluster
+                .place(desired[1].clone(), "shop", None)
+                .await
+                .unwrap(),
+        )
         .await
         .unwrap()
         .unwrap();

@@ -163,7 +163,7 @@ fn history_matches_git_log_for_the_path_including_merges() {
 fn render_at(repo: &GitRepo, path: &str, limits: &Limits) -> Result<render::Rendered, RenderError> {
     let r = repo.open();
     let head = r.head().unwrap().peel_to_commit().unwrap().id();
-    render::render(&r, head, path, limits)
+    render::render(&r, head, path, "default", limits)
 }
 
 #[test]
@@ -339,6 +339,7 @@ fn settings_for(repo: &GitRepo, db: &TestDb, cache: &Path) -> Settings {
         prune: false,
         ignore: Vec::new(),
         approvals: Default::default(),
+        compare: Default::default(),
     }];
     s
 }

@@ -125,6 +125,7 @@ pub fn catalog(settings: &mut Settings) {
             prune: false,
             ignore: Vec::new(),
             approvals: Default::default(),
+            compare: Default::default(),
         })
         .collect();
 }

@@ -1,5 +1,9 @@
 //! Compare and sync end to end: Git (real `git`) → rendered snapshot → sandbox over HTTP.
 
+mod compare;
+mod crds;
+mod ownership;
+
 use serde_json::json;
 use server::cluster::client::ClusterClient;
 use server::config::{ApplicationSettings, ClusterSettings, RepositorySettings, Settings};
@@ -118,6 +122,7 @@ async fn fixture_on(
         prune: true,
         ignore: Vec::new(),
         approvals,
+        compare: Default::default(),
     }];
     let store = db.store().await;
     let catalog = DeclaredCatalog {
@@ -272,11 +277,13 @@ async fn a_failing_resource_fails_the_sync_with_the_api_message_and_prunes_nothi
     f.repo.commit("unknown kind");
     f.git.sync_repository("demo").await.unwrap();
     let app = f.store.app_source("guestbook").await.unwrap().unwrap();
-    // Placement needs the kind: an unknown kind stops before anything is applied.
-    let err = reconcile::desired(&f.store, &f.cluster, &app)
+    // A kind nothing serves is placed as written (in the application's namespace); applying it
+    // fails for that resource alone (see `crds::a_resource_of_a_kind_nothing_defines_...`).
+    let (_, _, desired) = reconcile::desired(&f.store, &f.cluster, &app)
         .await
-        .unwrap_err();
-    assert!(err.to_string().contains("does not serve Gadget"), "{err}");
+        .unwrap();
+    let gadget = desired.iter().find(|o| o["kind"] == "Gadget").unwrap();
+    assert_eq!(gadget["metadata"]["namespace"], "guestbook");
 
     // A kind that exists but an object the API refuses: that resource fails, others apply.
     f.repo.git(&["rm", "-q", "apps/guestbook/gadget.yaml"]);

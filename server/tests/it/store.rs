@@ -605,3 +605,97 @@ async fn concurrent_audit_appends_form_one_gapless_hash_chain() {
         db.drop_db().await;
     }
 }
+
+#[tokio::test]
+async fn what_other_applications_declare_and_hold_is_read_alike_on_both_backends() {
+    use server::store::{Actor, InventoryItem, Pin};
+    for db in TestDb::both().await {
+        let store = db.store().await;
+        let mut settings = db.settings();
+        catalog(&mut settings);
+        store
+            .sync_declared(declared(&settings), 1_000)
+            .await
+            .unwrap();
+        let cm = r#"[{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"a"}}]"#;
+        let svc = r#"[{"apiVersion":"v1","kind":"Service","metadata":{"name":"b"}}]"#;
+        store
+            .save_render("guestbook", "g1", "d-cm", cm, 1, 2_000)
+            .await
+            .unwrap();
+        store
+            .save_render("podinfo", "p1", "d-svc", svc, 1, 2_000)
+            .await
+            .unwrap();
+        let targets = store.cluster_targets("sandbox").await.unwrap();
+        assert_eq!(
+            targets,
+            [
+                ("guestbook".into(), "guestbook".into(), cm.into()),
+                ("podinfo".into(), "podinfo".into(), svc.into())
+            ],
+            "on {}",
+            db.url
+        );
+        // A pinned application declares its pin, not its rendered target.
+        let pin = Pin {
+            revision: "g1".into(),
+            digest: "d-cm".into(),
+            pinned_by: "local:ada".into(),
+            pinned_name: "Ada".into(),
+            pinned_at: 3_000,
+            reason: "test".into(),
+        };
+        let audit = Actor::system().event(
+            "rollback",
+            "application:podinfo",
+            "success",
+            serde_json::json!({}),
+            3_000,
+        );
+        store.pin("podinfo", &pin, &audit).await.unwrap();
+        let targets = store.cluster_targets("sandbox").await.unwrap();
+        assert_eq!(targets[1], ("podinfo".into(), "podinfo".into(), cm.into()));
+        assert!(store.cluster_targets("elsewhere").await.unwrap().is_empty());
+
+        let item = |api_version: &str, kind: &str| InventoryItem {
+            api_version: api_version.into(),
+            kind: kind.into(),
+            namespace: "shop".into(),
+            name: "a".into(),
+        };
+        store
+            .add_to_inventory("guestbook", &[item("v1", "ConfigMap")], 4_000)
+            .await
+            .unwrap();
+        store
+            .add_to_inventory(
+                "podinfo",
+                &[item("v1", "ConfigMap"), item("apps/v1", "Deployment")],
+                4_000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .inventory_holders("", "ConfigMap", "shop", "a")
+                .await
+                .unwrap(),
+            ["guestbook", "podinfo"]
+        );
+        assert_eq!(
+            store
+                .inventory_holders("apps", "Deployment", "shop", "a")
+                .await
+                .unwrap(),
+            ["podinfo"]
+        );
+        assert!(store
+            .inventory_holders("extensions", "Deployment", "shop", "a")
+            .await
+            .unwrap()
+            .is_empty());
+        store.close().await;
+        db.drop_db().await;
+    }
+}

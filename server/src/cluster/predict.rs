@@ -1,0 +1,283 @@
+//! What an apply would store, asked of the API server itself: server-side apply dry runs
+//! (`dryRun=All`, field manager `tidemark`, force) cached by (desired object, live object
+//! version) so that reconciling an unchanged application makes no API call; the kinds'
+//! schemas from the server's OpenAPI v3 (list keys), cached per group-version and fetched again
+//! when a kind is missing from them (a CRD applied since); and the takeover of fields kubectl's
+//! client-side apply owns, done before a real apply as `kubectl apply --server-side` does.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use super::client::{ClusterClient, ClusterError, FIELD_MANAGER};
+use super::schema::GroupVersionSchema;
+use crate::diff::predicted::CLIENT_SIDE_APPLY_MANAGERS;
+use crate::render::canonical_json;
+
+/// Dry-run answers kept at most; the cache is emptied when full (an unchanged fleet refills it
+/// in one reconcile round).
+const MAX_PREDICTIONS: usize = 50_000;
+
+/// How long a group-version's schema is trusted before a miss may fetch it again.
+const SCHEMA_RETRY: Duration = Duration::from_secs(10);
+
+/// (digest of the desired object, live uid, [`version_key`] of the live object)
+type PredictionKey = (String, String, String);
+
+/// What identifies a version of a live object for comparison: everything but `status` (and
+/// what every write rewrites). For kinds with `metadata.generation` — bumped by the API server
+/// on every change outside metadata and status — the generation plus a digest of the metadata
+/// a compare reads, so that status updates (a rollout, a controller's heartbeat) cost no new
+/// dry run; otherwise the resourceVersion.
+pub fn version_key(obj: &Value) -> String {
+    let meta = &obj["metadata"];
+    match meta["generation"].as_i64() {
+        Some(generation) => {
+            let compared = json!([
+                meta["labels"],
+                meta["annotations"],
+                meta["finalizers"],
+                meta["ownerReferences"],
+                meta["deletionTimestamp"],
+            ]);
+            format!("g{generation}:{}", &object_digest(&compared)[..32])
+        }
+        None => format!("rv{}", meta["resourceVersion"].as_str().unwrap_or_default()),
+    }
+}
+
+/// Parsed OpenAPI documents per group-version, with when they were fetched.
+type SchemaCache = HashMap<String, (Option<Arc<GroupVersionSchema>>, Instant)>;
+
+/// The per-cluster caches of this module.
+#[derive(Default)]
+pub struct Predictions {
+    answers: std::sync::Mutex<HashMap<PredictionKey, Arc<Value>>>,
+    schemas: tokio::sync::Mutex<SchemaCache>,
+    dry_runs: AtomicU64,
+}
+
+/// The digest a prediction is cached under: SHA-256 of the object's canonical JSON.
+fn object_digest(obj: &Value) -> String {
+    let mut h = Sha256::new();
+    h.update(canonical_json(obj).as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl ClusterClient {
+    /// Server-side apply dry runs sent so far (cache misses).
+    pub fn dry_run_calls(&self) -> u64 {
+        self.predictions.dry_runs.load(Ordering::Relaxed)
+    }
+
+    /// What the API server would store if `desired` were applied now over `live` (server-side
+    /// apply dry run, forced, as `tidemark`), with `managedFields` left out. Cached by the
+    /// desired object's digest and the live object's uid and [`version_key`], so an unchanged
+    /// pair costs no request.
+    ///
+    /// The dry run sees the object as stored now, which may be newer than the `live` the
+    /// caller holds (the watch lags): then the object is read again and returned too (compare
+    /// the prediction with that one), and the answer is kept under the version it came from.
+    ///
+    /// Errors: the API server's refusal (an invalid or immutable field, a webhook that cannot
+    /// run in dry run, no permission), as [`ClusterError::Api`].
+    pub async fn predict(
+        &self,
+        desired: &Value,
+        live: &Value,
+    ) -> Result<(Arc<Value>, Option<Value>), ClusterError> {
+        let digest = object_digest(desired);
+        let uid = live["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let key = (digest.clone(), uid.clone(), version_key(live));
+        if let Some(hit) = self.lock_answers().get(&key) {
+            return Ok((hit.clone(), None));
+        }
+        self.predictions.dry_runs.fetch_add(1, Ordering::Relaxed);
+        let mut predicted = self.apply(desired, true).await?;
+        if let Some(m) = predicted["metadata"].as_object_mut() {
+            m.remove("managedFields");
+        }
+        let rv = |o: &Value| o["metadata"]["resourceVersion"].clone();
+        let (key, fresher) = if rv(&predicted) == rv(live) {
+            (Some(key), None)
+        } else {
+            match self.get_direct(desired).await? {
+                // Cached only if the fresh read is the version the dry run saw.
+                Some(fresh) => (
+                    (rv(&fresh) == rv(&predicted)).then(|| (digest, uid, version_key(&fresh))),
+                    Some(fresh),
+                ),
+                None => (None, None),
+            }
+        };
+        let predicted = Arc::new(predicted);
+        if let Some(key) = key {
+            let mut answers = self.lock_answers();
+            if answers.len() >= MAX_PREDICTIONS {
+                answers.clear();
+            }
+            answers.insert(key, predicted.clone());
+        }
+        Ok((predicted, fresher))
+    }
+
+    fn lock_answers(&self) -> std::sync::MutexGuard<'_, HashMap<PredictionKey, Arc<Value>>> {
+        self.predictions
+            .answers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The API server's OpenAPI v3 schema of `api_version` (`v1`, `apps/v1`) that defines
+    /// `kind`, or `None` if the server publishes none for it (fetched again, at most every
+    /// 10 s, while the kind is missing from it).
+    pub async fn schema(&self, api_version: &str, kind: &str) -> Option<Arc<GroupVersionSchema>> {
+        let mut schemas = self.predictions.schemas.lock().await;
+        if let Some((found, at)) = schemas.get(api_version) {
+            let has_kind = found.as_ref().is_some_and(|s| s.kind(kind).is_some());
+            if has_kind || at.elapsed() < SCHEMA_RETRY {
+                return found.clone().filter(|s| s.kind(kind).is_some());
+            }
+        }
+        let fetched = self.fetch_schema(api_version).await.map(Arc::new);
+        if fetched.is_none() {
+            tracing::debug!(cluster = %self.name, %api_version, "no OpenAPI v3 schema");
+        }
+        schemas.insert(api_version.to_owned(), (fetched.clone(), Instant::now()));
+        fetched.filter(|s| s.kind(kind).is_some())
+    }
+
+    async fn fetch_schema(&self, api_version: &str) -> Option<GroupVersionSchema> {
+        let get = |uri: String| async move {
+            let request = axum::http::Request::get(uri).body(Vec::new()).ok()?;
+            self.client.request::<Value>(request).await.ok()
+        };
+        let index = get("/openapi/v3".to_owned()).await?;
+        let path = if api_version.contains('/') {
+            format!("apis/{api_version}")
+        } else {
+            format!("api/{api_version}")
+        };
+        let url = index["paths"][&path]["serverRelativeURL"]
+            .as_str()
+            .map_or_else(|| format!("/openapi/v3/{path}"), str::to_owned);
+        let doc = get(url).await?;
+        Some(GroupVersionSchema::parse(&doc, api_version))
+    }
+
+    /// Hands the fields kubectl's client-side apply owns on the live object to `tidemark`
+    /// (their managedFields entries merged into Tidemark's apply entry), so the next apply
+    /// removes what Git no longer declares, as `kubectl apply --server-side` (≥ 1.26) and Flux
+    /// do. Nothing happens when no such entry exists. Guarded by the live resourceVersion; a
+    /// concurrent write fails it with a 409 that the next sync retries.
+    ///
+    /// Returns whether managedFields were rewritten.
+    pub async fn take_over_client_side_apply(&self, obj: &Value) -> Result<bool, ClusterError> {
+        // The watch cache keeps other managers' entries: most objects cost no request here.
+        let has_csa = |o: &Value| {
+            o["metadata"]["managedFields"].as_array().is_some_and(|m| {
+                m.iter().any(|e| {
+                    e["manager"]
+                        .as_str()
+                        .is_some_and(|m| CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
+                })
+            })
+        };
+        match self.get(obj).await {
+            Ok(Some(cached)) if has_csa(&cached) => {}
+            _ => return Ok(false),
+        }
+        let Some(live) = self.get_direct(obj).await? else {
+            return Ok(false);
+        };
+        let entries = live["metadata"]["managedFields"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let is_csa = |e: &Value| {
+            e["manager"]
+                .as_str()
+                .is_some_and(|m| CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
+                && e["operation"].as_str() == Some("Update")
+                && e["subresource"].as_str().is_none_or(str::is_empty)
+        };
+        if !entries.iter().any(is_csa) {
+            return Ok(false);
+        }
+        let (csa, mut rest): (Vec<Value>, Vec<Value>) = entries.into_iter().partition(is_csa);
+        let mut fields = json!({});
+        for e in &csa {
+            merge_fields(&mut fields, &e["fieldsV1"]);
+        }
+        let api_version = live["apiVersion"].as_str().unwrap_or_default();
+        let ours = rest.iter_mut().find(|e| {
+            e["manager"].as_str() == Some(FIELD_MANAGER)
+                && e["operation"].as_str() == Some("Apply")
+                && e["subresource"].as_str().is_none_or(str::is_empty)
+        });
+        match ours {
+            Some(e) => {
+                let mut merged = e["fieldsV1"].clone();
+                merge_fields(&mut merged, &fields);
+                e["fieldsV1"] = merged;
+            }
+            None => rest.push(json!({
+                "manager": FIELD_MANAGER, "operation": "Apply", "apiVersion": api_version,
+                "time": csa.first().map_or(Value::Null, |e| e["time"].clone()),
+                "fieldsType": "FieldsV1", "fieldsV1": fields,
+            })),
+        }
+        let patch = json!({"metadata": {
+            "resourceVersion": live["metadata"]["resourceVersion"],
+            "managedFields": rest,
+        }});
+        self.merge_patch(obj, &patch).await?;
+        tracing::info!(cluster = %self.name, object = %super::client::describe(obj),
+            "took over fields owned by kubectl client-side apply");
+        Ok(true)
+    }
+}
+
+/// Adds every field of FieldsV1 set `from` to `into`.
+fn merge_fields(into: &mut Value, from: &Value) {
+    let (Some(into), Some(from)) = (into.as_object_mut(), from.as_object()) else {
+        return;
+    };
+    for (k, v) in from {
+        let slot = into.entry(k.clone()).or_insert_with(|| json!({}));
+        merge_fields(slot, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn field_sets_merge_as_a_union() {
+        let mut a = json!({"f:metadata": {"f:labels": {"f:app": {}}}});
+        merge_fields(
+            &mut a,
+            &json!({"f:metadata": {"f:labels": {".": {}, "f:tier": {}}}, "f:spec": {"f:replicas": {}}}),
+        );
+        assert_eq!(
+            a,
+            json!({"f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:tier": {}}}, "f:spec": {"f:replicas": {}}})
+        );
+    }
+
+    #[test]
+    fn the_digest_ignores_key_order() {
+        assert_eq!(
+            object_digest(&json!({"a": 1, "b": 2})),
+            object_digest(&json!({"b": 2, "a": 1}))
+        );
+    }
+}
