@@ -599,9 +599,13 @@ pub struct ApplicationSettings {
 }
 
 /// Field managers whose changes to a live object are not drift by default: controllers that
-/// own fields Git may also set (the HorizontalPodAutoscaler writes `spec.replicas` through the
-/// scale subresource as `kube-controller-manager`).
-pub const DEFAULT_IGNORED_MANAGERS: [&str; 1] = ["kube-controller-manager"];
+/// own fields Git may also set — the HorizontalPodAutoscaler writes `spec.replicas` through the
+/// scale subresource as `kube-controller-manager`; the ClusterRole aggregation controller fills
+/// the `rules` of an aggregated ClusterRole that Git declares as `rules: []`.
+pub const DEFAULT_IGNORED_MANAGERS: [&str; 2] = [
+    "kube-controller-manager",
+    "clusterrole-aggregation-controller",
+];
 
 /// How an application's live objects are compared with Git (`[applications.compare]`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

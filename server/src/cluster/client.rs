@@ -587,13 +587,16 @@ impl ClusterClient {
     }
 }
 
-/// Apply order: Namespaces, then CustomResourceDefinitions, then everything else (each group
+/// Apply order: Namespaces, then CustomResourceDefinitions, then ServiceAccounts, then everything else (each group
 /// keeps its canonical order). Prune runs in the reverse of this order.
 pub fn sync_order(objects: &[Value]) -> Vec<&Value> {
     let rank = |o: &Value| match o["kind"].as_str() {
         Some("Namespace") => 0,
         Some("CustomResourceDefinition") => 1,
-        _ => 2,
+        // Before a token Secret that names it (the token controller deletes a token Secret
+        // whose ServiceAccount does not exist yet).
+        Some("ServiceAccount") => 2,
+        _ => 3,
     };
     let mut ordered: Vec<&Value> = objects.iter().collect();
     ordered.sort_by_key(|o| rank(o));

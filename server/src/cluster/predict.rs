@@ -22,8 +22,8 @@ use crate::render::canonical_json;
 /// in one reconcile round).
 const MAX_PREDICTIONS: usize = 50_000;
 
-/// How long a group-version's schema is trusted before a miss may fetch it again.
-const SCHEMA_RETRY: Duration = Duration::from_secs(10);
+/// How long a group-version's schema is trusted before a miss may read the index again.
+const SCHEMA_RETRY: Duration = Duration::from_secs(1);
 
 /// (digest of the desired object, live uid, [`version_key`] of the live object)
 type PredictionKey = (String, String, String);
@@ -31,18 +31,43 @@ type PredictionKey = (String, String, String);
 /// What identifies a version of a live object for comparison: everything but `status` (and
 /// what every write rewrites). For kinds with `metadata.generation` — bumped by the API server
 /// on every change outside metadata and status — the generation plus a digest of the metadata
-/// a compare reads, so that status updates (a rollout, a controller's heartbeat) cost no new
-/// dry run; otherwise the resourceVersion.
+/// a compare reads and of other managers' field ownership (which decides what an apply
+/// removes), so that status updates (a rollout, a controller's heartbeat) cost no new dry run;
+/// otherwise the resourceVersion.
 pub fn version_key(obj: &Value) -> String {
     let meta = &obj["metadata"];
     match meta["generation"].as_i64() {
         Some(generation) => {
+            // Who owns which field decides what an apply removes (a field another manager
+            // also owns stays): ownership changes without a new generation (a second
+            // manager applying the same value) must not be answered from the cache. Times and
+            // the status subresource's entries are left out (heartbeats).
+            let owners: Vec<Value> = meta["managedFields"]
+                .as_array()
+                .map(Vec::as_slice)
+                .unwrap_or_default()
+                .iter()
+                // As the watch cache keeps them: Tidemark's own entry follows the generation.
+                .filter(|e| {
+                    e["subresource"].as_str() != Some("status")
+                        && e["manager"].as_str() != Some(FIELD_MANAGER)
+                })
+                .map(|e| {
+                    json!([
+                        e["manager"],
+                        e["operation"],
+                        e["subresource"],
+                        e["fieldsV1"]
+                    ])
+                })
+                .collect();
             let compared = json!([
                 meta["labels"],
                 meta["annotations"],
                 meta["finalizers"],
                 meta["ownerReferences"],
                 meta["deletionTimestamp"],
+                owners,
             ]);
             format!("g{generation}:{}", &object_digest(&compared)[..32])
         }
@@ -50,8 +75,9 @@ pub fn version_key(obj: &Value) -> String {
     }
 }
 
-/// Parsed OpenAPI documents per group-version, with when they were fetched.
-type SchemaCache = HashMap<String, (Option<Arc<GroupVersionSchema>>, Instant)>;
+/// Parsed OpenAPI documents per group-version, with the document URL (hash included) and
+/// when the index was last read.
+type SchemaCache = HashMap<String, (Option<Arc<GroupVersionSchema>>, Option<String>, Instant)>;
 
 /// The per-cluster caches of this module.
 #[derive(Default)]
@@ -99,24 +125,39 @@ impl ClusterClient {
         if let Some(hit) = self.lock_answers().get(&key) {
             return Ok((hit.clone(), None));
         }
-        self.predictions.dry_runs.fetch_add(1, Ordering::Relaxed);
-        let mut predicted = self.apply(desired, true).await?;
-        if let Some(m) = predicted["metadata"].as_object_mut() {
-            m.remove("managedFields");
-        }
+        // The dry run answers from the object as stored now; when that is not `live` (the
+        // watch lags, or a controller wrote meanwhile), read it again and ask again, so that
+        // the answer and the object it is compared with are the same version.
         let rv = |o: &Value| o["metadata"]["resourceVersion"].clone();
-        let (key, fresher) = if rv(&predicted) == rv(live) {
-            (Some(key), None)
-        } else {
+        let mut base: Option<Value> = None;
+        let mut attempts = 0;
+        let (predicted, key) = loop {
+            attempts += 1;
+            self.predictions.dry_runs.fetch_add(1, Ordering::Relaxed);
+            let mut predicted = self.apply(desired, true).await?;
+            if let Some(m) = predicted["metadata"].as_object_mut() {
+                m.remove("managedFields");
+            }
+            let seen = base.as_ref().unwrap_or(live);
+            if rv(&predicted) == rv(seen) {
+                let key = (digest, uid, version_key(seen));
+                break (predicted, Some(key));
+            }
             match self.get_direct(desired).await? {
-                // Cached only if the fresh read is the version the dry run saw.
-                Some(fresh) => (
-                    (rv(&fresh) == rv(&predicted)).then(|| (digest, uid, version_key(&fresh))),
-                    Some(fresh),
-                ),
-                None => (None, None),
+                Some(fresh) if rv(&fresh) == rv(&predicted) => {
+                    let key = (digest, uid, version_key(&fresh));
+                    base = Some(fresh);
+                    break (predicted, Some(key));
+                }
+                Some(fresh) if attempts < 3 => base = Some(fresh),
+                fresh => {
+                    // Still moving: compare with the newest read, remember nothing.
+                    base = fresh.or(base);
+                    break (predicted, None);
+                }
             }
         };
+        let fresher = base;
         let predicted = Arc::new(predicted);
         if let Some(key) = key {
             let mut answers = self.lock_answers();
@@ -136,39 +177,81 @@ impl ClusterClient {
     }
 
     /// The API server's OpenAPI v3 schema of `api_version` (`v1`, `apps/v1`) that defines
-    /// `kind`, or `None` if the server publishes none for it (fetched again, at most every
-    /// 10 s, while the kind is missing from it).
+    /// `kind`, or `None` if the server publishes none for it. While the kind is missing from
+    /// it (a CRD established a moment ago is published about a second later), the small index
+    /// is read again at most every second and the document only when its hash changed.
     pub async fn schema(&self, api_version: &str, kind: &str) -> Option<Arc<GroupVersionSchema>> {
         let mut schemas = self.predictions.schemas.lock().await;
-        if let Some((found, at)) = schemas.get(api_version) {
-            let has_kind = found.as_ref().is_some_and(|s| s.kind(kind).is_some());
-            if has_kind || at.elapsed() < SCHEMA_RETRY {
+        let cached = schemas.get(api_version).cloned();
+        if let Some((found, _, at)) = &cached {
+            if found.as_ref().is_some_and(|s| s.kind(kind).is_some()) || at.elapsed() < SCHEMA_RETRY
+            {
                 return found.clone().filter(|s| s.kind(kind).is_some());
             }
         }
-        let fetched = self.fetch_schema(api_version).await.map(Arc::new);
+        let url = self.schema_url(api_version).await;
+        let fetched = match (&cached, &url) {
+            (Some((found, Some(old), _)), Some(new)) if old == new => found.clone(),
+            (_, Some(new)) => self.fetch_schema(new, api_version).await.map(Arc::new),
+            (_, None) => None,
+        };
         if fetched.is_none() {
             tracing::debug!(cluster = %self.name, %api_version, "no OpenAPI v3 schema");
         }
-        schemas.insert(api_version.to_owned(), (fetched.clone(), Instant::now()));
+        schemas.insert(
+            api_version.to_owned(),
+            (fetched.clone(), url, Instant::now()),
+        );
         fetched.filter(|s| s.kind(kind).is_some())
     }
 
-    async fn fetch_schema(&self, api_version: &str) -> Option<GroupVersionSchema> {
-        let get = |uri: String| async move {
-            let request = axum::http::Request::get(uri).body(Vec::new()).ok()?;
-            self.client.request::<Value>(request).await.ok()
-        };
-        let index = get("/openapi/v3".to_owned()).await?;
+    /// Waits (at most `timeout`) until the API server publishes the OpenAPI schema of every
+    /// served version of the CustomResourceDefinition `crd`, so that the next compare matches
+    /// its lists by their keys; a server that never publishes one only costs the wait.
+    pub async fn await_published_schema(&self, crd: &Value, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let group = crd["spec"]["group"].as_str().unwrap_or_default();
+        let kind = crd["spec"]["names"]["kind"].as_str().unwrap_or_default();
+        let versions: Vec<String> = crd["spec"]["versions"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter(|v| v["served"].as_bool() != Some(false))
+            .filter_map(|v| v["name"].as_str().map(|n| format!("{group}/{n}")))
+            .collect();
+        for api_version in versions {
+            loop {
+                self.predictions.schemas.lock().await.remove(&api_version);
+                if self.schema(&api_version, kind).await.is_some() || Instant::now() >= deadline {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+
+    async fn get_json(&self, uri: String) -> Option<Value> {
+        let request = axum::http::Request::get(uri).body(Vec::new()).ok()?;
+        self.client.request::<Value>(request).await.ok()
+    }
+
+    /// The document URL of a group-version from the `/openapi/v3` index (it carries the
+    /// document's hash, so it changes when the document does).
+    async fn schema_url(&self, api_version: &str) -> Option<String> {
+        let index = self.get_json("/openapi/v3".to_owned()).await?;
         let path = if api_version.contains('/') {
             format!("apis/{api_version}")
         } else {
             format!("api/{api_version}")
         };
-        let url = index["paths"][&path]["serverRelativeURL"]
+        index["paths"][&path]["serverRelativeURL"]
             .as_str()
-            .map_or_else(|| format!("/openapi/v3/{path}"), str::to_owned);
-        let doc = get(url).await?;
+            .map(str::to_owned)
+    }
+
+    async fn fetch_schema(&self, url: &str, api_version: &str) -> Option<GroupVersionSchema> {
+        let doc = self.get_json(url.to_owned()).await?;
         Some(GroupVersionSchema::parse(&doc, api_version))
     }
 

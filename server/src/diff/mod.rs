@@ -214,7 +214,14 @@ pub fn diff_fields(
     } else {
         desired.clone()
     };
-    if let Some(meta) = folded.get_mut("metadata").and_then(Value::as_object_mut) {
+    let tracked = live["metadata"]["annotations"]
+        .get(crate::reconcile::TRACKING_ANNOTATION)
+        .is_some();
+    if let Some(meta) = folded
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .filter(|_| !tracked)
+    {
         predicted::without_tracking(meta);
     }
     let desired = &folded;
@@ -370,11 +377,16 @@ fn walk<'a>(
                 for (index, item) in d.iter().enumerate() {
                     // Keys the desired item leaves out are defaulted by the server
                     // (`protocol: TCP`): match on the ones it names.
-                    let counterpart = l.iter().find(|li| {
+                    let matches = |other: &Value| {
                         keys.iter()
                             .filter_map(|k| item.get(k).map(|v| (k, v)))
-                            .all(|(k, v)| li.get(k).is_some_and(|lv| same_scalar(v, lv)))
-                    });
+                            .all(|(k, v)| other.get(k).is_some_and(|ov| same_scalar(v, ov)))
+                    };
+                    // Duplicate keys (accepted by the API server with a warning, refused by
+                    // server-side apply): the n-th desired item of a key pairs with the n-th
+                    // live one.
+                    let nth = d[..index].iter().filter(|e| matches(*e)).count();
+                    let counterpart = l.iter().filter(|li| matches(*li)).nth(nth);
                     path.push(Seg::Item {
                         index,
                         label: label(item, &keys),
@@ -557,8 +569,9 @@ fn same_scalar(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// A Secret with `stringData` folded into base64 `data`, as the API server stores it.
-fn secret_as_data(desired: &Value) -> Value {
+/// A Secret with `stringData` folded into base64 `data`, as the API server stores it (a
+/// `stringData` or `data` that is not a map is left as written).
+pub fn secret_as_data(desired: &Value) -> Value {
     let mut d = desired.clone();
     let Some(m) = d.as_object_mut() else {
         return d;

@@ -58,7 +58,12 @@ pub fn changes(
     live: &Value,
     cx: &Context<'_>,
 ) -> Vec<FieldChange> {
-    let (p, l) = (comparable(predicted), comparable(live));
+    // An object synced before the tracking annotation existed lacks it: not drift (the next
+    // sync adds it). A tracking annotation changed by hand is.
+    let tracked = live["metadata"]["annotations"]
+        .get(TRACKING_ANNOTATION)
+        .is_some();
+    let (p, l) = (comparable(predicted, !tracked), comparable(live, false));
     if p == l {
         return Vec::new();
     }
@@ -75,7 +80,12 @@ pub fn changes(
     let mut out: Vec<FieldChange> = out.into_iter().map(|(c, _)| c).collect();
     if object.is_secret() {
         for c in &mut out {
-            if SECRET_POINTERS.iter().any(|sp| covers(sp, &c.pointer)) {
+            // A change above a value (`.metadata.annotations` as a whole, when the prediction
+            // has none left) carries the value inside it: redact it as well.
+            if SECRET_POINTERS
+                .iter()
+                .any(|sp| covers(sp, &c.pointer) || covers(&c.pointer, sp))
+            {
                 let redact = |v: &mut Option<Value>| {
                     if v.is_some() {
                         *v = Some(Value::String("(changed)".into()));
@@ -89,10 +99,9 @@ pub fn changes(
     out
 }
 
-/// An object without what is never compared: `status`, what every write rewrites, and
-/// Tidemark's tracking annotation (bookkeeping, added by the next sync; an object synced before
-/// it existed is not drift for lacking it).
-pub fn comparable(obj: &Value) -> Value {
+/// An object without what is never compared: `status`, what every write rewrites, and — with
+/// `untracked` — Tidemark's tracking annotation.
+pub fn comparable(obj: &Value, untracked: bool) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.as_object_mut() {
         m.remove("status");
@@ -100,7 +109,9 @@ pub fn comparable(obj: &Value) -> Value {
             for k in VOLATILE_METADATA {
                 meta.remove(k);
             }
-            without_tracking(meta);
+            if untracked {
+                without_tracking(meta);
+            }
         }
     }
     o
@@ -171,6 +182,7 @@ fn walk(
                             .filter_map(|k| v.get(k).map(|x| (k.clone(), x.clone())))
                             .collect()
                     };
+                    let before = out.len();
                     let mut seen = Vec::new();
                     for (i, pi) in pa.iter().enumerate() {
                         let key = key_of(pi);
@@ -190,6 +202,11 @@ fn walk(
                             walk(None, Some(li), items, path, out);
                             path.pop();
                         }
+                    }
+                    // The same items in another order: server-side apply stores the applied
+                    // order (`$(A)` in env sees only what comes before it), so this is a change.
+                    if out.len() == before && pa != la {
+                        out.push(push(path, p, l));
                     }
                 }
                 _ => out.push(push(path, p, l)),
@@ -311,9 +328,12 @@ fn step_into<'a>(v: &'a Value, f: &str) -> Option<&'a Value> {
     let items = v.as_array()?;
     if let Some(key) = f.strip_prefix("k:") {
         let key: Map<String, Value> = serde_json::from_str(key).ok()?;
-        return items
-            .iter()
-            .find(|i| key.iter().all(|(k, kv)| i.get(k) == Some(kv)));
+        // A manifest may leave out key fields the server defaults (`protocol: TCP`): an item
+        // matches if every key field it names is equal and it names one at least.
+        return items.iter().find(|i| {
+            key.iter().any(|(k, _)| i.get(k).is_some())
+                && key.iter().all(|(k, kv)| i.get(k).is_none_or(|iv| iv == kv))
+        });
     }
     if let Some(val) = f.strip_prefix("v:") {
         let val: Value = serde_json::from_str(val).ok()?;
@@ -388,8 +408,10 @@ fn remove_step(v: &mut Value, f: &str) -> bool {
 
 /// The object an apply of `desired` would leave once Tidemark has taken over the fields
 /// kubectl's client-side apply owns (as `kubectl apply --server-side` ≥ 1.26 and Flux do): the
-/// fields only client-side apply owns and `desired` no longer sets are removed from
-/// `predicted`. `managed_fields` are the live object's.
+/// fields kubectl applied — named in its last-applied annotation — that only client-side apply
+/// owns and `desired` no longer sets are removed from `predicted`. Fields the client-side
+/// managers own only because the API server defaulted them are kept: the real apply removes
+/// and defaults them again. `managed_fields` are the live object's.
 pub fn after_client_side_takeover(
     predicted: &Value,
     desired: &Value,
@@ -405,10 +427,31 @@ pub fn after_client_side_takeover(
             .is_some_and(|m| CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
             && e["operation"].as_str() == Some("Update")
     };
+    let Some(applied) = predicted["metadata"]["annotations"][LAST_APPLIED]
+        .as_str()
+        .and_then(|a| serde_json::from_str::<Value>(a).ok())
+    else {
+        return predicted.clone();
+    };
+    // Secrets: what kubectl wrote as `stringData` is stored (and owned) as `data`.
+    let secret = predicted["kind"] == "Secret"
+        && !predicted["apiVersion"]
+            .as_str()
+            .is_some_and(|v| v.contains('/'));
+    let fold = |v: &Value| {
+        if secret {
+            super::secret_as_data(v)
+        } else {
+            v.clone()
+        }
+    };
+    let (applied, desired) = (fold(&applied), fold(desired));
     let mut out = predicted.clone();
     for e in entries.iter().filter(|e| is_csa(e)) {
         for field in leaves(&e["fieldsV1"]) {
-            if sets(desired, &field) {
+            // The annotation itself is not in its own record, yet kubectl applied it.
+            let is_record = field.len() == 3 && field[2] == format!("f:{LAST_APPLIED}");
+            if !(is_record || sets(&applied, &field)) || sets(&desired, &field) {
                 continue;
             }
             let shared = entries.iter().any(|o| {
@@ -424,6 +467,9 @@ pub fn after_client_side_takeover(
     }
     out
 }
+
+/// kubectl's record of the configuration it last applied client-side.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 #[cfg(test)]
 mod tests {
@@ -447,7 +493,7 @@ mod tests {
     }
 
     #[test]
-    fn the_tracking_annotation_is_bookkeeping_not_drift() {
+    fn a_missing_tracking_annotation_is_not_drift_a_changed_one_is() {
         let p = json!({"metadata": {"name": "web", "annotations": {TRACKING_ANNOTATION: "a:apps/Deployment:shop/web"}}});
         let l = json!({"metadata": {"name": "web"}});
         assert!(changes(&obj(), &p, &l, &Context::default()).is_empty());
@@ -455,6 +501,14 @@ mod tests {
         let c = changes(&obj(), &p, &l, &Context::default());
         assert_eq!(c.len(), 1);
         assert_eq!(c[0].desired, Some(json!({"team": "x"})));
+        // Changed by hand: drift.
+        let p = json!({"metadata": {"name": "web", "annotations": {TRACKING_ANNOTATION: "a"}}});
+        let l = json!({"metadata": {"name": "web", "annotations": {TRACKING_ANNOTATION: "b"}}});
+        let c = changes(&obj(), &p, &l, &Context::default());
+        assert_eq!(
+            c[0].path,
+            format!(".metadata.annotations.{TRACKING_ANNOTATION}")
+        );
     }
 
     #[test]
@@ -513,22 +567,39 @@ mod tests {
     #[test]
     fn client_side_fields_git_no_longer_sets_are_predicted_removed() {
         let desired = json!({"metadata": {"name": "web", "labels": {"app": "web"}},
-                             "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}}});
-        let predicted = json!({"metadata": {"name": "web", "labels": {"app": "web", "tier": "web"}, "annotations": {"team": "a"}},
+                             "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx",
+                                      "ports": [{"containerPort": 80}]}]}}}});
+        let applied = json!({"metadata": {"name": "web", "labels": {"app": "web", "tier": "web"}, "annotations": {"team": "a"}},
+                             "spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx",
+                                      "ports": [{"containerPort": 80}], "env": [{"name": "FEATURE_X", "value": "1"}]}]}}}});
+        let predicted = json!({"metadata": {"name": "web", "labels": {"app": "web", "tier": "web"},
+                                            "annotations": {"team": "a", LAST_APPLIED: applied.to_string()}},
                                "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "web", "image": "nginx",
+                                        "ports": [{"containerPort": 80, "protocol": "TCP"}],
                                         "env": [{"name": "FEATURE_X", "value": "1"}]}]}}}});
         let mf = json!([
             {"manager": "kubectl-client-side-apply", "operation": "Update", "fieldsV1": {
-                "f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:tier": {}}, "f:annotations": {".": {}, "f:team": {}}},
-                "f:spec": {"f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:name": {}, "f:image": {},
+                "f:metadata": {"f:labels": {".": {}, "f:app": {}, "f:tier": {}},
+                               "f:annotations": {".": {}, "f:team": {}, format!("f:{LAST_APPLIED}"): {}}},
+                "f:spec": {"f:replicas": {}, "f:template": {"f:spec": {"f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:name": {}, "f:image": {},
+                    "f:ports": {".": {}, "k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:protocol": {}}},
                     "f:env": {".": {}, "k:{\"name\":\"FEATURE_X\"}": {".": {}, "f:name": {}, "f:value": {}}}}}}}}}},
             {"manager": "tidemark", "operation": "Apply", "fieldsV1": {"f:metadata": {"f:labels": {"f:app": {}}}}}
         ]);
         let after = after_client_side_takeover(&predicted, &desired, &mf);
+        // Defaulted fields (replicas, the port's protocol) stay: the server defaults them again.
         assert_eq!(
             after,
             json!({"metadata": {"name": "web", "labels": {"app": "web"}},
-                   "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "web", "image": "nginx"}]}}}})
+                   "spec": {"replicas": 1, "template": {"spec": {"containers": [{"name": "web", "image": "nginx",
+                            "ports": [{"containerPort": 80, "protocol": "TCP"}]}]}}}})
         );
+        // Without kubectl's record nothing is known to be applied: nothing removed.
+        let mut bare = predicted.clone();
+        bare["metadata"]["annotations"]
+            .as_object_mut()
+            .unwrap()
+            .remove(LAST_APPLIED);
+        assert_eq!(after_client_side_takeover(&bare, &desired, &mf), bare);
     }
 }

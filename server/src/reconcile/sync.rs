@@ -143,7 +143,7 @@ pub async fn desired(
 }
 
 /// A snapshot's objects as application `app` applies them: placed in its namespace where they
-/// have none and marked with the tracking annotation. A kind the cluster does not serve yet is
+/// have none, Secret `stringData` folded into `data`, and marked with the tracking annotation. A kind the cluster does not serve yet is
 /// placed by the scope a CustomResourceDefinition in the snapshot declares (else as written);
 /// only an unreachable cluster fails this.
 pub async fn place_all(
@@ -156,6 +156,11 @@ pub async fn place_all(
         .map_err(|_| ReconcileError::CorruptSnapshot(digest.to_owned()))?;
     let mut placed = place_objects(cluster, objects, &app.namespace).await?;
     for o in &mut placed {
+        // Applied as stored: server-side apply records ownership of `stringData` keys, never
+        // of the `data` keys they become, so a key Git drops would stay live forever.
+        if o["apiVersion"] == "v1" && o["kind"] == "Secret" {
+            *o = crate::diff::secret_as_data(o);
+        }
         let id = tracking_id(&app.name, &ObjectRef::of(o));
         if !o["metadata"]["annotations"].is_object() {
             o["metadata"]["annotations"] = json!({});
@@ -323,7 +328,12 @@ async fn establish(
         if let Err(e) = cluster.wait_established(crd, left).await {
             results[index].action = "failed";
             results[index].message = Some(e.to_string());
+            continue;
         }
+        // Its schema (list keys for the compare) is published a moment later.
+        cluster
+            .await_published_schema(crd, Duration::from_secs(5))
+            .await;
     }
 }
 

@@ -1,6 +1,7 @@
 //! Compare and sync end to end: Git (real `git`) → rendered snapshot → sandbox over HTTP.
 
 mod compare;
+mod compare_more;
 mod crds;
 mod ownership;
 
