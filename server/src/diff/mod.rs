@@ -385,8 +385,8 @@ fn walk<'a>(
                     // Duplicate keys (accepted by the API server with a warning, refused by
                     // server-side apply): the n-th desired item of a key pairs with the n-th
                     // live one.
-                    let nth = d[..index].iter().filter(|e| matches(*e)).count();
-                    let counterpart = l.iter().filter(|li| matches(*li)).nth(nth);
+                    let nth = d[..index].iter().filter(|e| matches(e)).count();
+                    let counterpart = l.iter().filter(|li| matches(li)).nth(nth);
                     path.push(Seg::Item {
                         index,
                         label: label(item, &keys),

@@ -14,6 +14,7 @@ use axum::Router;
 use serde_json::{json, Value};
 
 use super::kinds::ResourceType;
+use super::openapi;
 use super::selector::{FieldSelector, LabelSelector};
 use super::world::{ApiError, Part, PatchKind, WriteCtx};
 use super::Sandbox;
@@ -28,8 +29,53 @@ pub(super) fn router(sandbox: Sandbox) -> Router {
         .route("/apis", get(group_list))
         .route("/api/{*rest}", any(core))
         .route("/apis/{*rest}", any(groups))
-        .fallback(|| async { error(ApiError::resource_not_found("no such path")) })
+        .route("/openapi/v3", get(openapi_index))
+        .route("/openapi/v3/{*path}", get(openapi_document))
+        .fallback(|| async { page_not_found() })
         .with_state(sandbox)
+}
+
+/// What the API server answers for a path it does not serve at all (an unknown API group, a
+/// CRD's group before the CRD exists): plain text, not a `Status`.
+fn page_not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        "404 page not found",
+    )
+        .into_response()
+}
+
+/// `GET /openapi/v3`: the group-versions with their documents' hashed URLs.
+async fn openapi_index(State(sb): State<Sandbox>) -> Response {
+    let custom = sb.world().crd_documents();
+    ok(
+        StatusCode::OK,
+        openapi::index(openapi::builtin().iter().chain(custom.iter())),
+    )
+}
+
+/// `GET /openapi/v3/api/v1`, `/openapi/v3/apis/<group>/<version>`.
+async fn openapi_document(State(sb): State<Sandbox>, Path(path): Path<String>) -> Response {
+    let path = path.trim_matches('/');
+    let body = match openapi::builtin().iter().find(|d| d.path == path) {
+        Some(d) => d.body.clone(),
+        None => match sb
+            .world()
+            .crd_documents()
+            .into_iter()
+            .find(|d| d.path == path)
+        {
+            Some(d) => d.body,
+            None => return StatusCode::NOT_FOUND.into_response(),
+        },
+    };
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/json")],
+        body,
+    )
+        .into_response()
 }
 
 fn ok(code: StatusCode, body: Value) -> Response {
@@ -206,14 +252,17 @@ async fn groups(
     body: Bytes,
 ) -> Response {
     let parts: Vec<&str> = rest.split('/').filter(|s| !s.is_empty()).collect();
-    match parts.as_slice() {
-        [group] => {
-            let groups = groups_of(sb.world().types());
-            match groups.iter().find(|(g, _)| g == group) {
-                Some((g, vs)) => ok(StatusCode::OK, group_doc(g, vs)),
-                None => error(ApiError::resource_not_found(group)),
-            }
+    let groups = groups_of(sb.world().types());
+    if let Some(group) = parts.first() {
+        if !groups.iter().any(|(g, _)| g == group) {
+            return page_not_found();
         }
+    }
+    match parts.as_slice() {
+        [group] => match groups.iter().find(|(g, _)| g == group) {
+            Some((g, vs)) => ok(StatusCode::OK, group_doc(g, vs)),
+            None => page_not_found(),
+        },
         [group, version] => resource_list(&sb, group, version),
         [group, version, rest @ ..] => {
             let req = Request {

@@ -1,6 +1,24 @@
 //! The resource types the sandbox serves: built-in kinds and kinds registered by CRDs.
 
+use std::sync::Arc;
+
 use serde_json::{json, Value};
+
+use super::openapi;
+use crate::cluster::schema::{GroupVersionSchema, Node};
+
+/// The OpenAPI schemas of a type's group-version (shared by the types of one document;
+/// equal when they are the same document).
+#[derive(Debug, Clone)]
+pub struct Schemas(pub Arc<GroupVersionSchema>);
+
+impl PartialEq for Schemas {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for Schemas {}
 
 /// One served resource type (a kind at a group/version).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +34,11 @@ pub struct ResourceType {
     pub status_subresource: bool,
     /// Served with `/scale` (`spec.replicas`).
     pub scale_subresource: bool,
+    /// The group-version's OpenAPI schemas (`None`: no schema, every value is untyped).
+    pub schemas: Option<Schemas>,
+    /// Registered by a CRD (else a built-in kind: a Go struct on a real API server, whose
+    /// values are normalised on write).
+    pub custom: bool,
 }
 
 impl ResourceType {
@@ -26,6 +49,11 @@ impl ResourceType {
         } else {
             format!("{}/{}", self.group, self.version)
         }
+    }
+
+    /// The schema of this kind's objects, if its group-version publishes one.
+    pub fn schema(&self) -> Option<Node<'_>> {
+        self.schemas.as_ref()?.0.kind(&self.kind)
     }
 
     /// `deployments.apps`, or `pods` for the core group (the `resource` of error details).
@@ -91,6 +119,13 @@ fn builtin(
         short_names: short.iter().map(|s| s.to_string()).collect(),
         status_subresource: status,
         scale_subresource: scale,
+        schemas: openapi::builtin_schema(&if group.is_empty() {
+            "v1".to_owned()
+        } else {
+            format!("{group}/v1")
+        })
+        .map(Schemas),
+        custom: false,
     }
 }
 
@@ -252,14 +287,17 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
         .as_array()
         .filter(|v| !v.is_empty())
         .ok_or("spec.versions: Required value")?;
+    let docs = openapi::crd_documents(crd);
     let mut out = Vec::new();
     for v in versions {
         if v["served"].as_bool() == Some(false) {
             continue;
         }
+        let version = text(&v["name"], "versions[].name")?;
+        let path = openapi::path_of(&format!("{group}/{version}"));
         out.push(ResourceType {
             group: group.clone(),
-            version: text(&v["name"], "versions[].name")?,
+            version,
             kind: kind.clone(),
             plural: plural.clone(),
             singular: singular.clone(),
@@ -267,6 +305,11 @@ pub fn from_crd(crd: &Value) -> Result<Vec<ResourceType>, String> {
             short_names: short_names.clone(),
             status_subresource: v["subresources"]["status"].is_object(),
             scale_subresource: v["subresources"]["scale"].is_object(),
+            schemas: docs
+                .iter()
+                .find(|d| d.path == path)
+                .map(|d| Schemas(d.schema.clone())),
+            custom: true,
         });
     }
     Ok(out)

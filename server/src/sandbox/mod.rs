@@ -1,13 +1,20 @@
 //! `tidemark sandbox`: a small Kubernetes API server (in-memory, optionally persisted to a JSON
 //! file) that Tidemark, the `kube` client and `kubectl` talk to over real HTTP. It serves
-//! discovery, CRUD, server-side apply with field ownership, watch and simulated workload status
-//! for the built-in kinds Tidemark deploys and for CRDs. See `docs/sandbox.md`.
+//! discovery, OpenAPI v3 (the real API server's documents), CRUD, server-side apply typed by
+//! those schemas with field ownership and dry runs, the API server's normalisation of written
+//! values, watch and simulated workload status for the built-in kinds Tidemark deploys and for
+//! CRDs. See `docs/sandbox.md`.
 
 mod api;
+pub mod defaults;
 pub mod fields;
 pub mod kinds;
+pub mod normalize;
+pub mod openapi;
+pub mod quantity;
 pub mod selector;
 pub mod status;
+pub mod validate;
 pub mod world;
 
 use std::path::{Path, PathBuf};

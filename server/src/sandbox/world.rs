@@ -8,10 +8,12 @@ use std::sync::Arc;
 use serde_json::{json, Map, Value};
 use tokio::sync::broadcast;
 
-use super::fields::{self, FieldSet};
+use super::fields::{self, FieldSet, Step};
 use super::kinds::{self, ResourceType};
+use super::normalize;
 use super::selector::{FieldSelector, LabelSelector};
 use super::status;
+use super::{defaults, validate};
 use crate::clock::{rfc3339, Millis};
 
 /// Events kept for watches that resume from an older resourceVersion.
@@ -39,6 +41,7 @@ impl ApiError {
         self.details = json!({"name": name, "group": rt.group, "kind": rt.plural});
         self
     }
+    /// 404 `NotFound`: no such object.
     pub fn not_found(rt: &ResourceType, name: &str) -> Self {
         Self::new(
             404,
@@ -47,6 +50,7 @@ impl ApiError {
         )
         .with_details(rt, name)
     }
+    /// 409 `AlreadyExists`: the name is taken.
     pub fn already_exists(rt: &ResourceType, name: &str) -> Self {
         Self::new(
             409,
@@ -55,6 +59,7 @@ impl ApiError {
         )
         .with_details(rt, name)
     }
+    /// 409 `Conflict`: a stale resourceVersion or a failed precondition.
     pub fn conflict(rt: &ResourceType, name: &str, why: &str) -> Self {
         Self::new(
             409,
@@ -66,38 +71,67 @@ impl ApiError {
         )
         .with_details(rt, name)
     }
+    /// 422 `Invalid`: the object breaks a rule of its kind.
     pub fn invalid(rt: &ResourceType, name: &str, why: &str) -> Self {
-        Self::new(
+        let kind = if rt.group.is_empty() {
+            rt.kind.clone()
+        } else {
+            format!("{}.{}", rt.kind, rt.group)
+        };
+        // `field: Reason: detail`, as the API server words a field error.
+        let (field, rest) = why.split_once(": ").unwrap_or(("", why));
+        let reason = match rest.split(':').next().unwrap_or_default() {
+            "Required value" => "FieldValueRequired",
+            "Forbidden" => "FieldValueForbidden",
+            "Unsupported value" => "FieldValueNotSupported",
+            "Duplicate value" => "FieldValueDuplicate",
+            _ => "FieldValueInvalid",
+        };
+        let mut e = Self::new(
             422,
             "Invalid",
-            format!("{} \"{name}\" is invalid: {why}", rt.kind),
-        )
-        .with_details(rt, name)
+            format!("{kind} \"{name}\" is invalid: {why}"),
+        );
+        e.details = json!({"name": name, "group": rt.group, "kind": rt.kind,
+            "causes": [{"reason": reason, "message": rest, "field": field}]});
+        e
     }
+    /// 400 `BadRequest`.
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message.into())
     }
+    /// 405 `MethodNotAllowed`.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message.into())
     }
+    /// 415 `UnsupportedMediaType`.
     pub fn unsupported_media_type(message: impl Into<String>) -> Self {
         Self::new(415, "UnsupportedMediaType", message.into())
     }
+    /// 410 `Expired`: a watch from a resourceVersion older than the history.
     pub fn gone(message: impl Into<String>) -> Self {
         Self::new(410, "Expired", message.into())
     }
+    /// A URL that names no resource the server serves, worded as the API server words it
+    /// (`what` is only logged).
     pub fn resource_not_found(what: &str) -> Self {
-        Self::new(
+        tracing::debug!(%what, "no such resource");
+        let mut e = Self::new(
             404,
             "NotFound",
-            format!("the server could not find the requested resource ({what})"),
-        )
+            "the server could not find the requested resource".into(),
+        );
+        e.details = json!({});
+        e
     }
 
     /// The `Status` object Kubernetes sends for this error.
     pub fn status(&self) -> Value {
         let mut s = json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code});
+            "message": self.message, "code": self.code});
+        if !self.reason.is_empty() {
+            s["reason"] = json!(self.reason);
+        }
         if !self.details.is_null() {
             s["details"] = self.details.clone();
         }
@@ -138,6 +172,7 @@ pub enum EventType {
 }
 
 impl EventType {
+    /// The event type as watch events spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             EventType::Added => "ADDED",
@@ -264,6 +299,17 @@ impl World {
         Ok(())
     }
 
+    /// The OpenAPI documents of the applied CRDs' served versions.
+    pub fn crd_documents(&self) -> Vec<super::openapi::Document> {
+        self.objects
+            .iter()
+            .filter(|(k, _)| {
+                k.group == "apiextensions.k8s.io" && k.plural == "customresourcedefinitions"
+            })
+            .flat_map(|(_, crd)| super::openapi::crd_documents(crd))
+            .collect()
+    }
+
     fn unregister_crd(&mut self, crd: &Value) {
         let group = crd["spec"]["group"].as_str().unwrap_or_default().to_owned();
         let plural = crd["spec"]["names"]["plural"]
@@ -381,10 +427,12 @@ impl World {
         if self.objects.contains_key(&key) {
             return Err(ApiError::already_exists(rt, &name));
         }
+        let sent = request_managed_fields(&body);
         strip_system_fields(&mut body);
-        let set = fields::field_set(&body);
-        set_managed(&mut body, rt, vec![Managed::new(ctx, "Update", set)]);
-        self.finish(rt, key, body, None, ctx)
+        normalize::normalize(rt, &mut body).map_err(|why| undecodable(rt, &why))?;
+        let zero = normalize::zero(rt);
+        let new = update_ownership(&zero, body, sent, rt, ctx, None);
+        self.finish(rt, key, new, None, ctx)
     }
 
     /// PUT: replaces the object (or its status); a stale `resourceVersion` is a 409 `Conflict`.
@@ -410,22 +458,24 @@ impl World {
             .cloned()
             .ok_or_else(|| ApiError::not_found(rt, name))?;
         check_resource_version(rt, name, &body, &old)?;
-        let new = match part {
+        let (mut new, sent) = match part {
             Part::Status => {
                 let mut new = old.clone();
                 new["status"] = body["status"].clone();
-                new
+                (new, None)
             }
             Part::Main => {
                 let mut new = body;
+                let sent = request_managed_fields(&new);
                 strip_system_fields(&mut new);
                 if rt.status_subresource {
                     restore_status(&mut new, &old);
                 }
-                new
+                (new, sent)
             }
         };
-        let new = update_ownership(&old, new, rt, ctx);
+        normalize::normalize(rt, &mut new).map_err(|why| undecodable(rt, &why))?;
+        let new = update_ownership(&old, new, sent, rt, ctx, subresource(part));
         self.finish(rt, key, new, Some(old), ctx)
     }
 
@@ -455,7 +505,7 @@ impl World {
         }
         check_resource_version(rt, name, &patch, &old)?;
         let mut new = match kind {
-            PatchKind::Strategic => strategic_merge(&old, &patch),
+            PatchKind::Strategic => strategic_merge(rt.schema(), &old, &patch),
             _ => merge_patch(&old, &patch),
         };
         if new["metadata"]["name"] != old["metadata"]["name"]
@@ -467,19 +517,31 @@ impl World {
                 "metadata.name: Invalid value: field is immutable",
             ));
         }
-        match part {
+        let sent = match part {
             Part::Status => {
                 let status = new["status"].take();
                 new = old.clone();
                 new["status"] = status;
+                None
             }
-            Part::Main if rt.status_subresource => restore_status(&mut new, &old),
-            Part::Main => {}
-        }
-        for f in ["uid", "creationTimestamp", "generation"] {
+            Part::Main => {
+                if rt.status_subresource {
+                    restore_status(&mut new, &old);
+                }
+                // A patch of `metadata.managedFields` replaces the ownership record.
+                (new["metadata"]["managedFields"] != old["metadata"]["managedFields"])
+                    .then(|| request_managed_fields(&new))
+                    .flatten()
+            }
+        };
+        for f in ["uid", "creationTimestamp", "generation", "resourceVersion"] {
             new["metadata"][f] = old["metadata"][f].clone();
         }
-        let new = update_ownership(&old, new, rt, ctx);
+        if let Some(m) = new["metadata"].as_object_mut() {
+            m.remove("managedFields");
+        }
+        normalize::normalize(rt, &mut new).map_err(|why| undecodable(rt, &why))?;
+        let new = update_ownership(&old, new, sent, rt, ctx, subresource(part));
         self.finish(rt, key, new, Some(old), ctx)
     }
 
@@ -502,69 +564,120 @@ impl World {
                 "fieldManager is required for apply requests",
             ));
         }
+        // The object as errors name it: `ns/name; apps/v1, Kind=Deployment` (the namespace as
+        // the applied configuration gives it).
+        let sent_ns = body["metadata"]["namespace"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let object = format!("{sent_ns}/{name}; {}", gvk(rt));
         let mut applied = self.check_body(
             rt,
             Some(namespace).filter(|_| rt.namespaced),
             Some(name),
             body,
         )?;
-        strip_system_fields(&mut applied);
-        if part == Part::Main && rt.status_subresource {
-            if let Some(m) = applied.as_object_mut() {
-                m.remove("status");
-            }
-        }
-        let applied_set = fields::field_set(&applied);
-        let key = ObjKey::new(rt, namespace, name);
-        let Some(old) = self.objects.get(&key).cloned() else {
-            if part == Part::Status {
-                return Err(ApiError::not_found(rt, name));
-            }
-            let mut new = applied;
-            set_managed(&mut new, rt, vec![Managed::new(ctx, "Apply", applied_set)]);
-            return self.finish(rt, key, new, None, ctx);
-        };
-
-        let mut entries = managed_entries(&old);
-        let mut conflicts = Vec::new();
-        for e in entries
-            .iter_mut()
-            .filter(|e| !(e.manager == ctx.manager && e.operation == "Apply"))
+        if applied["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(|m| !m.is_empty())
         {
-            let found = fields::conflicts(&old, &applied, &applied_set, &e.set);
+            return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+        }
+        strip_system_fields(&mut applied);
+        let ty = rt.schema();
+        let typed = |e: String| {
+            ApiError::new(
+                500,
+                "",
+                format!("failed to create typed patch object ({object}): {e}"),
+            )
+        };
+        let sub = subresource(part);
+        let config_set = fields::field_set(ty, &applied, true).map_err(typed)?;
+        let applied_set = owned_fields(config_set.clone(), rt, sub);
+        let key = ObjKey::new(rt, namespace, name);
+        let existing = self.objects.get(&key).cloned();
+        if existing.is_none() && part == Part::Status {
+            return Err(ApiError::not_found(rt, name));
+        }
+        let live = existing.clone().unwrap_or_else(|| normalize::zero(rt));
+        let mut entries = managed_entries(&live);
+        let mine = |e: &Managed| e.is(&ctx.manager, "Apply", sub, &rt.api_version());
+        let previous = entries
+            .iter()
+            .find(|e| mine(e))
+            .map(|e| e.set.clone())
+            .unwrap_or_default();
+
+        // Merge, then remove what this manager applied last time, no longer applies and nobody
+        // else owns.
+        let mut merged = fields::merge(ty, &live, &applied).map_err(typed)?;
+        let owned_now: FieldSet = entries
+            .iter()
+            .filter(|e| !mine(e))
+            .flat_map(|e| e.set.iter().cloned())
+            .chain(config_set)
+            .collect();
+        let keep = fields::with_named_ancestors(ty, &owned_now);
+        let prune: FieldSet = fields::with_named_ancestors(ty, &previous)
+            .difference(&keep)
+            .cloned()
+            .collect();
+        if !prune.is_empty() {
+            merged = fields::remove_items(ty, &merged, &prune);
+        }
+        if part == Part::Status {
+            let status = merged["status"].take();
+            merged = live.clone();
+            merged["status"] = status;
+        } else if rt.status_subresource {
+            restore_status(&mut merged, &live);
+        }
+
+        // Fields other managers own that this apply changes: conflicts, or (force) theirs no
+        // more; fields it removes are nobody's.
+        let cmp = fields::compare(ty, &live, &merged);
+        let changed: FieldSet = cmp.modified.union(&cmp.added).cloned().collect();
+        let mut conflicts = Vec::new();
+        for e in entries.iter_mut().filter(|e| !mine(e)) {
+            let taken: Vec<fields::Path> = e.set.intersection(&changed).cloned().collect();
             if force {
-                for p in &found {
+                for p in &taken {
                     e.set.remove(p);
                 }
             } else {
-                conflicts.extend(found.into_iter().map(|p| (e.manager.clone(), p)));
+                conflicts.extend(taken.into_iter().map(|p| (e.display(), p)));
+            }
+            for p in &cmp.removed {
+                e.set.remove(p);
             }
         }
         if !conflicts.is_empty() {
             return Err(apply_conflict(rt, name, &conflicts));
         }
-        let previous = entries
-            .iter()
-            .find(|e| e.manager == ctx.manager && e.operation == "Apply")
-            .map(|e| e.set.clone())
-            .unwrap_or_default();
-        let others: FieldSet = entries
-            .iter()
-            .filter(|e| !(e.manager == ctx.manager && e.operation == "Apply"))
-            .flat_map(|e| e.set.iter().cloned())
-            .collect();
-        let mut new = fields::merge(&old, &applied);
-        let owned: FieldSet = others.union(&applied_set).cloned().collect();
-        for path in previous.difference(&applied_set) {
-            let shared = others.iter().any(|o| o.starts_with(path));
-            if !shared {
-                fields::remove(&mut new, path, &owned);
-            }
-        }
-        entries.retain(|e| !(e.manager == ctx.manager && e.operation == "Apply"));
-        entries.push(Managed::new(ctx, "Apply", applied_set));
-        set_managed(&mut new, rt, entries);
-        self.finish(rt, key, new, Some(old), ctx)
+        let content_changed = merged != live;
+        let time = match entries.iter().find(|e| mine(e)) {
+            Some(e) if !content_changed => e.time.clone(),
+            _ => rfc3339(ctx.now),
+        };
+        entries.retain(|e| !mine(e));
+        let mut entry = Managed::new(ctx, "Apply", applied_set, rt, sub);
+        entry.time = time;
+        entries.push(entry);
+
+        let mut new = merged;
+        normalize::normalize(rt, &mut new).map_err(|why| {
+            ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to convert new object ({object}) to proper version: unable to convert unstructured object to {}: {why}",
+                    gvk(rt)
+                ),
+            )
+        })?;
+        set_managed(&mut new, entries);
+        self.finish(rt, key, new, existing, ctx)
     }
 
     /// DELETE one object; a Namespace takes its objects along, a CRD its kind and objects.
@@ -791,7 +904,8 @@ impl World {
     }
 
     /// Sets identity, generation and simulated status, then commits (unless a dry run or a
-    /// no-op).
+    /// no-op). A new CRD is then accepted and established by a status update of its own, as the
+    /// API server's CRD controllers do right after the create.
     fn finish(
         &mut self,
         rt: &ResourceType,
@@ -821,18 +935,32 @@ impl World {
                 new["metadata"]["generation"] = json!(1);
             }
         }
-        if rt.kind == "CustomResourceDefinition" {
+        let is_crd = rt.kind == "CustomResourceDefinition" && !rt.custom;
+        if is_crd {
             kinds::from_crd(&new).map_err(|why| ApiError::invalid(rt, &key.name, &why))?;
-            if !ctx.dry_run {
-                self.register_crd(&new)
-                    .map_err(|why| ApiError::invalid(rt, &key.name, &why))?;
+            if old.is_none() {
+                let stored: Vec<Value> = new["spec"]["versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|v| v["storage"].as_bool() == Some(true))
+                    .map(|v| v["name"].clone())
+                    .collect();
+                new["status"] = json!({"acceptedNames": {"kind": "", "plural": ""},
+                    "conditions": null, "storedVersions": stored});
             }
-            new["status"] = json!({"conditions": [{"type": "Established", "status": "True", "reason": "InitialNamesAccepted"}],
-                "acceptedNames": new["spec"]["names"].clone()});
         }
         if rt.group.is_empty() && rt.kind == "Secret" {
             fold_string_data(&mut new);
         }
+        if rt.group == "batch" && rt.kind == "Job" {
+            defaults::job_selector(&mut new);
+        }
+        if rt.group.is_empty() && rt.kind == "Namespace" {
+            new["metadata"]["labels"]["kubernetes.io/metadata.name"] = json!(key.name);
+        }
+        validate::check(rt, old.as_ref(), &new)
+            .map_err(|why| ApiError::invalid(rt, &key.name, &why))?;
         let generation = new["metadata"]["generation"].as_i64().unwrap_or(1);
         let mut schedule_ready = false;
         if status::simulated(&rt.kind) {
@@ -857,10 +985,21 @@ impl World {
             }
         }
         if ctx.dry_run {
-            new["metadata"]["resourceVersion"] = old
-                .as_ref()
-                .map_or(json!(""), |o| o["metadata"]["resourceVersion"].clone());
+            match &old {
+                Some(o) => {
+                    new["metadata"]["resourceVersion"] = o["metadata"]["resourceVersion"].clone()
+                }
+                None => {
+                    if let Some(m) = new["metadata"].as_object_mut() {
+                        m.remove("resourceVersion");
+                    }
+                }
+            }
             return Ok(as_version(&new, rt));
+        }
+        if is_crd {
+            self.register_crd(&new)
+                .map_err(|why| ApiError::invalid(rt, &key.name, &why))?;
         }
         if schedule_ready {
             self.pending_ready.push((key.clone(), generation));
@@ -870,7 +1009,44 @@ impl World {
         } else {
             EventType::Added
         };
-        Ok(as_version(&self.commit(key, new, kind), rt))
+        let created = as_version(&self.commit(key.clone(), new, kind), rt);
+        if is_crd && old.is_none() {
+            self.establish(rt, key, &created, ctx);
+        }
+        Ok(created)
+    }
+
+    /// The CRD controllers' status update after a CRD is created: names accepted, established.
+    fn establish(&mut self, rt: &ResourceType, key: ObjKey, crd: &Value, ctx: &WriteCtx) {
+        let now = rfc3339(ctx.now);
+        let names = &crd["spec"]["names"];
+        let kind = names["kind"].as_str().unwrap_or_default();
+        let mut accepted = json!({
+            "kind": kind,
+            "plural": names["plural"],
+            "singular": names["singular"].as_str().map_or_else(|| kind.to_lowercase(), str::to_owned),
+            "listKind": names["listKind"].as_str().map_or_else(|| format!("{kind}List"), str::to_owned),
+        });
+        for f in ["shortNames", "categories"] {
+            if names[f].as_array().is_some_and(|a| !a.is_empty()) {
+                accepted[f] = names[f].clone();
+            }
+        }
+        let mut new = crd.clone();
+        new["status"]["acceptedNames"] = accepted;
+        new["status"]["conditions"] = json!([
+            {"type": "NamesAccepted", "status": "True", "lastTransitionTime": now,
+             "reason": "NoConflicts", "message": "no conflicts found"},
+            {"type": "Established", "status": "True", "lastTransitionTime": now,
+             "reason": "InitialNamesAccepted", "message": "the initial names have been accepted"}
+        ]);
+        let controller = WriteCtx {
+            manager: "kube-apiserver".into(),
+            dry_run: false,
+            now: ctx.now,
+        };
+        let new = update_ownership(crd, new, None, rt, &controller, Some("status"));
+        self.commit(key, new, EventType::Modified);
     }
 
     fn commit(&mut self, key: ObjKey, mut obj: Value, kind: EventType) -> Value {
@@ -1028,116 +1204,285 @@ fn comparable(obj: &Value) -> Value {
 }
 
 /// One `managedFields` entry, decoded.
+#[derive(Debug, Clone)]
 struct Managed {
     manager: String,
     operation: String,
+    api_version: String,
+    subresource: Option<String>,
     time: String,
     set: FieldSet,
+}
+
+impl Managed {
+    fn new(
+        ctx: &WriteCtx,
+        operation: &str,
+        set: FieldSet,
+        rt: &ResourceType,
+        subresource: Option<&str>,
+    ) -> Self {
+        Self {
+            manager: ctx.manager.clone(),
+            operation: operation.to_owned(),
+            api_version: rt.api_version(),
+            subresource: subresource.map(str::to_owned),
+            time: rfc3339(ctx.now),
+            set,
+        }
+    }
+
+    /// The manager as conflicts name it: `"kubectl" with subresource "status" using apps/v1`
+    /// (the API version for Update entries only).
+    fn display(&self) -> String {
+        let mut out = format!("{:?}", self.manager);
+        if let Some(s) = &self.subresource {
+            out.push_str(&format!(" with subresource {s:?}"));
+        }
+        if self.operation == "Update" {
+            out.push_str(&format!(" using {}", self.api_version));
+        }
+        out
+    }
+
+    /// Whether this is the entry of `manager`'s `operation` (Update entries are also per API
+    /// version).
+    fn is(
+        &self,
+        manager: &str,
+        operation: &str,
+        subresource: Option<&str>,
+        api_version: &str,
+    ) -> bool {
+        self.manager == manager
+            && self.operation == operation
+            && self.subresource.as_deref() == subresource
+            && (operation == "Apply" || self.api_version == api_version)
+    }
+}
+
+fn decode_managed(entries: &[Value]) -> Vec<Managed> {
+    entries
+        .iter()
+        .map(|e| Managed {
+            manager: e["manager"].as_str().unwrap_or_default().to_owned(),
+            operation: e["operation"].as_str().unwrap_or("Update").to_owned(),
+            api_version: e["apiVersion"].as_str().unwrap_or_default().to_owned(),
+            subresource: e["subresource"]
+                .as_str()
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned),
+            time: e["time"].as_str().unwrap_or_default().to_owned(),
+            set: fields::from_fields_v1(&e["fieldsV1"]),
+        })
+        .collect()
 }
 
 fn managed_entries(obj: &Value) -> Vec<Managed> {
     obj["metadata"]["managedFields"]
         .as_array()
-        .map(|entries| {
-            entries
-                .iter()
-                .map(|e| Managed {
-                    manager: e["manager"].as_str().unwrap_or_default().to_owned(),
-                    operation: e["operation"].as_str().unwrap_or("Update").to_owned(),
-                    time: e["time"].as_str().unwrap_or_default().to_owned(),
-                    set: fields::from_fields_v1(&e["fieldsV1"]),
-                })
-                .collect()
-        })
+        .map(|entries| decode_managed(entries))
         .unwrap_or_default()
 }
 
-impl Managed {
-    fn new(ctx: &WriteCtx, operation: &str, set: FieldSet) -> Self {
-        Self {
-            manager: ctx.manager.clone(),
-            operation: operation.to_owned(),
-            time: rfc3339(ctx.now),
-            set,
-        }
+/// The ownership record a write sends in `metadata.managedFields`, when it sends one: it
+/// replaces the stored record (`[{}]` empties it); an empty list keeps the stored one.
+fn request_managed_fields(obj: &Value) -> Option<Vec<Managed>> {
+    let entries = obj["metadata"]["managedFields"].as_array()?;
+    match entries.as_slice() {
+        [] => None,
+        [only] if only.as_object().is_some_and(Map::is_empty) => Some(Vec::new()),
+        _ => Some(decode_managed(entries)),
     }
 }
 
-/// Writes the entries that still own something as `metadata.managedFields`.
-fn set_managed(obj: &mut Value, rt: &ResourceType, entries: Vec<Managed>) {
+/// Writes the entries that still own something as `metadata.managedFields`, ordered as the API
+/// server orders them (Apply before Update, then by time, manager, API version, subresource).
+fn set_managed(obj: &mut Value, mut entries: Vec<Managed>) {
+    entries.retain(|e| !e.set.is_empty());
+    entries.sort_by(|a, b| {
+        (
+            &a.operation,
+            &a.time,
+            &a.manager,
+            &a.api_version,
+            &a.subresource,
+        )
+            .cmp(&(
+                &b.operation,
+                &b.time,
+                &b.manager,
+                &b.api_version,
+                &b.subresource,
+            ))
+    });
     let encoded: Vec<Value> = entries
         .into_iter()
-        .filter(|e| !e.set.is_empty())
         .map(|e| {
-            json!({"manager": e.manager, "operation": e.operation, "apiVersion": rt.api_version(),
-                   "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": fields::to_fields_v1(&e.set)})
+            let mut v = json!({"manager": e.manager, "operation": e.operation, "apiVersion": e.api_version,
+                   "time": e.time, "fieldsType": "FieldsV1", "fieldsV1": fields::to_fields_v1(&e.set)});
+            if let Some(s) = e.subresource {
+                v["subresource"] = json!(s);
+            }
+            v
         })
         .collect();
-    obj["metadata"]["managedFields"] = Value::Array(encoded);
+    match obj["metadata"].as_object_mut() {
+        Some(meta) if encoded.is_empty() => {
+            meta.remove("managedFields");
+        }
+        _ => obj["metadata"]["managedFields"] = Value::Array(encoded),
+    }
 }
 
-/// Ownership after a non-apply write: the writer takes the fields it changed (from everyone
-/// else); fields that no longer exist are owned by nobody.
-fn update_ownership(old: &Value, mut new: Value, rt: &ResourceType, ctx: &WriteCtx) -> Value {
-    let changed = fields::changed_leaves(old, &new);
-    let present = fields::field_set(&new);
-    let mut entries = managed_entries(old);
-    let mut found = false;
+/// `apps/v1, Kind=Deployment` (`/v1, Kind=Pod` in the core group), as Go prints a kind.
+fn gvk(rt: &ResourceType) -> String {
+    format!("{}/{}, Kind={}", rt.group, rt.version, rt.kind)
+}
+
+/// A body the kind's types cannot decode (a malformed quantity): 400, as the API server.
+fn undecodable(rt: &ResourceType, why: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{kind} in version {version:?} cannot be handled as a {kind}: {why}",
+        kind = rt.kind,
+        version = rt.version
+    ))
+}
+
+fn subresource(part: Part) -> Option<&'static str> {
+    match part {
+        Part::Main => None,
+        Part::Status => Some("status"),
+    }
+}
+
+/// Fields nobody owns: identity and bookkeeping, and what the written part resets (`status`
+/// for writes to the main resource of a kind with a status subresource; everything but
+/// `status` for status writes).
+fn ignored(path: &[Step], rt: &ResourceType, subresource: Option<&str>) -> bool {
+    match path {
+        [Step::Field(f)] if matches!(f.as_str(), "apiVersion" | "kind" | "metadata") => true,
+        [Step::Field(m), Step::Field(f), ..] if m == "metadata" => matches!(
+            f.as_str(),
+            "name"
+                | "namespace"
+                | "creationTimestamp"
+                | "selfLink"
+                | "uid"
+                | "clusterName"
+                | "generation"
+                | "managedFields"
+                | "resourceVersion"
+        ),
+        [Step::Field(s), ..] => match subresource {
+            None => rt.status_subresource && s == "status",
+            Some(_) => s != "status",
+        },
+        _ => false,
+    }
+}
+
+fn owned_fields(set: FieldSet, rt: &ResourceType, subresource: Option<&str>) -> FieldSet {
+    set.into_iter()
+        .filter(|p| !ignored(p, rt, subresource))
+        .collect()
+}
+
+/// Ownership after a non-apply write: the writer takes the fields it added or changed (from
+/// everyone else), fields the write removed are nobody's. `sent`: the ownership record the
+/// request carried, which replaces the stored one.
+fn update_ownership(
+    old: &Value,
+    mut new: Value,
+    sent: Option<Vec<Managed>>,
+    rt: &ResourceType,
+    ctx: &WriteCtx,
+    subresource: Option<&str>,
+) -> Value {
+    let cmp = fields::compare(rt.schema(), old, &new);
+    let taken = owned_fields(
+        cmp.modified.union(&cmp.added).cloned().collect(),
+        rt,
+        subresource,
+    );
+    let api_version = rt.api_version();
+    let mut entries = sent.unwrap_or_else(|| managed_entries(old));
     for e in entries.iter_mut() {
-        if e.manager == ctx.manager && e.operation == "Update" {
-            e.set.extend(changed.iter().cloned());
-            e.time = rfc3339(ctx.now);
-            found = true;
-        } else {
-            e.set.retain(|p| !changed.contains(p));
+        e.set
+            .retain(|p| !taken.contains(p) && !cmp.removed.contains(p));
+    }
+    if !taken.is_empty() {
+        match entries
+            .iter_mut()
+            .find(|e| e.is(&ctx.manager, "Update", subresource, &api_version))
+        {
+            Some(e) => {
+                e.set.extend(taken);
+                e.time = rfc3339(ctx.now);
+            }
+            None => entries.push(Managed::new(ctx, "Update", taken, rt, subresource)),
         }
-        e.set.retain(|p| present.contains(p));
     }
-    if !found && !changed.is_empty() {
-        entries.push(Managed::new(ctx, "Update", changed));
-    }
-    set_managed(&mut new, rt, entries);
+    set_managed(&mut new, entries);
     new
 }
 
+/// A 409 naming each field another manager owns (`conflicts`: manager as printed, field).
 fn apply_conflict(rt: &ResourceType, name: &str, conflicts: &[(String, fields::Path)]) -> ApiError {
-    let lines: Vec<String> = conflicts
-        .iter()
-        .map(|(m, p)| {
-            format!(
-                "conflict with \"{m}\" using {}: {}",
-                rt.api_version(),
-                fields::display(p)
-            )
-        })
-        .collect();
+    let text = match conflicts {
+        [(who, p)] => format!("conflict with {who}: {}", fields::display(p)),
+        _ => {
+            // Grouped by manager, as the API server words it.
+            let mut by: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+            for (who, p) in conflicts {
+                by.entry(who).or_default().push(fields::display(p));
+            }
+            by.iter()
+                .map(|(who, paths)| {
+                    let lines: Vec<String> = paths.iter().map(|p| format!("- {p}")).collect();
+                    format!("conflicts with {who}:\n{}", lines.join("\n"))
+                })
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
     let message = format!(
-        "Apply failed with {} conflict{}: {}",
+        "Apply failed with {} conflict{}: {text}",
         conflicts.len(),
         if conflicts.len() == 1 { "" } else { "s" },
-        lines.join("\n")
     );
     let causes: Vec<Value> = conflicts
         .iter()
-        .map(|(m, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with \"{m}\""), "field": fields::display(p)}))
+        .map(|(who, p)| json!({"reason": "FieldManagerConflict", "message": format!("conflict with {who}"), "field": fields::display(p)}))
         .collect();
-    let mut err = ApiError::new(409, "Conflict", message).with_details(rt, name);
-    err.details["causes"] = Value::Array(causes);
+    tracing::debug!(kind = %rt.kind, %name, "apply conflict");
+    let mut err = ApiError::new(409, "Conflict", message);
+    err.details = json!({ "causes": causes });
     err
 }
 
 /// RFC 7386 JSON merge patch.
 pub fn merge_patch(target: &Value, patch: &Value) -> Value {
-    merge_with(target, patch, false)
+    match patch {
+        Value::Object(p) => {
+            let mut out = target.as_object().cloned().unwrap_or_else(Map::new);
+            for (k, v) in p {
+                if v.is_null() {
+                    out.remove(k);
+                } else {
+                    let merged = merge_patch(out.get(k).unwrap_or(&Value::Null), v);
+                    out.insert(k.clone(), merged);
+                }
+            }
+            Value::Object(out)
+        }
+        _ => patch.clone(),
+    }
 }
 
-/// Merge patch in which lists of keyed maps merge item by item (an approximation of strategic
-/// merge patch without per-type schemas; `$patch` directives are not supported).
-fn strategic_merge(target: &Value, patch: &Value) -> Value {
-    merge_with(target, patch, true)
-}
-
-fn merge_with(target: &Value, patch: &Value, keyed_lists: bool) -> Value {
+/// A merge patch in which lists the schema keys (patch merge keys) merge item by item: an
+/// approximation of strategic merge patch (`$patch` directives are not supported).
+fn strategic_merge(ty: fields::Ty<'_>, target: &Value, patch: &Value) -> Value {
     match (target, patch) {
         (_, Value::Object(p)) => {
             let mut out = target.as_object().cloned().unwrap_or_else(Map::new);
@@ -1145,13 +1490,64 @@ fn merge_with(target: &Value, patch: &Value, keyed_lists: bool) -> Value {
                 if v.is_null() {
                     out.remove(k);
                 } else {
-                    let merged = merge_with(out.get(k).unwrap_or(&Value::Null), v, keyed_lists);
+                    let child = ty.and_then(|n| n.field(k));
+                    let merged = strategic_merge(child, out.get(k).unwrap_or(&Value::Null), v);
                     out.insert(k.clone(), merged);
                 }
             }
             Value::Object(out)
         }
-        (Value::Array(_), Value::Array(_)) if keyed_lists => fields::merge(target, patch),
+        (Value::Array(live), Value::Array(items)) => match ty.and_then(|n| n.list_type()) {
+            Some(crate::cluster::schema::ListType::Map(keys)) => {
+                strategic_list(ty.and_then(|n| n.items()), &keys, live, items)
+            }
+            _ => patch.clone(),
+        },
         _ => patch.clone(),
     }
+}
+
+/// A keyed list patched strategically: patch items merged into the live items of the same
+/// keys, live-only items kept. Order: the patch items in patch order, each live-only item
+/// placed before the first patch item that comes after it in the live list (new items count as
+/// coming first).
+fn strategic_list(
+    items_ty: fields::Ty<'_>,
+    keys: &[String],
+    live: &[Value],
+    patch: &[Value],
+) -> Value {
+    let key = |v: &Value| -> Vec<Value> { keys.iter().map(|k| v[k].clone()).collect() };
+    let live_keys: Vec<Vec<Value>> = live.iter().map(key).collect();
+    let position = |v: &Value| live_keys.iter().position(|k| *k == key(v));
+    let patched: Vec<(Option<usize>, Value)> = patch
+        .iter()
+        .map(|p| {
+            let at = position(p);
+            let merged = match at {
+                Some(i) => strategic_merge(items_ty, &live[i], p),
+                None => p.clone(),
+            };
+            (at, merged)
+        })
+        .collect();
+    let mut live_only = live
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| !patch.iter().any(|p| key(p) == key(l)))
+        .peekable();
+    let mut out = Vec::with_capacity(live.len() + patch.len());
+    for (at, merged) in patched {
+        while let Some((i, l)) = live_only.peek() {
+            if at.is_some_and(|a| a > *i) {
+                out.push((*l).clone());
+                live_only.next();
+            } else {
+                break;
+            }
+        }
+        out.push(merged);
+    }
+    out.extend(live_only.map(|(_, l)| l.clone()));
+    Value::Array(out)
 }
