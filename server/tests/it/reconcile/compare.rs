@@ -269,23 +269,34 @@ async fn fields_other_managers_own_are_drift_only_when_the_application_opts_in()
 }
 
 /// Reconciling an unchanged application asks the API server nothing: dry-run answers are
-/// cached by (desired object, live resourceVersion).
+/// cached by (desired object, live version), and status updates are not a new version.
 #[tokio::test]
 async fn an_unchanged_application_is_compared_without_dry_runs() {
     let f = fixture_any(app::model::SyncPolicy::Manual, false).await;
     sync(&f).await;
-    let first = compare(&f).await;
-    assert_synced(&first);
-    let calls = f.cluster.dry_run_calls();
+    // On a real cluster the deployment controller writes to the new Deployment once (its
+    // revision annotation, a real change); then the rollout only updates status.
+    let mut calls = f.cluster.dry_run_calls();
+    for _ in 0..50 {
+        assert_synced(&compare(&f).await);
+        let now = f.cluster.dry_run_calls();
+        if now == calls {
+            break;
+        }
+        calls = now;
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
     for _ in 0..3 {
         assert_synced(&compare(&f).await);
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     }
     assert_eq!(f.cluster.dry_run_calls(), calls);
-    // A change to one live object costs one dry run.
+    // A change to one live object costs a dry run (a few if a controller writes meanwhile).
     super::scale_by_hand(&f, 3).await;
     let diffs = compare(&f).await;
     assert_eq!(of(&diffs, "Deployment").status, ResourceStatus::OutOfSync);
-    assert_eq!(f.cluster.dry_run_calls(), calls + 1);
+    let spent = f.cluster.dry_run_calls() - calls;
+    assert!((1..=3).contains(&spent), "{spent} dry runs");
     // Secret values never show.
     assert!(!serde_json::to_string(&diffs).unwrap().contains("hunter2"));
 }
