@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 
 use super::client::{ClusterClient, ClusterError, FIELD_MANAGER};
 use super::schema::GroupVersionSchema;
-use crate::diff::predicted::CLIENT_SIDE_APPLY_MANAGERS;
+use crate::diff::predicted::{has_client_side_apply, is_client_side_apply};
 use crate::render::canonical_json;
 
 /// Dry-run answers kept at most; the cache is emptied when full (an unchanged fleet refills it
@@ -264,17 +264,8 @@ impl ClusterClient {
     /// Returns whether managedFields were rewritten.
     pub async fn take_over_client_side_apply(&self, obj: &Value) -> Result<bool, ClusterError> {
         // The watch cache keeps other managers' entries: most objects cost no request here.
-        let has_csa = |o: &Value| {
-            o["metadata"]["managedFields"].as_array().is_some_and(|m| {
-                m.iter().any(|e| {
-                    e["manager"]
-                        .as_str()
-                        .is_some_and(|m| CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
-                })
-            })
-        };
         match self.get(obj).await {
-            Ok(Some(cached)) if has_csa(&cached) => {}
+            Ok(Some(cached)) if has_client_side_apply(&cached) => {}
             _ => return Ok(false),
         }
         let Some(live) = self.get_direct(obj).await? else {
@@ -284,17 +275,11 @@ impl ClusterClient {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        let is_csa = |e: &Value| {
-            e["manager"]
-                .as_str()
-                .is_some_and(|m| CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
-                && e["operation"].as_str() == Some("Update")
-                && e["subresource"].as_str().is_none_or(str::is_empty)
-        };
-        if !entries.iter().any(is_csa) {
+        if !entries.iter().any(is_client_side_apply) {
             return Ok(false);
         }
-        let (csa, mut rest): (Vec<Value>, Vec<Value>) = entries.into_iter().partition(is_csa);
+        let (csa, mut rest): (Vec<Value>, Vec<Value>) =
+            entries.into_iter().partition(is_client_side_apply);
         let mut fields = json!({});
         for e in &csa {
             merge_fields(&mut fields, &e["fieldsV1"]);

@@ -23,6 +23,23 @@ use crate::reconcile::TRACKING_ANNOTATION;
 pub const CLIENT_SIDE_APPLY_MANAGERS: [&str; 2] =
     ["kubectl-client-side-apply", "before-first-apply"];
 
+/// Whether a managedFields entry is kubectl's client-side apply (one of
+/// [`CLIENT_SIDE_APPLY_MANAGERS`], an `Update` of the main resource).
+pub fn is_client_side_apply(entry: &Value) -> bool {
+    entry["manager"]
+        .as_str()
+        .is_some_and(|m| CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
+        && entry["operation"].as_str() == Some("Update")
+        && entry["subresource"].as_str().is_none_or(str::is_empty)
+}
+
+/// Whether any of `obj`'s managedFields entries is kubectl's client-side apply.
+pub fn has_client_side_apply(obj: &Value) -> bool {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .is_some_and(|m| m.iter().any(is_client_side_apply))
+}
+
 /// Metadata every write rewrites: never compared.
 const VOLATILE_METADATA: [&str; 3] = ["resourceVersion", "generation", "managedFields"];
 
@@ -421,12 +438,6 @@ pub fn after_client_side_takeover(
         .as_array()
         .map(Vec::as_slice)
         .unwrap_or_default();
-    let is_csa = |e: &Value| {
-        e["manager"]
-            .as_str()
-            .is_some_and(|m| CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
-            && e["operation"].as_str() == Some("Update")
-    };
     let Some(applied) = predicted["metadata"]["annotations"][LAST_APPLIED]
         .as_str()
         .and_then(|a| serde_json::from_str::<Value>(a).ok())
@@ -447,7 +458,7 @@ pub fn after_client_side_takeover(
     };
     let (applied, desired) = (fold(&applied), fold(desired));
     let mut out = predicted.clone();
-    for e in entries.iter().filter(|e| is_csa(e)) {
+    for e in entries.iter().filter(|e| is_client_side_apply(e)) {
         for field in leaves(&e["fieldsV1"]) {
             // The annotation itself is not in its own record, yet kubectl applied it.
             let is_record = field.len() == 3 && field[2] == format!("f:{LAST_APPLIED}");
@@ -455,7 +466,7 @@ pub fn after_client_side_takeover(
                 continue;
             }
             let shared = entries.iter().any(|o| {
-                !is_csa(o)
+                !is_client_side_apply(o)
                     && o["subresource"].as_str() != Some("status")
                     && o["manager"].as_str() != Some(crate::cluster::client::FIELD_MANAGER)
                     && owners(&Value::Array(vec![o.clone()]), &field).len() == 1

@@ -206,15 +206,8 @@ pub async fn compare_one(
             // The watch cache may lag the object the dry run saw: compare with that one.
             let live = fresher.as_ref().unwrap_or(live);
             let managed = &live["metadata"]["managedFields"];
-            let csa = managed.as_array().is_some_and(|m| {
-                m.iter().any(|e| {
-                    e["manager"]
-                        .as_str()
-                        .is_some_and(|m| diff::predicted::CLIENT_SIDE_APPLY_MANAGERS.contains(&m))
-                })
-            });
             let taken_over;
-            let predicted: &Value = if csa {
+            let predicted: &Value = if diff::predicted::has_client_side_apply(live) {
                 taken_over =
                     diff::predicted::after_client_side_takeover(&predicted, desired, managed);
                 &taken_over

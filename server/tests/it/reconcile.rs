@@ -2202,3 +2202,28 @@ async fn encrypted_renders_sync_and_roll_back_without_git_and_a_wrong_key_change
         syncs_before
     );
 }
+
+/// Syncs application `name`'s current target (pruning, as a person): its status and results.
+pub(crate) async fn sync_target(
+    f: &Fixture,
+    name: &str,
+) -> (SyncStatus, Vec<reconcile::ResourceResult>) {
+    let app = f.store.app_source(name).await.unwrap().unwrap();
+    let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    let (_, status, results) = reconcile::sync(
+        &f.store,
+        &f.cluster,
+        &app,
+        &sha,
+        &digest,
+        &desired,
+        true,
+        "manual",
+        &ada(),
+    )
+    .await
+    .unwrap();
+    (status, results)
+}

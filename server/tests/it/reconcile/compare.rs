@@ -8,7 +8,7 @@ use server::diff::{ResourceDiff, ResourceStatus};
 use server::reconcile;
 use server::store::SyncStatus;
 
-use super::{ada, fixture_any, Fixture};
+use super::{fixture_any, Fixture};
 
 /// Replaces the application's manifests with its Namespace and `yaml` (one file) and fetches
 /// the new commit.
@@ -39,23 +39,7 @@ pub(super) async fn compare(f: &Fixture) -> Vec<ResourceDiff> {
 }
 
 pub(super) async fn sync(f: &Fixture) {
-    let app = app(f).await;
-    let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
-        .await
-        .unwrap();
-    let (_, status, results) = reconcile::sync(
-        &f.store,
-        &f.cluster,
-        &app,
-        &sha,
-        &digest,
-        &desired,
-        true,
-        "manual",
-        &ada(),
-    )
-    .await
-    .unwrap();
+    let (status, results) = super::sync_target(f, "guestbook").await;
     assert_eq!(status, SyncStatus::Succeeded, "{results:?}");
 }
 

@@ -14,7 +14,7 @@ use server::reconcile;
 use server::store::SyncStatus;
 
 use super::compare::{app, assert_synced, commit, compare, deployment, of, sync};
-use super::{ada, fixture_any, Fixture};
+use super::{fixture_any, Fixture};
 
 /// `yaml` with `@ns` replaced by the test's namespace.
 fn in_ns(f: &Fixture, yaml: &str) -> String {
@@ -138,24 +138,7 @@ async fn edit_by_hand(f: &Fixture, obj: &Value, manager: &str, ops: &Value) -> V
 
 /// A sync that may fail: its status and results.
 async fn try_sync(f: &Fixture) -> (SyncStatus, Vec<reconcile::ResourceResult>) {
-    let app = app(f).await;
-    let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
-        .await
-        .unwrap();
-    let (_, status, results) = reconcile::sync(
-        &f.store,
-        &f.cluster,
-        &app,
-        &sha,
-        &digest,
-        &desired,
-        true,
-        "manual",
-        &ada(),
-    )
-    .await
-    .unwrap();
-    (status, results)
+    super::sync_target(f, "guestbook").await
 }
 
 /// The same compare from a new cluster client (no cached dry-run answers or schemas): what the

@@ -55,24 +55,7 @@ async fn two_apps(guestbook_shared: bool, storefront_shared: bool) -> Fixture {
 
 /// Syncs the application's current target, pruning.
 async fn sync(f: &Fixture, name: &str) -> (SyncStatus, Vec<ResourceResult>) {
-    let app = f.store.app_source(name).await.unwrap().unwrap();
-    let (sha, digest, desired) = reconcile::desired(&f.store, &f.cluster, &app)
-        .await
-        .unwrap();
-    let (_, status, results) = reconcile::sync(
-        &f.store,
-        &f.cluster,
-        &app,
-        &sha,
-        &digest,
-        &desired,
-        true,
-        "manual",
-        &super::ada(),
-    )
-    .await
-    .unwrap();
-    (status, results)
+    super::sync_target(f, name).await
 }
 
 fn configmaps(f: &Fixture) -> Api<ConfigMap> {
