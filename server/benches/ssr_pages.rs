@@ -196,6 +196,7 @@ fn main() {
             git: server::git::sources::GitSources::new(store.clone(), &settings),
             clusters: Arc::default(),
             app_locks: Default::default(),
+            queue: server::engine::WorkQueue::default(),
             webhook_limits: Arc::default(),
             public_origin: None,
             audit_verified: Arc::default(),

@@ -418,13 +418,19 @@ impl fmt::Debug for DatabaseUrl {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReconcileSettings {
-    /// Seconds between comparisons of every application (a new revision compares at once).
+    /// Seconds between comparisons of each application (±10 % jitter). A new revision, a
+    /// change to one of the application's objects, a webhook or a click compares it at once.
     pub interval_secs: u64,
+    /// Applications reconciled at the same time by one replica (workers of the work queue).
+    pub concurrency: usize,
 }
 
 impl Default for ReconcileSettings {
     fn default() -> Self {
-        Self { interval_secs: 60 }
+        Self {
+            interval_secs: 60,
+            concurrency: 4,
+        }
     }
 }
 

@@ -46,7 +46,11 @@ pub struct Application {
     git: Arc<GitSources>,
     clusters: Arc<std::collections::HashMap<String, Arc<ClusterClient>>>,
     app_locks: crate::reconcile::AppLocks,
+    queue: crate::engine::WorkQueue,
     reconcile_interval: std::time::Duration,
+    reconcile_concurrency: usize,
+    /// Held while serving (SQLite: the database's process lock).
+    process_lock: Option<std::fs::File>,
     metrics: Arc<Metrics>,
     notifier: crate::notify::Notifier,
     public_url: String,
@@ -93,19 +97,23 @@ impl Application {
             crate::auth::local::bootstrap_admin(&store, &settings.auth, crate::clock::now())
                 .await?;
 
-        // Syncs a crash cut short are closed as interrupted, once, before anything else runs.
-        for app in store.interrupt_running_syncs(crate::clock::now()).await? {
-            let message = "sync interrupted: Tidemark stopped while it ran; the application will be compared again";
-            store
-                .add_timeline(
-                    &app,
-                    "sync_interrupted",
-                    message,
-                    &serde_json::json!({}),
-                    crate::clock::now(),
-                )
-                .await?;
-            tracing::warn!(%app, "sync interrupted by a restart");
+        // SQLite serves one process: a second one on the same file stops here.
+        let process_lock = store.lock_single_process()?;
+        let now = crate::clock::now();
+        if process_lock.is_some() {
+            // Every lease and running sync in the file is a previous process's.
+            store.forget_replicas().await?;
+        }
+        store.register_replica(&host_name(), now).await?;
+        // Syncs cut short by a crash are closed as interrupted, once: on SQLite all of them;
+        // on PostgreSQL only those whose replica stopped beating (others are still running).
+        let stale_before = if process_lock.is_some() {
+            now + 1
+        } else {
+            now - crate::store::REPLICA_TIMEOUT_MS
+        };
+        for gone in store.interrupt_orphaned_syncs(stale_before, now).await? {
+            crate::engine::scheduler::interrupted(&store, &gone).await?;
         }
         let mut clusters = std::collections::HashMap::new();
         for c in &settings.clusters {
@@ -117,6 +125,7 @@ impl Application {
 
         let clusters = Arc::new(clusters);
         let app_locks = crate::reconcile::AppLocks::default();
+        let queue = crate::engine::WorkQueue::default();
         let addr = settings.server.listen;
         let listener = TcpListener::bind(addr)
             .await
@@ -159,6 +168,7 @@ impl Application {
             git: git.clone(),
             clusters: clusters.clone(),
             app_locks: app_locks.clone(),
+            queue: queue.clone(),
             webhook_limits: Arc::default(),
             public_origin,
             audit_verified: Arc::default(),
@@ -170,9 +180,12 @@ impl Application {
             git,
             clusters,
             app_locks,
+            queue,
             reconcile_interval: std::time::Duration::from_secs(
                 settings.reconcile.interval_secs.max(1),
             ),
+            reconcile_concurrency: settings.reconcile.concurrency,
+            process_lock,
             metrics,
             notifier,
             public_url,
@@ -203,24 +216,19 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let mut pollers = self.git.spawn();
-        // A change seen by any cluster watch wakes the reconcile loop, like a new revision does.
-        for cluster in self.clusters.values() {
-            let (events, wake) = (cluster.events(), self.git.changes());
-            pollers.push(tokio::spawn(async move {
-                loop {
-                    events.notified().await;
-                    wake.notify_one();
-                }
-            }));
-        }
-        pollers.push(crate::reconcile::spawn_loop(
+        // Live pages on every replica hear of changes (PostgreSQL LISTEN; in-process on SQLite).
+        pollers.extend(self.store.spawn_change_listener());
+        let scheduler = crate::engine::Scheduler::new(
             self.store.clone(),
             self.clusters.clone(),
-            self.reconcile_interval,
-            self.git.changes(),
+            self.queue.clone(),
             self.app_locks.clone(),
             self.metrics.clone(),
-        ));
+            self.reconcile_interval,
+            self.reconcile_concurrency,
+        );
+        pollers.extend(scheduler.spawn());
+        scheduler.enqueue_all(std::time::Duration::ZERO).await;
         // Notifications go out on their own task: a failing target never holds up the loop.
         pollers.push(self.notifier.spawn());
         // Expired sessions, old sign-in failures and finished notification deliveries older
@@ -249,8 +257,13 @@ impl Application {
         for poller in pollers {
             poller.abort();
         }
+        // Other replicas take this one's applications over at once.
+        if let Err(e) = self.store.release_leases().await {
+            tracing::warn!(error = %e, "could not release leases");
+        }
         served?;
         self.store.close().await;
+        drop(self.process_lock);
         Ok(())
     }
 }
@@ -276,4 +289,18 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutdown requested: draining requests");
+}
+
+/// This machine's name (pod name in Kubernetes), for the replicas table; "unknown" if unset.
+fn host_name() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_owned())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
 }

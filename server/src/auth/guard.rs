@@ -18,7 +18,7 @@ use super::policy::{self, Action, Rule};
 use super::visibility::Visibility;
 use super::{sessions, tokens, AuthMethod, Principal};
 use crate::clock::{self, Millis};
-use crate::http::AppState;
+use crate::state::AuthState;
 use app::model::AppError;
 
 /// The session key holding the signed-in principal.
@@ -46,7 +46,7 @@ pub fn client_ip(req: &Request) -> String {
 }
 
 /// The middleware.
-pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+pub async fn guard(State(state): State<AuthState>, mut req: Request, next: Next) -> Response {
     let pattern = req
         .extensions()
         .get::<MatchedPath>()
@@ -126,7 +126,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
                 Ok(None) => {
                     return AppError::NotFound(format!("sync request {id}")).into_response()
                 }
-                Err(e) => return crate::http::internal_error(&e).into_response(),
+                Err(e) => return crate::state::internal_error(&e).into_response(),
             },
             Err(_) => {
                 return AppError::BadRequest(format!("`{id}` is not a sync request id"))
@@ -161,7 +161,7 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
 /// deployer role in project demo; you have viewer". Server functions about one application
 /// call this themselves (the guard cannot see their arguments).
 pub async fn authorize(
-    state: &AppState,
+    state: &AuthState,
     principal: &Principal,
     action: Action,
     app: Option<&str>,
@@ -179,7 +179,7 @@ pub async fn authorize(
             .store
             .application_project(name)
             .await
-            .map_err(|e| crate::http::internal_error(&e))?,
+            .map_err(|e| crate::state::internal_error(&e))?,
         None => None,
     };
     let target = app.map_or_else(|| path.to_owned(), |a| format!("application:{a}"));
@@ -201,7 +201,7 @@ pub async fn authorize(
 /// A denial is recorded against `target` and explained like [`authorize`]'s.
 #[allow(clippy::too_many_arguments)]
 pub async fn authorize_in_project(
-    state: &AppState,
+    state: &AuthState,
     principal: &Principal,
     action: Action,
     project: Option<&str>,
@@ -356,7 +356,7 @@ pub fn session_verdict(
 /// The verdict on a stored sign-in at `now`, reading the account's reset time for local
 /// accounts (other principals have no password to reset).
 async fn judge(
-    state: &AppState,
+    state: &AuthState,
     signed: &SignedIn,
     now: Millis,
 ) -> Result<SessionVerdict, crate::store::StoreError> {
@@ -382,7 +382,7 @@ async fn judge(
 /// when present) or the session's sign-in (unless it has been idle or alive too long, or the
 /// account's password was reset since).
 async fn resolve(
-    state: &AppState,
+    state: &AuthState,
     headers: &HeaderMap,
     session: Option<&Session>,
 ) -> Result<Option<(Principal, Credential)>, Response> {
@@ -408,7 +408,7 @@ async fn resolve(
                 ),
             )
                 .into_response()),
-            Err(e) => Err(crate::http::internal_error(&e).into_response()),
+            Err(e) => Err(crate::state::internal_error(&e).into_response()),
         };
     }
     let Some(session) = session else {
@@ -427,7 +427,7 @@ async fn resolve(
     };
     let credential = Credential::Session { id };
     match judge(state, &signed, now).await {
-        Err(e) => Err(crate::http::internal_error(&e).into_response()),
+        Err(e) => Err(crate::state::internal_error(&e).into_response()),
         Ok(SessionVerdict::Expired) => {
             let _ = session.flush().await;
             Ok(None)
@@ -454,7 +454,7 @@ async fn resolve(
 /// reset), or the API token is not revoked. Does not count as activity: an open stream alone
 /// does not keep a session alive.
 pub async fn still_valid(
-    state: &AppState,
+    state: &AuthState,
     credential: &Credential,
     now: Millis,
 ) -> Result<bool, crate::store::StoreError> {
@@ -485,7 +485,7 @@ pub const STREAM_RECHECK: std::time::Duration = std::time::Duration::from_secs(3
 /// least every [`STREAM_RECHECK`] while `inner` is quiet. A check that cannot reach the
 /// database ends the stream too (the client reconnects and is judged afresh).
 pub fn while_valid<S>(
-    state: AppState,
+    state: AuthState,
     credential: Credential,
     inner: S,
 ) -> impl futures_util::Stream<Item = S::Item> + Send + 'static
@@ -496,7 +496,7 @@ where
     use futures_util::StreamExt;
     let mut ticker = tokio::time::interval(STREAM_RECHECK);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let check = |state: &AppState, credential: &Credential| {
+    let check = |state: &AuthState, credential: &Credential| {
         let (state, credential) = (state.clone(), credential.clone());
         async move {
             match still_valid(&state, &credential, clock::now()).await {

@@ -56,36 +56,7 @@ impl Visibility {
     }
 }
 
-/// SQL for "the application named by `column` is in one of `projects`", appending the
-/// project names to `params` as numbered placeholders (`$n`, numbered from `params.len() + 1`).
-/// An empty list matches nothing. `prefix` is put before the application's name in `column`
-/// (e.g. `application:` for audit targets).
-pub fn sql_in_projects(
-    column: &str,
-    prefix: &str,
-    projects: &[String],
-    params: &mut Vec<String>,
-) -> String {
-    if projects.is_empty() {
-        return "1 = 0".into();
-    }
-    let placeholders: Vec<String> = projects
-        .iter()
-        .map(|p| {
-            params.push(p.clone());
-            format!("${}", params.len())
-        })
-        .collect();
-    let name = if prefix.is_empty() {
-        "v.name".to_owned()
-    } else {
-        format!("'{}' || v.name", prefix.replace('\'', "''"))
-    };
-    format!(
-        "{column} IN (SELECT {name} FROM applications v WHERE v.project IN ({}))",
-        placeholders.join(", ")
-    )
-}
+pub use crate::store::sql_in_projects;
 
 #[cfg(test)]
 mod tests {

@@ -17,7 +17,6 @@ use kube::discovery::Scope;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::Value;
-use tokio::sync::Notify;
 
 use crate::config::ClusterSettings;
 
@@ -62,7 +61,8 @@ pub struct ClusterClient {
     caches: tokio::sync::Mutex<HashMap<(String, String), Option<Cache>>>,
     /// Tidemark's own recent writes (`None` = deleted), until the watch shows them.
     recent: std::sync::Mutex<HashMap<Key, (Option<String>, Instant)>>,
-    events: Arc<Notify>,
+    /// Applications (by tracking annotation) whose objects the watches saw change.
+    events: tokio::sync::broadcast::Sender<Arc<str>>,
     watches: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Dry runs, OpenAPI schemas (see `predict.rs`).
     pub(super) predictions: super::predict::Predictions,
@@ -160,15 +160,18 @@ impl ClusterClient {
             kinds: tokio::sync::RwLock::new(HashMap::new()),
             caches: tokio::sync::Mutex::new(HashMap::new()),
             recent: std::sync::Mutex::new(HashMap::new()),
-            events: Arc::new(Notify::new()),
+            events: tokio::sync::broadcast::channel(4096).0,
             watches: std::sync::Mutex::new(Vec::new()),
             predictions: super::predict::Predictions::default(),
         }
     }
 
-    /// Signalled on every change the watches see.
-    pub fn events(&self) -> Arc<Notify> {
-        self.events.clone()
+    /// The applications whose objects the watches see change (added, modified, deleted), named
+    /// by each object's tracking annotation (`tidemark.dev/tracking-id: <app>:…`); objects
+    /// without one (pods, replica sets, hand-made objects) are not reported. A lagging receiver
+    /// should treat every application as changed.
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.events.subscribe()
     }
 
     /// The watch cache of a kind, started on first use (`None` if it cannot be watched).
@@ -212,7 +215,17 @@ impl ClusterClient {
             let mut stream = std::pin::pin!(stream);
             while let Some(event) = stream.next().await {
                 match event {
-                    Ok(_) => events.notify_one(),
+                    Ok(event) => {
+                        let object = match &event {
+                            watcher::Event::Apply(o)
+                            | watcher::Event::Delete(o)
+                            | watcher::Event::InitApply(o) => Some(o),
+                            watcher::Event::Init | watcher::Event::InitDone => None,
+                        };
+                        if let Some(app) = object.and_then(tracked_application) {
+                            let _ = events.send(app.into());
+                        }
+                    }
                     Err(e) => tracing::warn!(%cluster, error = %e, "watch failed; retrying"),
                 }
             }
@@ -601,6 +614,15 @@ pub fn sync_order(objects: &[Value]) -> Vec<&Value> {
     let mut ordered: Vec<&Value> = objects.iter().collect();
     ordered.sort_by_key(|o| rank(o));
     ordered
+}
+
+/// The application a live object belongs to, by its tracking annotation (`<app>:<group>/…`).
+fn tracked_application(o: &DynamicObject) -> Option<&str> {
+    o.metadata
+        .annotations
+        .as_ref()?
+        .get(crate::domain::tracking::TRACKING_ANNOTATION)
+        .and_then(|v| crate::domain::tracking::application_of(v))
 }
 
 #[cfg(test)]

@@ -232,7 +232,7 @@ impl ClusterClient {
     }
 
     async fn get_json(&self, uri: String) -> Option<Value> {
-        let request = axum::http::Request::get(uri).body(Vec::new()).ok()?;
+        let request = http::Request::get(uri).body(Vec::new()).ok()?;
         self.client.request::<Value>(request).await.ok()
     }
 

@@ -215,7 +215,7 @@ pub fn diff_fields(
         desired.clone()
     };
     let tracked = live["metadata"]["annotations"]
-        .get(crate::reconcile::TRACKING_ANNOTATION)
+        .get(crate::domain::tracking::TRACKING_ANNOTATION)
         .is_some();
     if let Some(meta) = folded
         .get_mut("metadata")

@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 
 use super::{covers, FieldChange, ObjectRef, SECRET_POINTERS};
 use crate::cluster::schema::{ListType, Node};
-use crate::reconcile::TRACKING_ANNOTATION;
+use crate::domain::tracking::TRACKING_ANNOTATION;
 
 /// The kubectl field managers whose fields `kubectl apply --server-side` (≥ 1.26) and Flux take
 /// over from a client-side apply: Tidemark does the same before it applies.

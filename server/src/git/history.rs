@@ -8,20 +8,7 @@ use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use git2::{Commit, Oid, Repository};
 
-/// One commit as Tidemark stores it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CommitInfo {
-    pub sha: String,
-    pub parents: Vec<String>,
-    pub author_name: String,
-    pub author_email: String,
-    pub committer_name: String,
-    pub committer_email: String,
-    /// Committer time, milliseconds since the epoch.
-    pub committed_at: i64,
-    pub title: String,
-    pub body: String,
-}
+pub use crate::store::CommitInfo;
 
 impl CommitInfo {
     fn from_commit(c: &Commit<'_>) -> Self {

@@ -42,9 +42,10 @@ pub struct GitSources {
     intervals: HashMap<String, Duration>,
     limits: Limits,
     triggers: std::sync::Mutex<HashMap<String, mpsc::Sender<String>>>,
-    /// Signalled when an application's target revision was rendered anew.
-    changed: Arc<tokio::sync::Notify>,
 }
+
+/// Prefix of a repository's poll lease in `app_leases` (application names cannot contain `:`).
+pub const REPOSITORY_LEASE: &str = "repository:";
 
 impl GitSources {
     /// Mirrors for every configured repository (nothing is fetched yet).
@@ -69,7 +70,6 @@ impl GitSources {
                 .collect(),
             limits: settings.git.limits(),
             triggers: std::sync::Mutex::new(HashMap::new()),
-            changed: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -93,9 +93,21 @@ impl GitSources {
             handles.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(interval);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let lease = format!("{REPOSITORY_LEASE}{name}");
                 loop {
                     tokio::select! {
-                        _ = tick.tick() => {}
+                        _ = tick.tick() => {
+                            // With several replicas, one polls each repository (a webhook's
+                            // fetch runs wherever it arrived).
+                            match this.store.try_lease(&lease, clock::now()).await {
+                                Ok(true) => {}
+                                Ok(false) => continue,
+                                Err(e) => {
+                                    tracing::warn!(repo = %name, error = %e, "cannot take the repository's poll lease");
+                                    continue;
+                                }
+                            }
+                        }
                         reason = rx.recv() => {
                             let Some(reason) = reason else { return };
                             tracing::info!(repo = %name, %reason, "fetch triggered");
@@ -122,11 +134,6 @@ impl GitSources {
             }
             None => false,
         }
-    }
-
-    /// Signalled whenever a new target revision has been rendered (the reconciler listens).
-    pub fn changes(&self) -> Arc<tokio::sync::Notify> {
-        self.changed.clone()
     }
 
     /// Names of the configured repositories.
@@ -318,7 +325,8 @@ impl GitSources {
                             .await?;
                     }
                 }
-                self.changed.notify_one();
+                // The replica holding the application's lease compares it now.
+                self.store.publish_target(&app.name).await?;
                 Some(Ok(r.digest))
             }
             Some(Err(e)) => {

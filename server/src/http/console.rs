@@ -24,8 +24,8 @@ use crate::auth::guard::{authorize, while_valid, ClientIp, Credential};
 use crate::auth::policy::Action;
 use crate::auth::visibility::Visibility;
 use crate::auth::Principal;
+use crate::engine::decisions::{self as workflow, Deps};
 use crate::store::{AppSource, SyncRequest};
-use crate::workflow::{self, Deps};
 
 /// Applications shown per page of the list.
 pub const PAGE_SIZE: i64 = 50;
@@ -65,7 +65,8 @@ pub(super) async fn allowed(
     app: Option<&str>,
 ) -> Result<(Principal, String), AppError> {
     let (principal, ip, path) = caller()?;
-    authorize(state, &principal, action, app, "POST", &path, &ip).await?;
+    let auth = axum::extract::FromRef::from_ref(state);
+    authorize(&auth, &principal, action, app, "POST", &path, &ip).await?;
     Ok((principal, ip))
 }
 
@@ -74,6 +75,7 @@ fn deps(state: &AppState) -> Deps<'_> {
         store: &state.store,
         clusters: &state.clusters,
         locks: &state.app_locks,
+        queue: &state.queue,
     }
 }
 
@@ -138,8 +140,9 @@ async fn request_view(
             .await
             .err()
             .map(|e| match e {
-                AppError::Forbidden(m) | AppError::Conflict(m) => m,
-                other => other.to_string(),
+                crate::engine::EngineError::Forbidden(m)
+                | crate::engine::EngineError::Conflict(m) => m,
+                other => AppError::from(other).to_string(),
             }),
     };
     // The branch tip may be another application's commit: name this application's last change.
@@ -672,8 +675,9 @@ impl Workflow for ConsoleWorkflow {
 }
 
 /// `GET /api/v1/applications/{name}/events`: Server-Sent Events, one `changed` event whenever
-/// the application's history or status moves (checked every second), so open pages update
-/// without a reload. Works across replicas: the database is the source. The stream lives only
+/// the application's history or status moves, so open pages update without a reload. The
+/// stream re-reads on the store's change events (PostgreSQL LISTEN/NOTIFY across replicas,
+/// in-process on SQLite) and at least every 15 s; the database is the source. The stream lives only
 /// as long as the credential that opened it (`guard::while_valid`): signing out, a session
 /// expiring or being invalidated, or revoking the token ends it within seconds.
 pub async fn events(
@@ -690,9 +694,10 @@ pub async fn events(
         Err(e) => return internal_error(&e).into_response(),
     }
     let state_for_checks = state.clone();
+    let changes = state.store.changes();
     let stream = futures_util::stream::unfold(
-        (state, name, None::<(i64, i64, Option<i64>)>),
-        |(state, name, last)| async move {
+        (state, name, None::<(i64, i64, Option<i64>)>, changes),
+        |(state, name, last, mut changes)| async move {
             loop {
                 let history = state.store.history_version(&name).await.ok();
                 let compared = state
@@ -708,21 +713,42 @@ pub async fn events(
                     (_, None) => {}
                     (None, Some(v)) => {
                         let event = Event::default().event("ready").data(v.0.to_string());
-                        return Some((Ok::<_, Infallible>(event), (state, name, Some(v))));
+                        return Some((Ok::<_, Infallible>(event), (state, name, Some(v), changes)));
                     }
                     (Some(prev), Some(v)) if prev != v => {
                         let event = Event::default().event("changed").data(v.0.to_string());
-                        return Some((Ok(event), (state, name, Some(v))));
+                        return Some((Ok(event), (state, name, Some(v), changes)));
                     }
                     _ => {}
                 }
-                tokio::time::sleep(Duration::from_secs(1)).await;
+                wait_for_change(&mut changes, &name).await;
             }
         },
     );
-    Sse::new(while_valid(state_for_checks, credential, stream))
-        .keep_alive(KeepAlive::default())
-        .into_response()
+    Sse::new(while_valid(
+        axum::extract::FromRef::from_ref(&state_for_checks),
+        credential,
+        stream,
+    ))
+    .keep_alive(KeepAlive::default())
+    .into_response()
+}
+
+/// Waits until the store announces a change that concerns `app`, or 15 s.
+async fn wait_for_change(
+    changes: &mut tokio::sync::broadcast::Receiver<crate::store::Change>,
+    app: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        match tokio::time::timeout_at(deadline, changes.recv()).await {
+            Err(_) => return,
+            Ok(Ok(change)) if change.concerns(app) => return,
+            Ok(Ok(_)) => {}
+            // Lagged: events were lost, re-read. Closed: the store is shutting down.
+            Ok(Err(_)) => return,
+        }
+    }
 }
 
 fn fingerprint(s: &(String, String, Option<String>)) -> i64 {

@@ -42,11 +42,23 @@ pub struct AppState {
     pub clusters: Arc<std::collections::HashMap<String, Arc<ClusterClient>>>,
     /// Held while an application syncs (shared with the reconcile loop).
     pub app_locks: crate::reconcile::AppLocks,
+    /// The reconcile work queue: a person's action compares the application again at once.
+    pub queue: crate::engine::WorkQueue,
     pub webhook_limits: Arc<webhooks::RateLimiter>,
     /// `scheme://host[:port]` of `server.public_url`, for Origin checks.
     pub public_origin: Option<String>,
     /// The ledger's last chain verification, shared by the REST check and the Audit page.
     pub audit_verified: Arc<VerificationCache>,
+}
+
+impl axum::extract::FromRef<AppState> for crate::state::AuthState {
+    fn from_ref(s: &AppState) -> Self {
+        crate::state::AuthState {
+            store: s.store.clone(),
+            settings: s.settings.clone(),
+            public_origin: s.public_origin.clone(),
+        }
+    }
 }
 
 /// Builds the complete HTTP service.

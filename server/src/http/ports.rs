@@ -180,9 +180,21 @@ pub(super) fn store_error(e: StoreError) -> AppError {
     }
 }
 
-/// Logs an unexpected failure once and returns an opaque error with a reference to that log line.
-pub fn internal_error(e: &dyn std::error::Error) -> AppError {
-    let reference = uuid::Uuid::new_v4().simple().to_string()[..12].to_owned();
-    tracing::error!(%reference, error = %e, "internal error");
-    AppError::Internal(reference)
+pub use crate::state::internal_error;
+
+/// The one conversion from the engine's errors to HTTP: the person's messages pass through;
+/// store and corruption failures are logged under a reference and hidden.
+impl From<crate::engine::EngineError> for AppError {
+    fn from(e: crate::engine::EngineError) -> Self {
+        use crate::engine::EngineError as E;
+        match e {
+            E::NotFound(what) => AppError::NotFound(what),
+            E::Invalid(m) => AppError::BadRequest(m),
+            E::Forbidden(m) => AppError::Forbidden(m),
+            E::Conflict(m) => AppError::Conflict(m),
+            E::Unavailable(m) => AppError::Unavailable(m),
+            E::Store(e) => store_error(e),
+            e @ E::Corrupt(_) => internal_error(&e),
+        }
+    }
 }

@@ -12,7 +12,7 @@ use super::{internal_error, AppState};
 use crate::auth::guard::ClientIp;
 use crate::auth::visibility::Visibility;
 use crate::auth::Principal;
-use crate::workflow::{self, Deps};
+use crate::engine::decisions::{self as workflow, Deps};
 use app::model::AppError;
 
 fn deps(state: &AppState) -> Deps<'_> {
@@ -20,6 +20,7 @@ fn deps(state: &AppState) -> Deps<'_> {
         store: &state.store,
         clusters: &state.clusters,
         locks: &state.app_locks,
+        queue: &state.queue,
     }
 }
 
@@ -74,7 +75,11 @@ pub async fn approve(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Path(id): Path<i64>,
 ) -> Response {
-    respond(workflow::approve(&deps(&state), &who, &ip, id).await)
+    respond(
+        workflow::approve(&deps(&state), &who, &ip, id)
+            .await
+            .map_err(AppError::from),
+    )
 }
 
 #[derive(Debug, Deserialize)]
@@ -95,7 +100,11 @@ pub async fn reject(
         return AppError::BadRequest("a rejection needs a JSON body {\"reason\": \"...\"}".into())
             .into_response();
     };
-    respond(workflow::reject(&deps(&state), &who, &ip, id, &body.reason).await)
+    respond(
+        workflow::reject(&deps(&state), &who, &ip, id, &body.reason)
+            .await
+            .map_err(AppError::from),
+    )
 }
 
 /// `POST /api/v1/sync-requests/{id}/sync`: run an approved request now.
@@ -176,7 +185,8 @@ pub async fn rollback(
             &body.revision,
             &body.reason,
         )
-        .await,
+        .await
+        .map_err(AppError::from),
     )
 }
 
@@ -187,5 +197,9 @@ pub async fn unpin(
     Extension(ClientIp(ip)): Extension<ClientIp>,
     Path(name): Path<String>,
 ) -> Response {
-    respond(workflow::unpin(&deps(&state), &who, &ip, &name).await)
+    respond(
+        workflow::unpin(&deps(&state), &who, &ip, &name)
+            .await
+            .map_err(AppError::from),
+    )
 }

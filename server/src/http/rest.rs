@@ -99,9 +99,11 @@ pub async fn diff(
 ) -> Response {
     match (q.from.as_deref(), q.to.as_deref()) {
         (Some(from), Some(to)) => {
-            return match crate::workflow::diff_revisions(&state.store, &name, from, to).await {
+            return match crate::engine::decisions::diff_revisions(&state.store, &name, from, to)
+                .await
+            {
                 Ok(body) => Json(body).into_response(),
-                Err(e) => e.into_response(),
+                Err(e) => AppError::from(e).into_response(),
             }
         }
         (None, None) => {}
@@ -135,13 +137,7 @@ pub async fn diff(
 /// What a failed comparison or sync tells the caller: not rendered yet (409), the cluster does
 /// not answer (503), anything else opaque.
 pub(super) fn reconcile_error(e: crate::reconcile::ReconcileError) -> AppError {
-    match e {
-        crate::reconcile::ReconcileError::NotRendered(app) => {
-            AppError::Conflict(format!("application {app} has no rendered revision yet"))
-        }
-        crate::reconcile::ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
-        other => internal_error(&other),
-    }
+    crate::engine::EngineError::from(e).into()
 }
 
 pub(super) fn respond<T: serde::Serialize>(result: Result<T, AppError>) -> Response {
@@ -303,6 +299,7 @@ pub async fn sync(
         )
         .await
         .map_err(reconcile_error)?;
+        state.queue.enqueue(&source.name);
         Ok(json!({"sync": id, "status": status, "revision": revision, "results": results}))
     }
     .await;
@@ -335,7 +332,7 @@ async fn save_application(
             .map_err(|e| internal_error(&e))?;
         if create || current.as_deref() != Some(app.project.as_str()) {
             crate::auth::guard::authorize_in_project(
-                state,
+                &axum::extract::FromRef::from_ref(state),
                 principal,
                 crate::auth::policy::Action::ManageApplications,
                 Some(&app.project),

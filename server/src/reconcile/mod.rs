@@ -1,7 +1,7 @@
 //! Reconciliation: comparing an application's desired snapshot with the cluster, and syncing
 //! (ordered server-side apply, then prune of inventory objects no longer in Git that are still
 //! this application's; `sync.rs`), with every sync written ahead and closed exactly once. The
-//! scheduling loop joins this module next.
+//! engine's scheduler (`engine::scheduler`) decides when each application is reconciled.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -446,81 +446,6 @@ pub async fn reconcile_app(
         health: app_health,
         synced,
         drifting: store.open_drift(&app.name).await?.is_some(),
-    })
-}
-
-/// How long the loop lets a burst of changes settle before comparing (well under 1 s).
-const DEBOUNCE: std::time::Duration = std::time::Duration::from_millis(250);
-
-/// `interval` ± 10 %, so many Tidemarks (or many restarts) do not compare in lockstep.
-fn jittered(interval: std::time::Duration) -> std::time::Duration {
-    let random = uuid::Uuid::new_v4().as_u128() % 2001; // 0..=2000
-    let factor = 0.9 + (random as f64) / 10_000.0; // 0.9..=1.1
-    interval.mul_f64(factor)
-}
-
-/// Compares every application every `interval` (and at once when `changed` is signalled),
-/// running [`reconcile_app`] for each; failures are logged and recorded on the status, never
-/// fatal to the loop.
-pub fn spawn_loop(
-    store: Store,
-    clusters: std::sync::Arc<std::collections::HashMap<String, std::sync::Arc<ClusterClient>>>,
-    interval: std::time::Duration,
-    changed: std::sync::Arc<tokio::sync::Notify>,
-    locks: AppLocks,
-    metrics: std::sync::Arc<crate::telemetry::Metrics>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut first = true;
-        loop {
-            if !first {
-                tokio::select! {
-                    _ = tokio::time::sleep(jittered(interval)) => {}
-                    // Debounced: a burst of watch events (a rollout) is compared once.
-                    _ = changed.notified() => tokio::time::sleep(DEBOUNCE).await,
-                }
-            }
-            first = false;
-            let apps = match store.app_sources().await {
-                Ok(apps) => apps,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot list applications");
-                    continue;
-                }
-            };
-            for app in apps {
-                let Some(cluster) = clusters.get(&app.cluster) else {
-                    continue;
-                };
-                let _guard = locks.lock(&app.name).await;
-                let started = std::time::Instant::now();
-                let result = reconcile_app(&store, cluster, &app).await;
-                metrics.observe_reconcile(
-                    &app.name,
-                    &app.project,
-                    started.elapsed(),
-                    result.as_ref().err().map(ReconcileError::kind),
-                );
-                match result {
-                    Ok(_) | Err(ReconcileError::NotRendered(_)) => {}
-                    Err(e) => {
-                        tracing::warn!(app = %app.name, error = %e, "reconcile failed");
-                        let status = AppStatus {
-                            sync_status: "Unknown".into(),
-                            health: "Unknown".into(),
-                            health_message: e.to_string(),
-                            target_sha: None,
-                            deployed_sha: None,
-                            resources: Value::Array(Vec::new()),
-                            compared_at: clock::now(),
-                        };
-                        if let Err(e) = store.save_status(&app.name, &status).await {
-                            tracing::error!(app = %app.name, error = %e, "cannot record status");
-                        }
-                    }
-                }
-            }
-        }
     })
 }
 

@@ -25,8 +25,7 @@ use crate::cluster::client::{sync_order, ClusterClient, ClusterError};
 use crate::diff::ObjectRef;
 use crate::store::{Actor, AppSource, NewSync, Store, SyncStatus};
 
-/// The annotation naming the application that applied an object (see [`tracking_id`]).
-pub const TRACKING_ANNOTATION: &str = "tidemark.dev/tracking-id";
+pub use crate::domain::tracking::TRACKING_ANNOTATION;
 
 /// How long a sync waits for the CustomResourceDefinitions it applied to be Established and
 /// discovered before it applies the resources of their kinds.

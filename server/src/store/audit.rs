@@ -132,7 +132,7 @@ pub struct AuditFilter {
     pub until: Option<Millis>,
     /// Only rows about applications of these projects (`None`: every row, including those
     /// about no application such as sign-ins and tokens). Set from the caller's
-    /// [`crate::auth::visibility::Visibility`], never from a query string.
+    /// the caller's `auth::visibility::Visibility`, never from a query string.
     #[serde(skip)]
     pub projects: Option<Vec<String>>,
 }

@@ -5,10 +5,12 @@
 
 mod audit;
 mod catalog;
+mod changes;
 mod git;
 mod identity;
 mod notify;
 mod pins;
+mod replicas;
 mod requests;
 mod status;
 mod syncs;
@@ -27,10 +29,12 @@ pub use audit::{
     audit_hash, Actor, AuditEvent, AuditFilter, AuditRow, AuditVerification, AUDIT_GENESIS,
 };
 pub use catalog::{AppOrigin, DeclaredCatalog};
-pub use git::{AppGitState, AppSource, IngestReport, StoredCommit, TimelineEntry};
+pub use changes::Change;
+pub use git::{AppGitState, AppSource, CommitInfo, IngestReport, StoredCommit, TimelineEntry};
 pub use identity::{LoginReservation, TokenRecord, UserRecord};
 pub use notify::{Delivery, DeliveryRecord, NotificationEvent};
 pub use pins::{KnownGood, Pin};
+pub use replicas::{Interrupted, ReplicaRecord, HEARTBEAT_MS, REPLICA_TIMEOUT_MS};
 pub use requests::{Approval, Approved, DecisionError, RequestChange, SyncRequest};
 pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};
@@ -58,6 +62,16 @@ pub enum StoreError {
     Query(#[from] sqlx::Error),
     #[error("unexpected value in column {column}: {value}")]
     Corrupt { column: &'static str, value: String },
+    /// Another process serves this SQLite file (SQLite is one process; use PostgreSQL for
+    /// several replicas).
+    #[error("{path} is in use by another Tidemark process (lock file {lock}); SQLite serves one process at a time — stop the other one, or use PostgreSQL to run several replicas")]
+    InUse { path: String, lock: String },
+    /// Another sync of the application is running (on this or another replica).
+    #[error("a sync of {application} is already running{}", sync.map(|id| format!(" (sync #{id})")).unwrap_or_default())]
+    SyncRunning {
+        application: String,
+        sync: Option<i64>,
+    },
     /// Secret data of a stored render could not be sealed or opened (missing or wrong key).
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
@@ -70,6 +84,10 @@ pub struct Store {
     backend: Backend,
     /// Seals Secret data in stored renders (see `git.rs`); `None`: stored in plaintext.
     secrets: Option<std::sync::Arc<crate::secrets::Keyring>>,
+    /// This process's replica id (`replicas.rs`), random per [`Store::connect`].
+    replica: std::sync::Arc<str>,
+    /// Applications whose timeline or status changed (`changes.rs`).
+    changes: changes::Feed,
 }
 
 impl Store {
@@ -115,6 +133,8 @@ impl Store {
             pool,
             backend,
             secrets: None,
+            replica: uuid::Uuid::new_v4().simple().to_string().into(),
+            changes: changes::Feed::new(backend, &url),
         })
     }
 
@@ -146,6 +166,39 @@ impl Store {
         }
     }
 
+    /// On SQLite, takes the database's process lock (`<file>.lock`, an exclusive advisory
+    /// lock held as long as the returned file is open): a second `tidemark serve` on the same
+    /// file refuses to start with [`StoreError::InUse`]. `None` on PostgreSQL and in-memory.
+    pub fn lock_single_process(&self) -> Result<Option<std::fs::File>, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(None);
+        }
+        let path = sqlite_path(&self.changes.url())
+            .unwrap_or_default()
+            .to_owned();
+        if path.is_empty() || path == ":memory:" {
+            return Ok(None);
+        }
+        let lock = format!("{path}.lock");
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|e| StoreError::Connect {
+                url: path.clone(),
+                reason: format!("cannot open the lock file {lock}: {e}"),
+            })?;
+        match file.try_lock() {
+            Ok(()) => Ok(Some(file)),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::InUse { path, lock }),
+            Err(std::fs::TryLockError::Error(e)) => Err(StoreError::Connect {
+                url: path,
+                reason: format!("cannot lock {lock}: {e}"),
+            }),
+        }
+    }
+
     /// The engine behind this store.
     pub fn backend(&self) -> Backend {
         self.backend
@@ -155,6 +208,37 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// SQL for "the application named by `column` is in one of `projects`", appending the
+/// project names to `params` as numbered placeholders (`$n`, numbered from `params.len() + 1`).
+/// An empty list matches nothing. `prefix` is put before the application's name in `column`
+/// (e.g. `application:` for audit targets).
+pub fn sql_in_projects(
+    column: &str,
+    prefix: &str,
+    projects: &[String],
+    params: &mut Vec<String>,
+) -> String {
+    if projects.is_empty() {
+        return "1 = 0".into();
+    }
+    let placeholders: Vec<String> = projects
+        .iter()
+        .map(|p| {
+            params.push(p.clone());
+            format!("${}", params.len())
+        })
+        .collect();
+    let name = if prefix.is_empty() {
+        "v.name".to_owned()
+    } else {
+        format!("'{}' || v.name", prefix.replace('\'', "''"))
+    };
+    format!(
+        "{column} IN (SELECT {name} FROM applications v WHERE v.project IN ({}))",
+        placeholders.join(", ")
+    )
 }
 
 /// Checks the scheme and normalises the URL for the driver (`mode=rwc` for SQLite).

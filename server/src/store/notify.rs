@@ -4,7 +4,7 @@ use sqlx::Row;
 
 use super::{Store, StoreError};
 use crate::clock::Millis;
-use crate::notify::{safe_detail, trigger_of, Trigger};
+use crate::domain::triggers::{safe_detail, trigger_of, Trigger};
 
 type Tx = sqlx::Transaction<'static, sqlx::Any>;
 
@@ -106,7 +106,7 @@ async fn enqueue(
 
 impl Store {
     /// Appends an event to an application's timeline; a notifiable one (see
-    /// [`crate::notify::trigger_of`]) gets its outbox row in the same transaction.
+    /// [`crate::domain::triggers::trigger_of`]) gets its outbox row in the same transaction.
     pub async fn add_timeline(
         &self,
         app: &str,
@@ -117,7 +117,9 @@ impl Store {
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
         insert_event(&mut tx, app, kind, message, detail, now).await?;
+        super::changes::notify_in(&mut tx, self.backend, app).await?;
         tx.commit().await?;
+        self.changes.committed(app);
         Ok(())
     }
 
@@ -158,6 +160,7 @@ impl Store {
                 fired += 1;
             }
             tx.commit().await?;
+            self.publish(&app).await?;
         }
         Ok(fired)
     }
@@ -199,6 +202,7 @@ impl Store {
                 fired += 1;
             }
             tx.commit().await?;
+            self.publish(&app).await?;
         }
         Ok(fired)
     }

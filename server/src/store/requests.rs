@@ -293,7 +293,7 @@ impl Store {
     /// Requests, newest first, optionally of one status and/or application.
     ///
     /// `only`: the projects whose applications' requests may be returned (`None`: all); see
-    /// [`crate::auth::visibility`].
+    /// the caller's visibility (`auth::visibility`).
     pub async fn sync_requests(
         &self,
         status: Option<&str>,
@@ -308,7 +308,7 @@ impl Store {
         let scope = match only {
             Some(projects) => format!(
                 " AND {}",
-                crate::auth::visibility::sql_in_projects("application", "", projects, &mut params)
+                super::sql_in_projects("application", "", projects, &mut params)
             ),
             None => String::new(),
         };

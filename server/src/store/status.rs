@@ -45,7 +45,7 @@ impl Store {
         .bind(s.compared_at)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        self.publish(app).await
     }
 
     /// The latest comparison, if the application was ever compared.

@@ -81,12 +81,14 @@ pub struct InventoryItem {
 
 impl Store {
     /// Writes a sync ahead of applying anything, with its audit row in the same transaction;
-    /// returns its id.
+    /// returns its id. The sync is owned by this replica (its heartbeat keeps it alive). At most
+    /// one sync of an application runs at a time, across replicas: a second one is refused with
+    /// [`StoreError::SyncRunning`] and writes nothing.
     pub async fn begin_sync(&self, s: NewSync<'_>, now: Millis) -> Result<i64, StoreError> {
         let mut tx = self.write_tx().await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO syncs (application, revision, digest, cause, requested_by, status, started_at)
-             VALUES ($1, $2, $3, $4, $5, 'running', $6) RETURNING id",
+        let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
+            "INSERT INTO syncs (application, revision, digest, cause, requested_by, status, started_at, owner, heartbeat_at)
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $6) RETURNING id",
         )
         .bind(s.application)
         .bind(s.revision)
@@ -94,8 +96,26 @@ impl Store {
         .bind(s.cause)
         .bind(&s.actor.id)
         .bind(now)
+        .bind(self.replica_id())
         .fetch_one(&mut *tx)
-        .await?;
+        .await;
+        let id = match inserted {
+            Ok(id) => id,
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                drop(tx);
+                let running: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM syncs WHERE application = $1 AND status = 'running'",
+                )
+                .bind(s.application)
+                .fetch_optional(&self.pool)
+                .await?;
+                return Err(StoreError::SyncRunning {
+                    application: s.application.to_owned(),
+                    sync: running,
+                });
+            }
+            Err(e) => return Err(e.into()),
+        };
         let event = s.actor.event(
             "sync",
             &format!("application:{}", s.application),
@@ -130,24 +150,6 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
-    }
-
-    /// At start-up: every sync still `running` was cut short by a crash; marks them
-    /// `interrupted` and returns their applications (to be compared again).
-    pub async fn interrupt_running_syncs(&self, now: Millis) -> Result<Vec<String>, StoreError> {
-        let apps: Vec<String> =
-            sqlx::query_scalar("SELECT DISTINCT application FROM syncs WHERE status = 'running'")
-                .fetch_all(&self.pool)
-                .await?;
-        sqlx::query(
-            "UPDATE syncs SET status = 'interrupted', finished_at = $1,
-                 message = 'Tidemark stopped during this sync; the application is compared again'
-             WHERE status = 'running'",
-        )
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        Ok(apps)
     }
 
     /// The newest syncs of an application.

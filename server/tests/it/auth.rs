@@ -1179,7 +1179,13 @@ async fn a_password_reset_ends_every_session_of_the_account_on_every_replica() {
         assert_eq!(page(&fresh).await.unwrap().status(), 200);
 
         // A second replica starting with a new `auth.admin_password` resets the bootstrap
-        // admin: the admin's session on the first replica ends.
+        // admin: the admin's session on the first replica ends. (Replicas share PostgreSQL;
+        // a second process on an SQLite file refuses to start: `replicas.rs`.)
+        if !db.url.starts_with("postgres") {
+            drop(server);
+            db.drop_db().await;
+            continue;
+        }
         let mut replica = settings;
         replica.auth.admin_password = Some(server::config::Secret::new("another-password"));
         let second = TestServer::start(replica).await;

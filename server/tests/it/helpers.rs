@@ -233,3 +233,71 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// The real binary (`tidemark serve`) on a config file; killed with SIGKILL when dropped.
+pub struct Process {
+    pub child: std::process::Child,
+    /// `http://127.0.0.1:PORT`, as printed by the process.
+    pub base: String,
+}
+
+impl Process {
+    /// Starts `tidemark --config CONFIG serve` and waits until it listens.
+    pub fn start(config: &std::path::Path) -> Self {
+        use std::io::BufRead;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+            .args(["--config", config.to_str().unwrap(), "serve"])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        while !line.starts_with("Tidemark is listening") {
+            line.clear();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "tidemark exited before listening"
+            );
+        }
+        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(base.starts_with("http://"), "{line}");
+        Self { child, base }
+    }
+
+    /// Kills the process with SIGKILL (no graceful shutdown) and reaps it.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A deployer API token made by the real CLI (`tidemark token create`) on a config file.
+pub fn cli_token(config: &std::path::Path, name: &str) -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "token",
+            "create",
+            "--name",
+            name,
+        ])
+        .args(["--role", "deployer"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}

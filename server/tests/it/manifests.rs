@@ -457,7 +457,7 @@ async fn a_secret_whose_value_did_not_change_is_no_change_between_revisions() {
     let v3 = f.repo.commit("label");
     sync(f.store.clone()).await;
     for (from, to) in [(&v1, &v2), (&v2, &v1), (&v1, &v3)] {
-        let diff = server::workflow::diff_revisions(&f.store, "guestbook", from, to)
+        let diff = server::engine::decisions::diff_revisions(&f.store, "guestbook", from, to)
             .await
             .unwrap();
         if let Some(s) = secret_of(&diff) {
@@ -503,11 +503,11 @@ async fn a_secret_whose_value_did_not_change_is_no_change_between_revisions() {
     );
     let v5 = f.repo.commit("new password");
     sync(sealed.clone()).await;
-    let same = server::workflow::diff_revisions(&sealed, "guestbook", &v1, &v4)
+    let same = server::engine::decisions::diff_revisions(&sealed, "guestbook", &v1, &v4)
         .await
         .unwrap();
     assert_eq!(secret_of(&same), None, "{same}");
-    let changed = server::workflow::diff_revisions(&sealed, "guestbook", &v4, &v5)
+    let changed = server::engine::decisions::diff_revisions(&sealed, "guestbook", &v4, &v5)
         .await
         .unwrap();
     let s = secret_of(&changed).unwrap();
@@ -526,7 +526,7 @@ async fn a_secret_whose_value_did_not_change_is_no_change_between_revisions() {
         assert!(!text.contains(secret), "{text}");
     }
     // Without the key the stored forms are compared: still an answer, never a value.
-    let stored = server::workflow::diff_revisions(&f.store, "guestbook", &v4, &v5)
+    let stored = server::engine::decisions::diff_revisions(&f.store, "guestbook", &v4, &v5)
         .await
         .unwrap();
     assert!(!stored.to_string().contains("s3cret-rotated"), "{stored}");

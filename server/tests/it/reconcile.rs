@@ -14,6 +14,7 @@ use server::reconcile;
 use server::store::{DeclaredCatalog, Store, SyncStatus};
 
 use crate::git::GitRepo;
+use crate::helpers::Process;
 use crate::helpers::TestDb;
 use crate::sandbox::TestCluster;
 
@@ -862,44 +863,6 @@ async fn ignore_rules_keep_hand_scaled_replicas_out_of_drift() {
     assert_eq!((o.sync_status, o.drifting), ("Synced", false));
 }
 
-/// The real binary on a config file; killed with SIGKILL when dropped.
-struct Process {
-    child: std::process::Child,
-    base: String,
-}
-
-impl Process {
-    fn start(config: &std::path::Path) -> Self {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-            .args(["--config", config.to_str().unwrap(), "serve"])
-            .env("RUST_LOG", "warn")
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        while !line.starts_with("Tidemark is listening") {
-            line.clear();
-            assert!(
-                out.read_line(&mut line).unwrap() > 0,
-                "tidemark exited before listening"
-            );
-        }
-        let base = line.trim().rsplit(' ').next().unwrap().to_owned();
-        assert!(base.starts_with("http://"), "{line}");
-        Self { child, base }
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sync_cut_short_by_a_killed_process_is_closed_once_as_interrupted_after_restart() {
     let c = TestCluster::sandbox().await;
@@ -930,25 +893,7 @@ async fn a_sync_cut_short_by_a_killed_process_is_closed_once_as_interrupted_afte
     )
     .unwrap();
 
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tidemark"))
-        .args([
-            "--config",
-            config.to_str().unwrap(),
-            "token",
-            "create",
-            "--name",
-            "ci",
-            "--role",
-            "deployer",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let token = crate::helpers::cli_token(&config, "ci");
     let client = crate::helpers::bearer_client(&token);
     let first = Process::start(&config);
     // Wait for the first render, then start a sync and kill the process while it runs.

@@ -289,21 +289,49 @@ async fn a_sync_is_written_ahead_and_closed_exactly_once() {
             db.url
         );
 
-        // A sync left running by a crash becomes interrupted at the next start, once.
-        let second = store.begin_sync(new, 5_000).await.unwrap();
-        assert_eq!(
-            store.interrupt_running_syncs(6_000).await.unwrap(),
-            ["guestbook"]
-        );
+        // At most one sync of an application runs at a time, whichever replica asks.
+        let second = store.begin_sync(new.clone(), 5_000).await.unwrap();
+        let other = db.store().await; // another replica on the same database
+        assert_ne!(other.replica_id(), store.replica_id());
+        match other.begin_sync(new.clone(), 5_500).await {
+            Err(server::store::StoreError::SyncRunning { application, sync }) => {
+                assert_eq!((application.as_str(), sync), ("guestbook", Some(second)))
+            }
+            res => panic!("a second running sync on {}: {res:?}", db.url),
+        }
+        // A live replica's running sync is never interrupted by another replica...
+        store.heartbeat(20_000).await.unwrap();
+        assert!(other
+            .interrupt_orphaned_syncs(30_000 - 15_000, 30_000)
+            .await
+            .unwrap()
+            .is_empty());
+        // ...nor by itself; once its heartbeat stops for 15 s it is closed, once.
         assert!(store
-            .interrupt_running_syncs(7_000)
+            .interrupt_orphaned_syncs(90_000, 90_000)
+            .await
+            .unwrap()
+            .is_empty());
+        let gone = other
+            .interrupt_orphaned_syncs(36_000 - 15_000, 36_000)
+            .await
+            .unwrap();
+        assert_eq!(gone.len(), 1, "on {}", db.url);
+        assert_eq!(
+            (gone[0].sync, gone[0].application.as_str()),
+            (second, "guestbook")
+        );
+        assert_eq!(gone[0].owner.as_deref(), Some(store.replica_id()));
+        assert!(other
+            .interrupt_orphaned_syncs(37_000 - 15_000, 37_000)
             .await
             .unwrap()
             .is_empty());
         assert!(!store
-            .finish_sync(second, SyncStatus::Succeeded, &results, None, 8_000)
+            .finish_sync(second, SyncStatus::Succeeded, &results, None, 38_000)
             .await
             .unwrap());
+        other.close().await;
 
         let syncs = store.syncs("guestbook", 10).await.unwrap();
         let states: Vec<_> = syncs
@@ -313,7 +341,7 @@ async fn a_sync_is_written_ahead_and_closed_exactly_once() {
         assert_eq!(
             states,
             [
-                (second, SyncStatus::Interrupted, Some(6_000)),
+                (second, SyncStatus::Interrupted, Some(36_000)),
                 (first, SyncStatus::Succeeded, Some(3_000))
             ],
             "on {}",

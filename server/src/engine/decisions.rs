@@ -1,46 +1,38 @@
-//! Approvals: who may approve a sync request (role checked by the guard; here the policy's
-//! groups and four-eyes), recording each decision, and running the approved sync exactly once.
+//! Decisions people make: approve or reject a sync request (role checked by the guard; here the
+//! policy's groups and four-eyes), run an approved request exactly once (claimed in one
+//! conditional UPDATE, so two replicas or two clicks never apply twice), roll back to a
+//! known-good revision, unpin. Errors are [`EngineError`]s; the HTTP layer maps them.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use app::model::AppError;
 use serde_json::json;
 
+use super::EngineError;
 use crate::auth::Principal;
 use crate::clock;
 use crate::cluster::client::ClusterClient;
-use crate::http::internal_error;
-use crate::reconcile::{self, AppLocks, ReconcileError};
-use crate::store::{DecisionError, Store, SyncRequest};
+use crate::reconcile::{self, AppLocks};
+use crate::store::{Store, SyncRequest};
 
 /// What a decision needs from the running service.
 pub struct Deps<'a> {
     pub store: &'a Store,
     pub clusters: &'a HashMap<String, Arc<ClusterClient>>,
     pub locks: &'a AppLocks,
-}
-
-fn decision_error(e: DecisionError) -> AppError {
-    match e {
-        DecisionError::NotFound(id) => AppError::NotFound(format!("sync request {id}")),
-        DecisionError::NotPending { .. } | DecisionError::AlreadyApproved(_) => {
-            AppError::Conflict(e.to_string())
-        }
-        DecisionError::Store(e) => internal_error(&e),
-    }
+    /// The reconcile queue: after a decision the application is compared again at once.
+    pub queue: &'a super::WorkQueue,
 }
 
 fn short(sha: &str) -> &str {
     sha.get(..7).unwrap_or(sha)
 }
 
-async fn request(deps: &Deps<'_>, id: i64) -> Result<SyncRequest, AppError> {
+async fn request(deps: &Deps<'_>, id: i64) -> Result<SyncRequest, EngineError> {
     deps.store
         .sync_request(id)
-        .await
-        .map_err(|e| internal_error(&e))?
-        .ok_or_else(|| AppError::NotFound(format!("sync request {id}")))
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("sync request {id}")))
 }
 
 /// Whether `who` may approve `req` beyond their role: the policy's groups, four-eyes on the
@@ -51,10 +43,10 @@ pub async fn may_approve(
     who: &Principal,
     req: &SyncRequest,
     source: &crate::store::AppSource,
-) -> Result<(), AppError> {
+) -> Result<(), EngineError> {
     let policy = &source.approvals;
     if !policy.groups.is_empty() && !who.groups.iter().any(|g| policy.groups.contains(g)) {
-        return Err(AppError::Forbidden(format!(
+        return Err(EngineError::Forbidden(format!(
             "approvers of {} must be in one of the groups {}",
             req.application,
             policy.groups.join(", ")
@@ -63,30 +55,22 @@ pub async fn may_approve(
     // Four-eyes: the author of the change does not approve it. The request is bound to the
     // branch tip, which can be another application's commit: the newest commit touching this
     // application's path counts too.
-    let email = store
-        .user(&who.id)
-        .await
-        .map_err(|e| internal_error(&e))?
-        .and_then(|u| u.email);
+    let email = store.user(&who.id).await?.and_then(|u| u.email);
     if let (Some(mine), "revision") = (&email, req.cause.as_str()) {
         let mut commits = vec![req.revision.clone()];
         if let Some((sha, _, _)) = store
             .last_app_change(&req.application, &source.repository, &req.revision)
-            .await
-            .map_err(|e| internal_error(&e))?
+            .await?
         {
             commits.push(sha);
         }
         for sha in commits {
-            let author = store
-                .commit_author_email(&source.repository, &sha)
-                .await
-                .map_err(|e| internal_error(&e))?;
+            let author = store.commit_author_email(&source.repository, &sha).await?;
             if author
                 .as_ref()
                 .is_some_and(|a| a.eq_ignore_ascii_case(mine))
             {
-                return Err(AppError::Forbidden(format!(
+                return Err(EngineError::Forbidden(format!(
                     "you authored commit {} ({}); someone else must approve it",
                     short(&sha),
                     author.unwrap_or_default()
@@ -95,12 +79,12 @@ pub async fn may_approve(
         }
     }
     if req.requested_by.as_deref() == Some(who.id.as_str()) {
-        return Err(AppError::Forbidden(
+        return Err(EngineError::Forbidden(
             "you requested this rollback; someone else must approve it".into(),
         ));
     }
     if req.approvals.iter().any(|a| !a.void && a.user_id == who.id) {
-        return Err(AppError::Conflict(format!(
+        return Err(EngineError::Conflict(format!(
             "you already approved sync request {}",
             req.id
         )));
@@ -116,14 +100,13 @@ pub async fn approve(
     who: &Principal,
     ip: &str,
     id: i64,
-) -> Result<SyncRequest, AppError> {
+) -> Result<SyncRequest, EngineError> {
     let req = request(deps, id).await?;
     let source = deps
         .store
         .app_source(&req.application)
-        .await
-        .map_err(|e| internal_error(&e))?
-        .ok_or_else(|| AppError::NotFound(format!("application {}", req.application)))?;
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("application {}", req.application)))?;
     may_approve(deps.store, who, &req, &source).await?;
     let policy = &source.approvals;
     let now = clock::now();
@@ -137,8 +120,7 @@ pub async fn approve(
     let approved = deps
         .store
         .approve_request(id, &who.id, &who.display_name, &event, now)
-        .await
-        .map_err(decision_error)?;
+        .await?;
     let message = format!(
         "{} approved sync request #{id} for {} ({} of {})",
         who.display_name,
@@ -155,10 +137,11 @@ pub async fn approve(
             now,
         )
         .await
-        .map_err(|e| internal_error(&e))?;
+        ?;
     if approved.complete && policy.sync_on_approval {
         run_approved(deps, who, ip, id).await?;
     }
+    deps.queue.enqueue(&req.application);
     request(deps, id).await
 }
 
@@ -169,10 +152,10 @@ pub async fn reject(
     ip: &str,
     id: i64,
     reason: &str,
-) -> Result<SyncRequest, AppError> {
+) -> Result<SyncRequest, EngineError> {
     let reason = reason.trim();
     if reason.is_empty() {
-        return Err(AppError::BadRequest("a rejection needs a reason".into()));
+        return Err(EngineError::Invalid("a rejection needs a reason".into()));
     }
     let req = request(deps, id).await?;
     let now = clock::now();
@@ -185,8 +168,7 @@ pub async fn reject(
     );
     deps.store
         .reject_request(id, &who.id, reason, &event, now)
-        .await
-        .map_err(decision_error)?;
+        .await?;
     deps.store
         .add_timeline(
             &req.application,
@@ -199,8 +181,7 @@ pub async fn reject(
             &json!({"request": id, "by": who.id, "reason": reason}),
             now,
         )
-        .await
-        .map_err(|e| internal_error(&e))?;
+        .await?;
     request(deps, id).await
 }
 
@@ -213,10 +194,10 @@ pub async fn run_approved(
     who: &Principal,
     ip: &str,
     id: i64,
-) -> Result<(), AppError> {
+) -> Result<(), EngineError> {
     let req = request(deps, id).await?;
     if req.status != "approved" {
-        return Err(AppError::Conflict(format!(
+        return Err(EngineError::Conflict(format!(
             "sync request {id} is {}, not approved",
             req.status
         )));
@@ -224,22 +205,44 @@ pub async fn run_approved(
     let source = deps
         .store
         .app_source(&req.application)
-        .await
-        .map_err(|e| internal_error(&e))?
-        .ok_or_else(|| AppError::NotFound(format!("application {}", req.application)))?;
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("application {}", req.application)))?;
+    // The claim: exactly one replica or click runs an approved request.
+    if !deps.store.claim_approved(id).await? {
+        return Err(EngineError::Conflict(format!(
+            "sync request {id} is already being run"
+        )));
+    }
+    let result = run_claimed(deps, who, ip, id, &req, &source).await;
+    deps.queue.enqueue(&req.application);
+    if result.is_err() {
+        // Not run (the request is still `approved`): someone may run it again.
+        deps.store.release_claim(id).await?;
+    }
+    result
+}
+
+/// [`run_approved`] once the request is claimed.
+async fn run_claimed(
+    deps: &Deps<'_>,
+    who: &Principal,
+    ip: &str,
+    id: i64,
+    req: &SyncRequest,
+    source: &crate::store::AppSource,
+) -> Result<(), EngineError> {
     if req.cause == "rollback" {
         let target = deps
             .store
             .known_good_revisions(&source.name)
-            .await
-            .map_err(|e| internal_error(&e))?
+            .await?
             .into_iter()
             .find(|k| k.revision == req.revision && k.digest == req.digest)
             .ok_or_else(|| {
-                AppError::Conflict(format!("{} is no longer known-good", short(&req.revision)))
+                EngineError::Conflict(format!("{} is no longer known-good", short(&req.revision)))
             })?;
         let reason = req.reason.clone().unwrap_or_default();
-        let done = apply_rollback(deps, who, ip, &source, &target, &reason).await?;
+        let done = apply_rollback(deps, who, ip, source, &target, &reason).await?;
         let ok = done["status"] == "succeeded";
         deps.store
             .finish_request(
@@ -248,23 +251,16 @@ pub async fn run_approved(
                 done["sync"].as_i64(),
                 None,
             )
-            .await
-            .map_err(|e| internal_error(&e))?;
+            .await?;
         return Ok(());
     }
     let cluster = deps
         .clusters
         .get(&source.cluster)
         .cloned()
-        .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
+        .ok_or_else(|| EngineError::NotFound(format!("cluster {}", source.cluster)))?;
     let _guard = deps.locks.lock(&source.name).await;
-    let reconcile_err = |e: ReconcileError| match e {
-        ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
-        other => internal_error(&other),
-    };
-    let (revision, digest, desired) = reconcile::desired(deps.store, &cluster, &source)
-        .await
-        .map_err(reconcile_err)?;
+    let (revision, digest, desired) = reconcile::desired(deps.store, &cluster, source).await?;
     if digest != req.digest {
         deps.store
             .finish_request(
@@ -273,9 +269,8 @@ pub async fn run_approved(
                 None,
                 Some("the target moved after approval; a new request was opened"),
             )
-            .await
-            .map_err(|e| internal_error(&e))?;
-        return Err(AppError::Conflict(format!(
+            .await?;
+        return Err(EngineError::Conflict(format!(
             "the target of {} moved after approval; approve the new request",
             req.application
         )));
@@ -283,7 +278,7 @@ pub async fn run_approved(
     let (sync_id, status, _) = reconcile::sync(
         deps.store,
         &cluster,
-        &source,
+        source,
         &revision,
         &digest,
         &desired,
@@ -291,8 +286,7 @@ pub async fn run_approved(
         "approved",
         &who.actor(ip),
     )
-    .await
-    .map_err(reconcile_err)?;
+    .await?;
     let outcome = if status == crate::store::SyncStatus::Succeeded {
         "synced"
     } else {
@@ -300,8 +294,7 @@ pub async fn run_approved(
     };
     deps.store
         .finish_request(id, outcome, Some(sync_id), None)
-        .await
-        .map_err(|e| internal_error(&e))?;
+        .await?;
     Ok(())
 }
 
@@ -314,32 +307,27 @@ pub async fn rollback(
     app: &str,
     revision: &str,
     reason: &str,
-) -> Result<serde_json::Value, AppError> {
+) -> Result<serde_json::Value, EngineError> {
     let reason = reason.trim();
     if reason.is_empty() {
-        return Err(AppError::BadRequest("a rollback needs a reason".into()));
+        return Err(EngineError::Invalid("a rollback needs a reason".into()));
     }
     if revision.len() < 7 {
-        return Err(AppError::BadRequest(
+        return Err(EngineError::Invalid(
             "name the revision by its commit SHA (at least 7 characters)".into(),
         ));
     }
     let source = deps
         .store
         .app_source(app)
-        .await
-        .map_err(|e| internal_error(&e))?
-        .ok_or_else(|| AppError::NotFound(format!("application {app}")))?;
-    let known = deps
-        .store
-        .known_good_revisions(app)
-        .await
-        .map_err(|e| internal_error(&e))?;
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("application {app}")))?;
+    let known = deps.store.known_good_revisions(app).await?;
     let target = known
         .iter()
         .find(|k| k.revision.starts_with(revision))
         .ok_or_else(|| {
-            AppError::Conflict(format!(
+            EngineError::Conflict(format!(
                 "{} is not a known-good revision of {app} (one that synced and became healthy); see GET /api/v1/applications/{app}/revisions",
                 short(revision)
             ))
@@ -367,8 +355,7 @@ pub async fn rollback(
                 &event,
                 now,
             )
-            .await
-            .map_err(|e| internal_error(&e))?;
+            .await?;
         deps.store
             .add_timeline(
                 app,
@@ -378,7 +365,7 @@ pub async fn rollback(
                 now,
             )
             .await
-            .map_err(|e| internal_error(&e))?;
+            ?;
         return Ok(
             json!({"request": id, "status": "pending", "required": policy.required, "revision": target.revision}),
         );
@@ -394,15 +381,14 @@ async fn apply_rollback(
     source: &crate::store::AppSource,
     target: &crate::store::KnownGood,
     reason: &str,
-) -> Result<serde_json::Value, AppError> {
+) -> Result<serde_json::Value, EngineError> {
     let app = source.name.as_str();
     let content = deps
         .store
         .snapshot_to_apply(&target.digest)
-        .await
-        .map_err(|e| internal_error(&e))?
+        .await?
         .ok_or_else(|| {
-            AppError::Conflict(format!(
+            EngineError::Conflict(format!(
                 "the snapshot of {} is gone",
                 short(&target.revision)
             ))
@@ -411,15 +397,9 @@ async fn apply_rollback(
         .clusters
         .get(&source.cluster)
         .cloned()
-        .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
+        .ok_or_else(|| EngineError::NotFound(format!("cluster {}", source.cluster)))?;
     let _guard = deps.locks.lock(&source.name).await;
-    let cluster_err = |e: ReconcileError| match e {
-        ReconcileError::Cluster(e) => AppError::Unavailable(e.to_string()),
-        other => internal_error(&other),
-    };
-    let objects = reconcile::place_all(&cluster, &content, &target.digest, source)
-        .await
-        .map_err(cluster_err)?;
+    let objects = reconcile::place_all(&cluster, &content, &target.digest, source).await?;
     let (sync_id, status, results) = reconcile::sync(
         deps.store,
         &cluster,
@@ -431,8 +411,7 @@ async fn apply_rollback(
         "rollback",
         &who.actor(ip),
     )
-    .await
-    .map_err(cluster_err)?;
+    .await?;
     if status != crate::store::SyncStatus::Succeeded {
         return Ok(
             json!({"sync": sync_id, "status": status, "revision": target.revision, "results": results, "pinned": null}),
@@ -454,19 +433,9 @@ async fn apply_rollback(
         json!({"revision": target.revision, "digest": target.digest, "sync": sync_id, "reason": reason, "pinned": true}),
         now,
     );
-    deps.store
-        .pin(app, &pin, &event)
-        .await
-        .map_err(|e| internal_error(&e))?;
-    if let Some(open) = deps
-        .store
-        .open_drift(app)
-        .await
-        .map_err(|e| internal_error(&e))?
-    {
-        reconcile::close_drift(deps.store, app, &open, "rollback", now)
-            .await
-            .map_err(|e| internal_error(&e))?;
+    deps.store.pin(app, &pin, &event).await?;
+    if let Some(open) = deps.store.open_drift(app).await? {
+        reconcile::close_drift(deps.store, app, &open, "rollback", now).await?;
     }
     let title = target.title.clone().unwrap_or_default();
     deps.store
@@ -481,8 +450,8 @@ async fn apply_rollback(
             &json!({"revision": target.revision, "sync": sync_id, "by": who.id, "reason": reason}),
             now,
         )
-        .await
-        .map_err(|e| internal_error(&e))?;
+        .await?;
+    deps.queue.enqueue(app);
     Ok(
         json!({"sync": sync_id, "status": status, "revision": target.revision, "results": results, "pinned": pin}),
     )
@@ -494,13 +463,12 @@ pub async fn unpin(
     who: &Principal,
     ip: &str,
     app: &str,
-) -> Result<serde_json::Value, AppError> {
+) -> Result<serde_json::Value, EngineError> {
     let pin = deps
         .store
         .pin_of(app)
-        .await
-        .map_err(|e| internal_error(&e))?
-        .ok_or_else(|| AppError::Conflict(format!("application {app} is not pinned")))?;
+        .await?
+        .ok_or_else(|| EngineError::Conflict(format!("application {app} is not pinned")))?;
     let now = clock::now();
     let event = who.actor(ip).event(
         "unpin",
@@ -509,13 +477,8 @@ pub async fn unpin(
         json!({"revision": pin.revision, "pinned_by": pin.pinned_by, "pinned_at": pin.pinned_at}),
         now,
     );
-    if !deps
-        .store
-        .unpin(app, &event)
-        .await
-        .map_err(|e| internal_error(&e))?
-    {
-        return Err(AppError::Conflict(format!(
+    if !deps.store.unpin(app, &event).await? {
+        return Err(EngineError::Conflict(format!(
             "application {app} is not pinned"
         )));
     }
@@ -532,8 +495,8 @@ pub async fn unpin(
             &json!({"revision": pin.revision, "by": who.id}),
             now,
         )
-        .await
-        .map_err(|e| internal_error(&e))?;
+        .await?;
+    deps.queue.enqueue(app);
     Ok(json!({"unpinned": app, "revision": pin.revision}))
 }
 
@@ -543,7 +506,7 @@ pub async fn diff_revisions(
     app: &str,
     from: &str,
     to: &str,
-) -> Result<serde_json::Value, AppError> {
+) -> Result<serde_json::Value, EngineError> {
     let mut snapshots = Vec::new();
     // Secret values opened, so that an equal value compares equal whatever form it takes
     // (`stringData` or `data`); the diff redacts them. Without the key, both as stored.
@@ -561,12 +524,12 @@ pub async fn diff_revisions(
                 snapshots.clear();
                 continue;
             }
-            other => other.map_err(|e| internal_error(&e))?.ok_or_else(|| {
-                AppError::NotFound(format!("no stored rendering of {app} at revision {rev}"))
+            other => other?.ok_or_else(|| {
+                EngineError::NotFound(format!("no stored rendering of {app} at revision {rev}"))
             })?,
         };
         let objects: Vec<serde_json::Value> = serde_json::from_str(&content)
-            .map_err(|_| AppError::Internal(format!("corrupt snapshot {digest}")))?;
+            .map_err(|_| EngineError::Corrupt(format!("snapshot {digest}")))?;
         snapshots.push((digest, objects));
     }
     let resources = crate::diff::between(&snapshots[0].1, &snapshots[1].1);
