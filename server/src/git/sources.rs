@@ -325,8 +325,12 @@ impl GitSources {
                             .await?;
                     }
                 }
-                // The replica holding the application's lease compares it now.
-                self.store.publish_target(&app.name).await?;
+                // The replica holding the application's lease compares it now — when the
+                // objects changed: a commit elsewhere in the repository moves the tip of every
+                // application but renders most of them as before.
+                if previous_digest.as_deref() != Some(r.digest.as_str()) {
+                    self.store.publish_target(&app.name).await?;
+                }
                 Some(Ok(r.digest))
             }
             Some(Err(e)) => {
