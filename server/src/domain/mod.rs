@@ -2,5 +2,6 @@
 //! kube or git2 here, nothing of the crate but other `domain` modules (import rules:
 //! `docs/architecture.md`, checked by `scripts/check-architecture.sh`).
 
+pub mod plan;
 pub mod tracking;
 pub mod triggers;

@@ -16,6 +16,7 @@ use crate::clock;
 use crate::cluster::client::{ClusterClient, ClusterError};
 use crate::cluster::health::{self, Assessment, Health};
 use crate::diff::{self, IgnoreRule, ObjectRef, ResourceDiff, ResourceStatus};
+use crate::domain::plan;
 use crate::store::{
     Actor, AppSource, AppStatus, InventoryItem, OpenDrift, RequestChange, Store, StoreError,
     SyncStatus,
@@ -288,81 +289,123 @@ pub struct Outcome {
     pub drifting: bool,
 }
 
-/// One reconcile step for one application: compare its target with the cluster, record health
-/// and drift episodes, and sync when policy says so (`auto`: a new revision; `self_heal`:
-/// drift). Deterministic given the store and the cluster; the loop only schedules it.
+/// One reconcile of one application: **observe** (its target, the live objects, the last
+/// sync, the open drift episode, the pin), **assess** and **plan** (`domain::plan`, pure), then
+/// **execute** the steps (drift episodes, approval requests, sync) and record status, health and
+/// known-good. Deterministic given the store and the cluster; the scheduler decides when.
 #[tracing::instrument(skip_all, fields(app = %app.name))]
 pub async fn reconcile_app(
     store: &Store,
     cluster: &ClusterClient,
     app: &AppSource,
 ) -> Result<Outcome, ReconcileError> {
+    // Observe.
     let (sha, digest, desired_objects) = desired(store, cluster, app).await?;
     let (mut diffs, mut live) = observe(store, cluster, app, &desired_objects, &app.ignore).await?;
     let deployed = store.last_successful_sync(&app.name).await?;
-    let out_of_sync = diffs.iter().any(|d| d.status != ResourceStatus::Synced);
-    let new_revision = deployed.as_ref().is_none_or(|(_, d)| *d != digest);
-    let drifting = out_of_sync && !new_revision;
+    let open = store.open_drift(&app.name).await?;
+    let pinned = store.pin_of(&app.name).await?.is_some();
     let now = clock::now();
 
-    let open = store.open_drift(&app.name).await?;
-    if drifting && open.is_none() {
-        let drifted: Vec<&ResourceDiff> = diffs
-            .iter()
-            .filter(|d| d.status != ResourceStatus::Synced)
-            .collect();
-        // None: another reconcile opened it a moment ago (one open episode per application).
-        if let Some(id) = store
-            .open_drift_episode(&app.name, &json!(drifted), now)
-            .await?
-        {
-            let names: Vec<String> = drifted
-                .iter()
-                .map(|d| format!("{} {}", d.object.kind, d.object.name))
-                .collect();
-            let message = format!(
-                "drift detected: {} differ from the last sync ({})",
-                drifted.len(),
-                names.join(", ")
-            );
-            let detail = json!({"episode": id, "resources": drifted});
-            store
-                .add_timeline(&app.name, "drift_opened", &message, &detail, now)
-                .await?;
-        }
-    } else if !out_of_sync {
-        if let Some(open) = &open {
-            close_drift(store, &app.name, open, "reverted", now).await?;
-        }
-    }
+    // Assess and plan.
+    let assessment = plan::assess(
+        diffs.iter().any(|d| d.status != ResourceStatus::Synced),
+        deployed.as_ref().is_none_or(|(_, d)| *d != digest),
+    );
+    let policy = plan::Policy {
+        auto_sync: app.auto_sync,
+        self_heal: app.self_heal,
+        approvals_required: app.approvals.required,
+    };
+    let steps = plan::plan(&assessment, open.is_some(), pinned, &policy);
 
-    // A pinned application asks for no approvals (its target is the pin; drift is self-healed
-    // or shown, and unpinning resumes the normal policy).
-    let pinned = store.pin_of(&app.name).await?.is_some();
-    if !app.auto_sync && app.approvals.required > 0 && !pinned {
-        request_approval(store, app, &sha, &digest, out_of_sync, drifting, now).await?;
-    }
-
+    // Execute.
     let mut synced = None;
-    let should_sync = app.auto_sync && out_of_sync && (new_revision || app.self_heal);
-    if should_sync {
-        let cause = if drifting { "self_heal" } else { "auto" };
-        let (id, status, _) = sync(
-            store,
-            cluster,
-            app,
-            &sha,
-            &digest,
-            &desired_objects,
-            app.prune,
-            cause,
-            &Actor::system(),
-        )
-        .await?;
-        synced = Some((id, status));
-        (diffs, live) = observe(store, cluster, app, &desired_objects, &app.ignore).await?;
+    for step in steps {
+        match step {
+            plan::Step::OpenDriftEpisode => open_drift(store, app, &diffs, now).await?,
+            plan::Step::CloseDriftEpisode => {
+                if let Some(open) = &open {
+                    close_drift(store, &app.name, open, "reverted", now).await?;
+                }
+            }
+            plan::Step::RequestApproval(cause) => {
+                request_approval(store, app, &sha, &digest, cause, now).await?
+            }
+            plan::Step::CloseOpenRequest => close_open_request(store, app, now).await?,
+            plan::Step::Sync(cause) => {
+                let (id, status, _) = sync(
+                    store,
+                    cluster,
+                    app,
+                    &sha,
+                    &digest,
+                    &desired_objects,
+                    app.prune,
+                    cause.as_str(),
+                    &Actor::system(),
+                )
+                .await?;
+                synced = Some((id, status));
+                (diffs, live) = observe(store, cluster, app, &desired_objects, &app.ignore).await?;
+            }
+        }
     }
+    let (sync_status, app_health) =
+        record_status(store, app, &sha, &desired_objects, &diffs, &live, now).await?;
+    Ok(Outcome {
+        sync_status,
+        health: app_health,
+        synced,
+        drifting: store.open_drift(&app.name).await?.is_some(),
+    })
+}
 
+/// Opens a drift episode naming the resources that differ (one open episode per application:
+/// none if another reconcile opened it a moment ago).
+async fn open_drift(
+    store: &Store,
+    app: &AppSource,
+    diffs: &[ResourceDiff],
+    now: clock::Millis,
+) -> Result<(), ReconcileError> {
+    let drifted: Vec<&ResourceDiff> = diffs
+        .iter()
+        .filter(|d| d.status != ResourceStatus::Synced)
+        .collect();
+    if let Some(id) = store
+        .open_drift_episode(&app.name, &json!(drifted), now)
+        .await?
+    {
+        let names: Vec<String> = drifted
+            .iter()
+            .map(|d| format!("{} {}", d.object.kind, d.object.name))
+            .collect();
+        let message = format!(
+            "drift detected: {} differ from the last sync ({})",
+            drifted.len(),
+            names.join(", ")
+        );
+        let detail = json!({"episode": id, "resources": drifted});
+        store
+            .add_timeline(&app.name, "drift_opened", &message, &detail, now)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Records what the reconcile found: per-resource status and health, the application's health
+/// (a change goes on the timeline) and known-good when synced and healthy. Returns the sync
+/// status ("Synced"/"OutOfSync") and health.
+async fn record_status(
+    store: &Store,
+    app: &AppSource,
+    sha: &str,
+    desired_objects: &[Value],
+    diffs: &[ResourceDiff],
+    live: &BTreeMap<ObjectRef, Value>,
+    now: clock::Millis,
+) -> Result<(&'static str, Health), ReconcileError> {
     let assessments: Vec<(ObjectRef, Assessment)> = desired_objects
         .iter()
         .map(|o| {
@@ -417,7 +460,7 @@ pub async fn reconcile_app(
         sync_status: sync_status.into(),
         health: health_name,
         health_message: worst_message,
-        target_sha: Some(sha),
+        target_sha: Some(sha.to_owned()),
         deployed_sha,
         resources: Value::Array(resources),
         compared_at: now,
@@ -441,69 +484,70 @@ pub async fn reconcile_app(
                 .await?;
         }
     }
-    Ok(Outcome {
-        sync_status,
-        health: app_health,
-        synced,
-        drifting: store.open_drift(&app.name).await?.is_some(),
-    })
+    Ok((sync_status, app_health))
 }
 
 /// Manual applications with approvals: an out-of-sync target (new revision or drift) has one
-/// open sync request bound to (revision, digest); in sync, none.
+/// open sync request bound to (revision, digest).
 async fn request_approval(
     store: &Store,
     app: &AppSource,
     sha: &str,
     digest: &str,
-    out_of_sync: bool,
-    drifting: bool,
+    cause: plan::RequestCause,
     now: clock::Millis,
 ) -> Result<(), ReconcileError> {
     let short = sha.get(..7).unwrap_or(sha);
-    if out_of_sync {
-        let cause = if drifting { "drift" } else { "revision" };
-        let required = i64::from(app.approvals.required);
-        if let RequestChange::Created { id, superseded } = store
-            .ensure_sync_request(&app.name, sha, digest, cause, required, now)
+    let required = i64::from(app.approvals.required);
+    let RequestChange::Created { id, superseded } = store
+        .ensure_sync_request(&app.name, sha, digest, cause.as_str(), required, now)
+        .await?
+    else {
+        return Ok(());
+    };
+    if let Some(old) = superseded {
+        let voided = store
+            .sync_request(old)
             .await?
-        {
-            if let Some(old) = superseded {
-                let voided = store
-                    .sync_request(old)
-                    .await?
-                    .map(|r| r.approvals.len())
-                    .unwrap_or(0);
-                let message = match voided {
-                    0 => format!("sync request #{old} superseded by #{id}: the target moved"),
-                    n => format!("sync request #{old} superseded by #{id}: the target moved; its approvals are void ({n})"),
-                };
-                store
-                    .add_timeline(
-                        &app.name,
-                        "sync_request_superseded",
-                        &message,
-                        &json!({"request": old, "superseded_by": id, "voided_approvals": voided, "revision": sha}),
-                        now,
-                    )
-                    .await?;
-            }
-            let why = if drifting {
-                "to undo drift"
-            } else {
-                "for a new revision"
-            };
-            store
-                .add_timeline(
-                    &app.name,
-                    "sync_requested",
-                    &format!("sync request #{id} {why} ({short}) waits for {required} approval(s)"),
-                    &json!({"request": id, "revision": sha, "digest": digest, "cause": cause, "required": required, "approvers": app.approvals.groups}),
-                    now,
-                )
-                .await?;
-        }
-    } else if let Some(id) = store
+            .map(|r| r.approvals.len())
+            .unwrap_or(0);
+        let message = match voided {
+            0 => format!("sync request #{old} superseded by #{id}: the target moved"),
+            n => format!("sync request #{old} superseded by #{id}: the target moved; its approvals are void ({n})"),
+        };
+        store
+            .add_timeline(
+                &app.name,
+                "sync_request_superseded",
+                &message,
+                &json!({"request": old, "superseded_by": id, "voided_approvals": voided, "revision": sha}),
+                now,
+            )
+            .await?;
+    }
+    let why = match cause {
+        plan::RequestCause::Drift => "to undo drift",
+        plan::RequestCause::Revision => "for a new revision",
+    };
+    store
+        .add_timeline(
+            &app.name,
+            "sync_requested",
+            &format!("sync request #{id} {why} ({short}) waits for {required} approval(s)"),
+            &json!({"request": id, "revision": sha, "digest": digest, "cause": cause.as_str(), "required": required, "approvers": app.approvals.groups}),
+            now,
+        )
+        .await?;
+    Ok(())
+}
+
+/// In sync again: a pending request has nothing left to approve.
+async fn close_open_request(
+    store: &Store,
+    app: &AppSource,
+    now: clock::Millis,
+) -> Result<(), ReconcileError> {
+    if let Some(id) = store
         .close_pending_request(&app.name, "the application is in sync again", now)
         .await?
     {
