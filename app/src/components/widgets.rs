@@ -217,7 +217,7 @@ pub fn RequestPanel(req: RequestView, now: i64, #[prop(optional)] show_app: bool
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let waiting = req.status == "approved";
+    let waiting = req.status == crate::model::RequestStatus::Approved;
     let app = req.application.clone();
     view! {
         <section class="request" aria-labelledby=format!("req-{id}") data-request=id>

@@ -67,7 +67,7 @@ pub struct RequestView {
     /// `revision`, `drift` or `rollback`.
     pub cause: String,
     /// `pending` or `approved` (waiting for "sync now").
-    pub status: String,
+    pub status: super::RequestStatus,
     pub required: i64,
     /// Who approved so far (display names) and when (ms).
     pub approvals: Vec<(String, i64)>,

@@ -2,9 +2,11 @@
 
 mod console;
 mod error;
+mod status;
 
 pub use console::*;
 pub use error::AppError;
+pub use status::{RequestStatus, SyncStatus};
 
 use serde::{Deserialize, Serialize};
 

@@ -179,6 +179,14 @@ fn Header(detail: AppDetail) -> impl IntoView {
             {app.git_error.clone().map(|e| view! {
                 <p class="alert" role="status"><span aria-hidden="true">"⚠ "</span><strong>"Git: "</strong>{e}</p>
             })}
+            {(app.sync_status.as_deref() == Some("Unknown"))
+                .then(|| app.health_message.clone().filter(|m| !m.is_empty()))
+                .flatten()
+                .map(|m| view! {
+                    <p class="alert" role="status" data-testid="compare-error">
+                        <span aria-hidden="true">"⚠ "</span><strong>"Compare failed: "</strong>{m}
+                    </p>
+                })}
             {detail.pin.clone().map(|pin| {
                 let name = name.clone();
                 view! {

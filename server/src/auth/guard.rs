@@ -89,7 +89,8 @@ pub async fn guard(State(state): State<AuthState>, mut req: Request, next: Next)
             }
             return next.run(req).await;
         }
-        Rule::Act(action) => action,
+        Rule::Act(action) => Some(action),
+        Rule::SignedIn => None,
     };
     let Some(principal) = principal else {
         if wants_json {
@@ -108,6 +109,14 @@ pub async fn guard(State(state): State<AuthState>, mut req: Request, next: Next)
             .append_pair("next", &next_url)
             .finish();
         return Redirect::to(&format!("/login?{target}")).into_response();
+    };
+
+    // Server functions authorize themselves, once (their application is in the body).
+    let Some(action) = action else {
+        let visibility = Visibility::of(&principal, &state.settings.auth);
+        req.extensions_mut().insert(visibility);
+        req.extensions_mut().insert(principal);
+        return next.run(req).await;
     };
 
     // Routes about one application are judged within its project (a sync request belongs to
@@ -158,8 +167,8 @@ pub async fn guard(State(state): State<AuthState>, mut req: Request, next: Next)
 
 /// Whether `principal` may take `action` (within the project of application `app`, when the
 /// request is about one). A denial is recorded in the ledger and explained: "Syncing needs the
-/// deployer role in project demo; you have viewer". Server functions about one application
-/// call this themselves (the guard cannot see their arguments).
+/// deployer role in project demo; you have viewer". The guard calls it for REST routes (the
+/// application is in the path); server functions call it themselves, once (it is in the body).
 pub async fn authorize(
     state: &AuthState,
     principal: &Principal,

@@ -14,6 +14,10 @@ pub enum Rule {
     Public,
     /// The action's role, within the application's project when the route names one.
     Act(Action),
+    /// Signed in; the handler authorizes its action itself, once, through the same
+    /// `guard::authorize` (server functions: their arguments — which application — are in the
+    /// body, which the guard does not read).
+    SignedIn,
 }
 
 /// Things people do, each needing a role.
@@ -101,25 +105,25 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("GET", "/auth/oidc/callback", Rule::Public),
     ("POST", "/_fn/whoami", Rule::Public),
     ("POST", "/_fn/login_options", Rule::Public),
-    ("POST", "/_fn/application_page", Rule::Act(Action::View)),
-    ("POST", "/_fn/open_requests", Rule::Act(Action::View)),
-    ("POST", "/_fn/audit_page", Rule::Act(Action::View)),
+    // Server functions: signed in here; each function authorizes its action once, within the
+    // application's project when it is about one (`http::console::allowed`).
+    ("POST", "/_fn/application_page", Rule::SignedIn),
+    ("POST", "/_fn/open_requests", Rule::SignedIn),
+    ("POST", "/_fn/audit_page", Rule::SignedIn),
     (
         "GET",
         "/api/v1/notifications/deliveries",
         Rule::Act(Action::ViewDeliveries),
     ),
-    // Server functions about one application: signed in here, then the function judges its
-    // action within the application's project (`auth::guard::authorize`).
-    ("POST", "/_fn/application_detail", Rule::Act(Action::View)),
-    ("POST", "/_fn/application_history", Rule::Act(Action::View)),
-    ("POST", "/_fn/application_diff", Rule::Act(Action::View)),
-    ("POST", "/_fn/known_good", Rule::Act(Action::View)),
-    ("POST", "/_fn/approve", Rule::Act(Action::View)),
-    ("POST", "/_fn/reject", Rule::Act(Action::View)),
-    ("POST", "/_fn/sync_now", Rule::Act(Action::View)),
-    ("POST", "/_fn/rollback", Rule::Act(Action::View)),
-    ("POST", "/_fn/unpin", Rule::Act(Action::View)),
+    ("POST", "/_fn/application_detail", Rule::SignedIn),
+    ("POST", "/_fn/application_history", Rule::SignedIn),
+    ("POST", "/_fn/application_diff", Rule::SignedIn),
+    ("POST", "/_fn/known_good", Rule::SignedIn),
+    ("POST", "/_fn/approve", Rule::SignedIn),
+    ("POST", "/_fn/reject", Rule::SignedIn),
+    ("POST", "/_fn/sync_now", Rule::SignedIn),
+    ("POST", "/_fn/rollback", Rule::SignedIn),
+    ("POST", "/_fn/unpin", Rule::SignedIn),
     ("POST", "/api/v1/webhooks/{provider}", Rule::Public),
     (
         "POST",

@@ -13,7 +13,7 @@ use crate::auth::Principal;
 use crate::clock;
 use crate::cluster::client::ClusterClient;
 use crate::reconcile::{self, AppLocks};
-use crate::store::{Store, SyncRequest};
+use crate::store::{RequestStatus, Store, SyncRequest};
 
 /// What a decision needs from the running service.
 pub struct Deps<'a> {
@@ -196,7 +196,7 @@ pub async fn run_approved(
     id: i64,
 ) -> Result<(), EngineError> {
     let req = request(deps, id).await?;
-    if req.status != "approved" {
+    if req.status != RequestStatus::Approved {
         return Err(EngineError::Conflict(format!(
             "sync request {id} is {}, not approved",
             req.status
@@ -247,7 +247,11 @@ async fn run_claimed(
         deps.store
             .finish_request(
                 id,
-                if ok { "synced" } else { "failed" },
+                if ok {
+                    RequestStatus::Synced
+                } else {
+                    RequestStatus::Failed
+                },
                 done["sync"].as_i64(),
                 None,
             )
@@ -265,7 +269,7 @@ async fn run_claimed(
         deps.store
             .finish_request(
                 id,
-                "failed",
+                RequestStatus::Failed,
                 None,
                 Some("the target moved after approval; a new request was opened"),
             )
@@ -288,9 +292,9 @@ async fn run_claimed(
     )
     .await?;
     let outcome = if status == crate::store::SyncStatus::Succeeded {
-        "synced"
+        RequestStatus::Synced
     } else {
-        "failed"
+        RequestStatus::Failed
     };
     deps.store
         .finish_request(id, outcome, Some(sync_id), None)

@@ -25,7 +25,7 @@ use crate::auth::policy::Action;
 use crate::auth::visibility::Visibility;
 use crate::auth::Principal;
 use crate::engine::decisions::{self as workflow, Deps};
-use crate::store::{AppSource, SyncRequest};
+use crate::store::{AppSource, RequestStatus, SyncRequest};
 
 /// Applications shown per page of the list.
 pub const PAGE_SIZE: i64 = 50;
@@ -135,7 +135,7 @@ async fn request_view(
 ) -> Result<RequestView, AppError> {
     let why_not = match role_gap(state, principal, Action::Approve, &source.project) {
         Some(gap) => Some(gap),
-        None if req.status == "approved" => None,
+        None if req.status == RequestStatus::Approved => None,
         None => workflow::may_approve(&state.store, principal, &req, source)
             .await
             .err()
@@ -202,7 +202,10 @@ async fn open_request(state: &AppState, app: &str) -> Result<Option<SyncRequest>
         .await
         .map_err(store_error)?
         .into_iter()
-        .find(|r| r.status == "pending" || (r.status == "approved" && r.sync_id.is_none())))
+        .find(|r| {
+            r.status == RequestStatus::Pending
+                || (r.status == RequestStatus::Approved && r.sync_id.is_none())
+        }))
 }
 
 /// How long a page of the Applications list is reused. The list is a snapshot anyway (it does
@@ -541,13 +544,13 @@ impl Catalog for ConsoleCatalog {
         let only = visibility.projects();
         let mut open = state
             .store
-            .sync_requests(Some("pending"), None, only, 500)
+            .sync_requests(Some(RequestStatus::Pending), None, only, 500)
             .await
             .map_err(store_error)?;
         open.extend(
             state
                 .store
-                .sync_requests(Some("approved"), None, only, 500)
+                .sync_requests(Some(RequestStatus::Approved), None, only, 500)
                 .await
                 .map_err(store_error)?
                 .into_iter()

@@ -85,6 +85,9 @@ struct StoreLedger {
 #[async_trait]
 impl Ledger for StoreLedger {
     async fn audit(&self, q: AuditQuery) -> Result<AuditView, AppError> {
+        if q.view != "notifications" {
+            super::console::allowed(&self.state, crate::auth::policy::Action::View, None).await?;
+        }
         if q.view == "notifications" {
             let html = notifications(&self.state, q.show == "undelivered").await?;
             return Ok(AuditView {

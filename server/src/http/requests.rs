@@ -13,6 +13,7 @@ use crate::auth::guard::ClientIp;
 use crate::auth::visibility::Visibility;
 use crate::auth::Principal;
 use crate::engine::decisions::{self as workflow, Deps};
+use crate::store::RequestStatus;
 use app::model::AppError;
 
 fn deps(state: &AppState) -> Deps<'_> {
@@ -38,26 +39,20 @@ pub async fn list(
     Extension(visibility): Extension<Visibility>,
     Query(q): Query<ListQuery>,
 ) -> Response {
-    const STATUSES: [&str; 6] = [
-        "pending",
-        "approved",
-        "rejected",
-        "superseded",
-        "synced",
-        "failed",
-    ];
-    if let Some(s) = q.status.as_deref().filter(|s| !STATUSES.contains(s)) {
-        return AppError::BadRequest(format!(
-            "unknown status `{s}` (expected one of {})",
-            STATUSES.join(", ")
-        ))
-        .into_response();
-    }
+    let status = match q
+        .status
+        .as_deref()
+        .map(str::parse::<RequestStatus>)
+        .transpose()
+    {
+        Ok(status) => status,
+        Err(e) => return AppError::BadRequest(e).into_response(),
+    };
     respond(
         state
             .store
             .sync_requests(
-                q.status.as_deref(),
+                status,
                 q.application.as_deref(),
                 visibility.projects(),
                 q.limit.unwrap_or(100),

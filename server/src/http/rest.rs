@@ -282,7 +282,7 @@ pub async fn sync(
         let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_error)?;
         if !body.dry_run && !source.auto_sync && source.approvals.required > 0 {
             let pending = state.store.sync_requests(None, Some(&source.name), None, 1).await.map_err(|e| internal_error(&e))?;
-            let hint = pending.first().filter(|r| r.status == "pending" || r.status == "approved")
+            let hint = pending.first().filter(|r| r.status.is_open())
                 .map(|r| format!(": approve sync request #{} (POST /api/v1/sync-requests/{}/approve)", r.id, r.id))
                 .unwrap_or_default();
             return Err(AppError::Conflict(format!(

@@ -35,7 +35,7 @@ pub use identity::{LoginReservation, TokenRecord, UserRecord};
 pub use notify::{Delivery, DeliveryRecord, NotificationEvent};
 pub use pins::{KnownGood, Pin};
 pub use replicas::{Interrupted, ReplicaRecord, HEARTBEAT_MS, REPLICA_TIMEOUT_MS};
-pub use requests::{Approval, Approved, DecisionError, RequestChange, SyncRequest};
+pub use requests::{Approval, Approved, DecisionError, RequestChange, RequestStatus, SyncRequest};
 pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};
 

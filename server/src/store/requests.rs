@@ -6,6 +6,7 @@ use sqlx::Row;
 
 use super::{append_audit, AuditEvent, Store, StoreError};
 use crate::clock::Millis;
+pub use app::model::RequestStatus;
 
 /// A sync request with its (non-void and void) approvals.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -17,7 +18,7 @@ pub struct SyncRequest {
     pub cause: String,
     pub requested_by: Option<String>,
     pub required: i64,
-    pub status: String,
+    pub status: RequestStatus,
     pub created_at: Millis,
     pub decided_at: Option<Millis>,
     pub decided_by: Option<String>,
@@ -50,7 +51,7 @@ pub enum DecisionError {
     #[error("no sync request {0}")]
     NotFound(i64),
     #[error("sync request {id} is {status}, not pending")]
-    NotPending { id: i64, status: String },
+    NotPending { id: i64, status: RequestStatus },
     #[error("you already approved sync request {0}")]
     AlreadyApproved(i64),
     #[error(transparent)]
@@ -83,7 +84,13 @@ fn request_from(r: &sqlx::any::AnyRow) -> Result<SyncRequest, StoreError> {
         cause: r.try_get("cause")?,
         requested_by: r.try_get("requested_by")?,
         required: r.try_get("required")?,
-        status: r.try_get("status")?,
+        status: {
+            let text: String = r.try_get("status")?;
+            text.parse().map_err(|_| StoreError::Corrupt {
+                column: "sync_requests.status",
+                value: text,
+            })?
+        },
         created_at: r.try_get("created_at")?,
         decided_at: r.try_get("decided_at")?,
         decided_by: r.try_get("decided_by")?,
@@ -296,13 +303,16 @@ impl Store {
     /// the caller's visibility (`auth::visibility`).
     pub async fn sync_requests(
         &self,
-        status: Option<&str>,
+        status: Option<RequestStatus>,
         app: Option<&str>,
         only: Option<&[String]>,
         limit: i64,
     ) -> Result<Vec<SyncRequest>, StoreError> {
         let mut params = vec![
-            status.unwrap_or_default().to_owned(),
+            status
+                .map(RequestStatus::as_str)
+                .unwrap_or_default()
+                .to_owned(),
             app.unwrap_or_default().to_owned(),
         ];
         let scope = match only {
@@ -432,7 +442,7 @@ impl Store {
     pub async fn finish_request(
         &self,
         id: i64,
-        status: &str,
+        status: RequestStatus,
         sync_id: Option<i64>,
         reason: Option<&str>,
     ) -> Result<bool, StoreError> {
@@ -440,7 +450,7 @@ impl Store {
             "UPDATE sync_requests SET status = $1, sync_id = $2, reason = COALESCE($3, reason)
              WHERE id = $4 AND status = 'approved'",
         )
-        .bind(status)
+        .bind(status.as_str())
         .bind(sync_id)
         .bind(reason)
         .bind(id)

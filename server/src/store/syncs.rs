@@ -7,41 +7,7 @@ use sqlx::Row;
 use super::{Store, StoreError};
 use crate::clock::Millis;
 
-/// Outcome states of a sync.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SyncStatus {
-    Running,
-    Succeeded,
-    Failed,
-    Interrupted,
-}
-
-impl SyncStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            SyncStatus::Running => "running",
-            SyncStatus::Succeeded => "succeeded",
-            SyncStatus::Failed => "failed",
-            SyncStatus::Interrupted => "interrupted",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self, StoreError> {
-        Ok(match s {
-            "running" => SyncStatus::Running,
-            "succeeded" => SyncStatus::Succeeded,
-            "failed" => SyncStatus::Failed,
-            "interrupted" => SyncStatus::Interrupted,
-            other => {
-                return Err(StoreError::Corrupt {
-                    column: "syncs.status",
-                    value: other.to_owned(),
-                })
-            }
-        })
-    }
-}
+pub use app::model::SyncStatus;
 
 /// A stored sync record.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
@@ -173,7 +139,10 @@ impl Store {
                     digest: r.try_get("digest")?,
                     cause: r.try_get("cause")?,
                     requested_by: r.try_get("requested_by")?,
-                    status: SyncStatus::parse(&status)?,
+                    status: status.parse().map_err(|_| StoreError::Corrupt {
+                        column: "syncs.status",
+                        value: status.clone(),
+                    })?,
                     started_at: r.try_get("started_at")?,
                     finished_at: r.try_get("finished_at")?,
                     results: serde_json::from_str(&results).unwrap_or(Value::Null),

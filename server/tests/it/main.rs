@@ -17,5 +17,6 @@ mod notify;
 mod reconcile;
 mod replicas;
 mod sandbox;
+mod scheduler;
 mod security;
 mod store;

@@ -554,7 +554,12 @@ async fn a_new_tip_that_renders_the_same_keeps_the_request_and_its_approvals() {
     let (server, people) = approvers(&f).await;
     let pending = || async {
         f.store
-            .sync_requests(Some("pending"), Some("guestbook"), None, 10)
+            .sync_requests(
+                Some(server::store::RequestStatus::Pending),
+                Some("guestbook"),
+                None,
+                10,
+            )
             .await
             .unwrap()
     };

@@ -1017,7 +1017,7 @@ async fn a_running_tidemark_notifies_approvals_drift_and_rollback_and_its_metric
     wait_sample(&server, &s("tidemark_app_sync_status", "OutOfSync"), 1.0).await;
     let first = f
         .store
-        .sync_requests(Some("pending"), None, None, 1)
+        .sync_requests(Some(server::store::RequestStatus::Pending), None, None, 1)
         .await
         .unwrap()[0]
         .id;
@@ -1061,7 +1061,7 @@ async fn a_running_tidemark_notifies_approvals_drift_and_rollback_and_its_metric
     wait_sample(&server, &g("tidemark_app_pending_approvals"), 1.0).await;
     let drift_request = f
         .store
-        .sync_requests(Some("pending"), None, None, 1)
+        .sync_requests(Some(server::store::RequestStatus::Pending), None, None, 1)
         .await
         .unwrap()[0]
         .id;

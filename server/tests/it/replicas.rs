@@ -106,8 +106,8 @@ async fn three_replicas_killed_at_random_sync_every_revision_once_and_apply_an_a
     let store = db.store().await;
     let mut replicas: Vec<Process> = configs.iter().map(|c| Process::start(c)).collect();
     let (ta, tb) = (
-        token(&configs[0], "approver-a"),
-        token(&configs[0], "approver-b"),
+        cli_token(&configs[0], "approver-a"),
+        cli_token(&configs[0], "approver-b"),
     );
     let mut seed = Lcg(0x7e1d_e3a4);
     let mut killed = 0;
