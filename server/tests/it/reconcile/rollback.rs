@@ -201,13 +201,22 @@ async fn rollback_applies_a_known_good_snapshot_without_git_and_pins_until_unpin
             Some(v3.as_str())
         );
         assert_eq!(replicas().await, 2, "pinned: v3 not deployed");
-        let mut scaled = deployments.get("web").await.unwrap();
-        scaled.spec.replicas = Some(9);
-        scaled.metadata.managed_fields = None;
-        deployments
-            .replace("web", &Default::default(), &scaled)
-            .await
-            .unwrap();
+        // A controller may write the object between the read and the replace (409): read again.
+        for attempt in 1.. {
+            let mut scaled = deployments.get("web").await.unwrap();
+            scaled.spec.replicas = Some(9);
+            scaled.metadata.managed_fields = None;
+            match deployments
+                .replace("web", &Default::default(), &scaled)
+                .await
+            {
+                Ok(_) => break,
+                Err(kube::Error::Api(e)) if e.code == 409 && attempt < 10 => {
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await
+                }
+                Err(e) => panic!("replace: {e}"),
+            }
+        }
         settle().await;
         assert_eq!(replicas().await, 2, "self-heal keeps the pinned snapshot");
 
