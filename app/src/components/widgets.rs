@@ -167,11 +167,45 @@ pub struct Flash(pub RwSignal<Option<Result<String, AppError>>>);
 pub struct Reload(pub RwSignal<u64>);
 
 impl Reload {
-    /// Provides a fresh counter to the page and returns it.
+    /// Provides a fresh counter to the page and returns it, with the page's request actions
+    /// ([`RequestActions`]).
     pub fn provide() -> RwSignal<u64> {
         let signal = RwSignal::new(0);
         provide_context(Reload(signal));
+        RequestActions::provide();
         signal
+    }
+}
+
+/// The decisions on sync requests, owned by the page rather than by a request's panel: a live
+/// update can re-render or remove the panel while its action runs (the approval that completes
+/// a request syncs it and closes the panel), and the outcome must still reach the flash.
+#[derive(Clone, Copy)]
+pub struct RequestActions {
+    pub approve: ServerAction<Approve>,
+    pub reject: ServerAction<Reject>,
+    pub sync_now: ServerAction<SyncNow>,
+}
+
+impl RequestActions {
+    fn provide() {
+        let actions = RequestActions {
+            approve: ServerAction::<Approve>::new(),
+            reject: ServerAction::<Reject>::new(),
+            sync_now: ServerAction::<SyncNow>::new(),
+        };
+        report(actions.approve.value());
+        report(actions.reject.value());
+        report(actions.sync_now.value());
+        provide_context(actions);
+    }
+
+    /// The page's actions (or, on a page without them, ones owned by the caller).
+    fn of_page() -> Self {
+        use_context::<RequestActions>().unwrap_or_else(|| {
+            Self::provide();
+            expect_context::<RequestActions>()
+        })
     }
 }
 
@@ -196,12 +230,11 @@ pub fn report(value: impl Get<Value = Option<Result<String, AppError>>> + Send +
 /// the page reloads its data.
 #[component]
 pub fn RequestPanel(req: RequestView, now: i64, #[prop(optional)] show_app: bool) -> impl IntoView {
-    let approve = ServerAction::<Approve>::new();
-    let reject = ServerAction::<Reject>::new();
-    let sync_now = ServerAction::<SyncNow>::new();
-    report(approve.value());
-    report(reject.value());
-    report(sync_now.value());
+    let RequestActions {
+        approve,
+        reject,
+        sync_now,
+    } = RequestActions::of_page();
     let id = req.id;
     let cause = match req.cause.as_str() {
         "drift" => "live state drifted from Git",
