@@ -199,6 +199,17 @@ pub struct Scheduler {
     /// Workers (applications reconciled at once).
     pub concurrency: usize,
     failures: Mutex<HashMap<String, u32>>,
+    /// This replica's lease share as of the last heartbeat (counted there, not per reconcile).
+    share: Mutex<Share>,
+}
+
+/// Leases this replica holds, its fair share and the live replicas, from the last heartbeat
+/// (kept current between heartbeats as leases are taken and given back).
+#[derive(Debug, Clone, Copy)]
+struct Share {
+    mine: i64,
+    fair: i64,
+    replicas: i64,
 }
 
 impl Scheduler {
@@ -221,6 +232,12 @@ impl Scheduler {
             interval,
             concurrency: concurrency.max(1),
             failures: Mutex::new(HashMap::new()),
+            // Until the first heartbeat counts, free leases may be taken.
+            share: Mutex::new(Share {
+                mine: 0,
+                fair: i64::MAX,
+                replicas: 1,
+            }),
         })
     }
 
@@ -306,6 +323,12 @@ impl Scheduler {
     pub async fn beat(&self) -> Result<(), StoreError> {
         let now = clock::now();
         self.store.heartbeat(now).await?;
+        let (mine, replicas, apps) = self.store.lease_share(now).await?;
+        *self.share_mut() = Share {
+            mine,
+            fair: (apps + replicas - 1) / replicas,
+            replicas,
+        };
         for gone in self
             .store
             .interrupt_orphaned_syncs(now - REPLICA_TIMEOUT_MS, now)
@@ -327,12 +350,15 @@ impl Scheduler {
         if self.store.holds_lease(app, now).await? {
             return self.store.try_lease(app, now).await;
         }
-        let (mine, replicas, apps) = self.store.lease_share(now).await?;
-        let fair = (apps + replicas - 1) / replicas;
-        if mine >= fair {
+        let share = *self.share_mut();
+        if share.mine >= share.fair {
             return Ok(false);
         }
-        self.store.try_lease(app, now).await
+        let taken = self.store.try_lease(app, now).await?;
+        if taken {
+            self.share_mut().mine += 1;
+        }
+        Ok(taken)
     }
 
     /// Reconciles one application and schedules its next run.
@@ -411,16 +437,17 @@ impl Scheduler {
     /// After a reconcile: a replica holding more than its fair share gives this application's
     /// lease up, so replicas that joined later share the work.
     async fn rebalance(&self, app: &str) {
-        let now = clock::now();
-        let Ok((mine, replicas, apps)) = self.store.lease_share(now).await else {
-            return;
-        };
-        let fair = (apps + replicas - 1) / replicas;
-        if replicas > 1 && mine > fair {
-            if let Err(e) = self.store.release_lease(app).await {
-                tracing::warn!(app, error = %e, "cannot release a lease");
+        let share = *self.share_mut();
+        if share.replicas > 1 && share.mine > share.fair {
+            match self.store.release_lease(app).await {
+                Ok(()) => self.share_mut().mine -= 1,
+                Err(e) => tracing::warn!(app, error = %e, "cannot release a lease"),
             }
         }
+    }
+
+    fn share_mut(&self) -> std::sync::MutexGuard<'_, Share> {
+        self.share.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn failures_mut(&self) -> std::sync::MutexGuard<'_, HashMap<String, u32>> {
