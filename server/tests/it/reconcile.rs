@@ -91,6 +91,22 @@ pub(crate) async fn fixture_approvals(
 }
 
 /// On a sandbox and the database `db` (one of [`TestDb::both`]), with this approval policy.
+/// A manual application needing two approvals, compared once (its sync request is open).
+pub(crate) async fn gated(db: TestDb) -> (Fixture, server::store::AppSource) {
+    let f = fixture_approvals_on(
+        db,
+        app::model::SyncPolicy::Manual,
+        false,
+        needs_approvals(2),
+    )
+    .await;
+    let app = f.store.app_source("guestbook").await.unwrap().unwrap();
+    reconcile::reconcile_app(&f.store, &f.cluster, &app)
+        .await
+        .unwrap();
+    (f, app)
+}
+
 pub(crate) async fn fixture_approvals_on(
     db: TestDb,
     policy: app::model::SyncPolicy,

@@ -7,7 +7,7 @@ use server::config::ApprovalPolicy;
 use server::reconcile;
 
 use super::{
-    approvers, decide, fixture_approvals_on, needs_approvals, pending_requests, refresh,
+    approvers, decide, fixture_approvals_on, gated, needs_approvals, pending_requests, refresh,
     wait_pending, APP,
 };
 use crate::helpers::TestDb;
@@ -15,17 +15,7 @@ use crate::helpers::TestDb;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_m_approvals_with_four_eyes_run_the_sync_exactly_once() {
     for db in TestDb::both().await {
-        let f = fixture_approvals_on(
-            db,
-            app::model::SyncPolicy::Manual,
-            false,
-            needs_approvals(2),
-        )
-        .await;
-        let app = f.store.app_source("guestbook").await.unwrap().unwrap();
-        reconcile::reconcile_app(&f.store, &f.cluster, &app)
-            .await
-            .unwrap();
+        let (f, app) = gated(db).await;
         reconcile::reconcile_app(&f.store, &f.cluster, &app)
             .await
             .unwrap();
@@ -140,17 +130,7 @@ async fn two_of_m_approvals_with_four_eyes_run_the_sync_exactly_once() {
 async fn a_new_commit_supersedes_the_request_and_voids_its_approvals_and_rejection_needs_a_reason()
 {
     for db in TestDb::both().await {
-        let f = fixture_approvals_on(
-            db,
-            app::model::SyncPolicy::Manual,
-            false,
-            needs_approvals(2),
-        )
-        .await;
-        let app = f.store.app_source("guestbook").await.unwrap().unwrap();
-        reconcile::reconcile_app(&f.store, &f.cluster, &app)
-            .await
-            .unwrap();
+        let (f, app) = gated(db).await;
         let (server, people) = approvers(&f).await;
         let first = pending_requests(&f).await[0].id;
         assert_eq!(

@@ -3,7 +3,7 @@
 
 use server::reconcile;
 
-use super::{approvers, fixture_approvals_on, needs_approvals, pending_requests};
+use super::{approvers, gated, pending_requests};
 use crate::helpers::TestDb;
 
 /// Calls a server function the way a browser form does (URL-encoded body, same Origin).
@@ -40,17 +40,7 @@ async fn page(client: &reqwest::Client, server: &crate::helpers::TestServer, pat
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_requests_timeline_diff_and_decides_through_server_functions() {
     for db in TestDb::both().await {
-        let f = fixture_approvals_on(
-            db,
-            app::model::SyncPolicy::Manual,
-            false,
-            needs_approvals(2),
-        )
-        .await;
-        let app = f.store.app_source("guestbook").await.unwrap().unwrap();
-        reconcile::reconcile_app(&f.store, &f.cluster, &app)
-            .await
-            .unwrap();
+        let (f, app) = gated(db).await;
         let (server, people) = approvers(&f).await;
         let id = pending_requests(&f).await[0].id;
         let head = f
