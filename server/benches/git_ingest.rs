@@ -105,6 +105,7 @@ fn settings(repo: &Path, db: &Path, cache: &Path) -> Settings {
         ignore: Vec::new(),
         approvals: Default::default(),
         compare: Default::default(),
+        require_signed: false,
     }];
     s
 }

@@ -70,6 +70,7 @@ async fn fill(store: &Store, raw: &sqlx::AnyPool, events: usize) {
         ignore: Vec::new(),
         approvals: Default::default(),
         compare: Default::default(),
+        require_signed: false,
     }];
     store
         .sync_declared(

@@ -137,6 +137,7 @@ fn main() {
                 ignore: Vec::new(),
                 approvals: Default::default(),
                 compare: Default::default(),
+                require_signed: false,
             })
             .collect();
         let started = std::time::Instant::now();

@@ -52,6 +52,24 @@ pub struct Settings {
     pub notifications: NotificationSettings,
     #[serde(default)]
     pub secrets: SecretsSettings,
+    /// Per-project policy (`[[projects]]`): signed-commit requirement and trusted keys.
+    #[serde(default)]
+    pub projects: Vec<ProjectSettings>,
+}
+
+/// What one project requires of every application in it (`[[projects]]`). Projects without an
+/// entry require nothing beyond their applications' own settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectSettings {
+    pub name: String,
+    /// Only revisions signed by a trusted key are synced, in every application of the project.
+    #[serde(default)]
+    pub require_signed: bool,
+    /// Keys trusted for the project's applications, on top of their repository's
+    /// `trusted_keys` (same forms).
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 /// Encryption at rest of the Secret data in stored renders (see [`crate::secrets`]). Without a
@@ -456,6 +474,8 @@ pub struct GitSettings {
     pub kustomize_sandbox: crate::render::Sandbox,
     /// Accepted webhooks per repository per minute (more answer 429).
     pub webhook_rate_per_minute: u32,
+    /// Longest one signature check (`gpgv` or `ssh-keygen -Y`) may take.
+    pub signature_timeout_secs: u64,
 }
 
 impl Default for GitSettings {
@@ -470,6 +490,7 @@ impl Default for GitSettings {
             kustomize_timeout_secs: limits.kustomize_timeout.as_secs(),
             kustomize_sandbox: limits.kustomize_sandbox,
             webhook_rate_per_minute: 30,
+            signature_timeout_secs: 10,
         }
     }
 }
@@ -510,6 +531,11 @@ pub struct RepositorySettings {
     pub webhook_secret_env: Option<String>,
     /// File holding the webhook secret.
     pub webhook_secret_file: Option<PathBuf>,
+    /// Keys whose signatures make a commit (or signed tag) `verified`: each entry a file path
+    /// (an armored or binary OpenPGP public key export, or an SSH `allowed_signers` file) or the
+    /// same material inline (`"alice@example.com ssh-ed25519 AAAA…"`).
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 fn default_fetch_interval() -> u64 {
@@ -529,6 +555,7 @@ impl RepositorySettings {
             fetch_interval_secs: default_fetch_interval(),
             webhook_secret_env: None,
             webhook_secret_file: None,
+            trusted_keys: Vec::new(),
         }
     }
 
@@ -602,6 +629,10 @@ pub struct ApplicationSettings {
     /// How live objects are compared (`[applications.compare]`).
     #[serde(default)]
     pub compare: CompareOptions,
+    /// Only revisions signed by a trusted key of the repository or project are synced (auto,
+    /// request, approval, rollback); an unverified target waits, the deployed revision stays.
+    #[serde(default)]
+    pub require_signed: bool,
 }
 
 /// Field managers whose changes to a live object are not drift by default: controllers that

@@ -405,6 +405,7 @@ impl Demo {
                     ..Default::default()
                 },
                 compare: Default::default(),
+                require_signed: false,
             }
         };
         settings.applications = vec![

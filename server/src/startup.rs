@@ -31,6 +31,8 @@ pub enum StartupError {
     Notify(#[from] crate::notify::TargetError),
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretsError),
+    #[error(transparent)]
+    TrustedKeys(#[from] crate::git::signatures::KeyError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -92,6 +94,7 @@ impl Application {
                 crate::clock::now(),
             )
             .await?;
+        store.sync_project_policies(&settings.projects).await?;
 
         let generated_admin_password =
             crate::auth::local::bootstrap_admin(&store, &settings.auth, crate::clock::now())
@@ -141,6 +144,8 @@ impl Application {
             .site_addr(local)
             .build();
         let git = GitSources::new(store.clone(), &settings);
+        // A trusted key that cannot be read or parsed stops the start, naming it.
+        git.check_trusted_keys(&settings)?;
         let public_origin = settings
             .server
             .public_url

@@ -79,6 +79,39 @@ pub fn Sha(sha: String) -> impl IntoView {
     view! { <code class="sha" title=sha>{short}</code> }
 }
 
+/// A commit's signature verdict as icon + words: `✓ verified · alice@example.com`,
+/// `? unknown key`, `✗ bad signature`, `– unsigned`; the key and detail on hover. Nothing when
+/// not checked yet.
+#[component]
+pub fn SignatureBadge(signature: Option<crate::model::SignatureVerdict>) -> impl IntoView {
+    signature.map(|v| {
+        use crate::model::SignatureStatus as S;
+        let (icon, tone) = match v.status {
+            S::Verified => ("✓", "ok"),
+            S::UnknownKey => ("?", "warn"),
+            S::BadSignature => ("✗", "bad"),
+            S::Unsigned => ("–", "unknown"),
+        };
+        let mut title = v.describe();
+        if let Some(d) = v.detail.as_deref() {
+            title = format!("{title} — {d}");
+        }
+        if let Some(key) = v.fingerprint.as_deref() {
+            title = format!("{title} — key {key}");
+        }
+        let signer = v
+            .signer_email()
+            .or_else(|| v.signer.clone())
+            .filter(|_| v.is_verified());
+        view! {
+            <span class=format!("status signature {tone}") title=title data-signature=v.status.as_str()>
+                <span aria-hidden="true">{icon}" "</span>{v.label()}
+                {signer.map(|s| view! { " · " <span class="signer">{s}</span> })}
+            </span>
+        }
+    })
+}
+
 /// Sync status and health as icon + label (never colour alone).
 #[component]
 pub fn StatusBadges(app: AppSummary) -> impl IntoView {
@@ -260,7 +293,7 @@ pub fn RequestPanel(req: RequestView, now: i64, #[prop(optional)] show_app: bool
                 <span class="status info">{format!("{} of {} approvals", req.approvals.len(), req.required)}</span>
             </h3>
             <p>
-                "Deploy " <Sha sha=req.revision.clone() />
+                "Deploy " <Sha sha=req.revision.clone() /> " " <SignatureBadge signature=req.signature.clone() />
                 {req.title.clone().map(|t| view! { " · last change here: “" {t} "”" })}
                 {req.author.clone().map(|a| view! { " by " {a} })}
                 {format!(" · cause: {cause}")}

@@ -44,6 +44,8 @@ pub struct PolicyView {
     pub approval_groups: Vec<String>,
     pub sync_on_approval: bool,
     pub rollback_needs_approval: bool,
+    /// Only revisions signed by a trusted key are synced (`require_signed`).
+    pub require_signed: bool,
 }
 
 /// A rollback pin.
@@ -75,6 +77,8 @@ pub struct RequestView {
     pub requested_by: Option<String>,
     /// `None`: the viewer may approve and reject; otherwise why not.
     pub why_not: Option<String>,
+    /// Who signed the revision it deploys, as verified now (`None`: not checked yet).
+    pub signature: Option<super::SignatureVerdict>,
 }
 
 /// One resource of the last comparison.
@@ -112,6 +116,10 @@ pub struct AppDetail {
     pub resources: Vec<ResourceView>,
     /// `None`: the viewer may roll back (and unpin); otherwise why not.
     pub rollback_why_not: Option<String>,
+    /// The verdict on the target revision's signature (`None`: not checked yet).
+    pub target_signature: Option<super::SignatureVerdict>,
+    /// Under `require_signed`, why the target revision is not deployed.
+    pub held_back: Option<String>,
     pub now: i64,
 }
 
@@ -126,6 +134,8 @@ pub struct HistoryEntry {
     /// For commits: the SHA; for syncs: per-resource results as `(action, object, message)`.
     pub revision: Option<String>,
     pub results: Vec<(String, String, String)>,
+    /// For commits: the signature verdict (`None`: not checked yet).
+    pub signature: Option<super::SignatureVerdict>,
 }
 
 /// A page of the timeline, newest first.
@@ -204,11 +214,17 @@ pub struct RevisionView {
     pub deployed_at: i64,
     /// What is running now.
     pub current: bool,
+    /// The signature verdict against the current trusted keys (`None`: not checked).
+    pub signature: Option<super::SignatureVerdict>,
 }
 
 /// The timeline's filter groups: key (in links), label, and the event kinds they select.
 pub const TIMELINE_GROUPS: &[(&str, &str, &[&str])] = &[
-    ("commits", "Commits", &["commit"]),
+    (
+        "commits",
+        "Commits & signatures",
+        &["commit", "revision_blocked", "trusted_keys_changed"],
+    ),
     ("syncs", "Syncs", &["sync", "sync_interrupted", "conflict"]),
     (
         "approvals",
@@ -252,6 +268,8 @@ pub const TIMELINE_GROUPS: &[(&str, &str, &[&str])] = &[
 pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) {
     match kind {
         "commit" => ("●", "Commit", "info"),
+        "revision_blocked" => ("⊘", "Not deployed: unverified", "bad"),
+        "trusted_keys_changed" => ("⚿", "Trusted keys changed", "info"),
         "sync" => ("⟳", "Sync", "ok"),
         "sync_interrupted" => ("⚠", "Sync interrupted", "warn"),
         "conflict" => ("⚠", "Conflict", "bad"),

@@ -2,11 +2,13 @@
 
 mod console;
 mod error;
+mod signature;
 mod status;
 
 pub use console::*;
 pub use error::AppError;
-pub use status::{RequestStatus, SyncStatus};
+pub use signature::SignatureVerdict;
+pub use status::{RequestStatus, SignatureStatus, SyncStatus};
 
 use serde::{Deserialize, Serialize};
 

@@ -92,6 +92,21 @@ vocabulary! {
     }
 }
 
+vocabulary! {
+    /// The verdict on a commit's (or a signed tag's) signature against the trusted keys of its
+    /// application's repository and project. Never derived from the commit's author line.
+    SignatureStatus, "signature status" {
+        /// A good signature by a trusted key (the signer is the key's identity).
+        Verified => "verified",
+        /// Signed, but by a key that is not trusted (or the signature could not be checked).
+        UnknownKey => "unknown_key",
+        /// The signature does not match the signed content (tampered, or a wrong key claims it).
+        BadSignature => "bad_signature",
+        /// No signature at all.
+        Unsigned => "unsigned",
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +115,9 @@ mod tests {
     fn names_round_trip_through_text() {
         for s in RequestStatus::ALL {
             assert_eq!(s.as_str().parse::<RequestStatus>(), Ok(*s));
+        }
+        for s in SignatureStatus::ALL {
+            assert_eq!(s.as_str().parse::<SignatureStatus>(), Ok(*s));
         }
         for s in SyncStatus::ALL {
             assert_eq!(s.as_str().parse::<SyncStatus>(), Ok(*s));

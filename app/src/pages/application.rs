@@ -14,7 +14,7 @@ use crate::api::{
 };
 use crate::components::widgets::{
     duration, health_style, query_string, report, ErrorList, GetForm, Reload, RequestPanel, Sha,
-    StatusBadges, When,
+    SignatureBadge, StatusBadges, When,
 };
 use crate::model::{
     timeline_style, AppDetail, DiffQuery, DiffView, HistoryEntry, HistoryPage, ResourceView,
@@ -139,6 +139,11 @@ fn Header(detail: AppDetail) -> impl IntoView {
             }
         )
     };
+    let policy_text = if policy.require_signed {
+        format!("{policy_text} · signed commits only")
+    } else {
+        policy_text
+    };
     let rollback_href = format!("/applications/{name}?dialog=rollback");
     view! {
         <header class="app-head">
@@ -161,6 +166,7 @@ fn Header(detail: AppDetail) -> impl IntoView {
                 <div><dt>"Target"</dt><dd>
                     <span class="mono">{app.target_revision.clone()}</span>
                     {app.target_sha.clone().map(|s| view! { " " <Sha sha=s /> })}
+                    " " <SignatureBadge signature=detail.target_signature.clone() />
                 </dd></div>
                 <div><dt>"Deployed"</dt><dd>
                     {match detail.deployed_sha.clone() {
@@ -176,6 +182,11 @@ fn Header(detail: AppDetail) -> impl IntoView {
                 <div><dt>"Project"</dt><dd>{app.project.clone()}</dd></div>
                 <div><dt>"Policy"</dt><dd data-testid="policy">{policy_text}</dd></div>
             </dl>
+            {detail.held_back.clone().map(|why| view! {
+                <p class="alert" role="status" data-testid="held-back">
+                    <span aria-hidden="true">"⊘ "</span><strong>"Not deployed: "</strong>{why}
+                </p>
+            })}
             {app.git_error.clone().map(|e| view! {
                 <p class="alert" role="status"><span aria-hidden="true">"⚠ "</span><strong>"Git: "</strong>{e}</p>
             })}
@@ -315,6 +326,7 @@ fn TimelineItem(entry: HistoryEntry, now: i64) -> impl IntoView {
                     <span class=format!("status {tone}")>{label}</span>
                     " "
                     {entry.revision.clone().map(|r| view! { <Sha sha=r /> " " })}
+                    {entry.signature.clone().map(|v| view! { <SignatureBadge signature=Some(v) /> " " })}
                     <span class="message">{entry.message.clone()}</span>
                 </p>
                 <p class="when"><When at=entry.at now /></p>
@@ -622,6 +634,7 @@ fn RollbackDialog(
                                                         <Sha sha=r.revision.clone() />
                                                         " " {r.title.clone().unwrap_or_default()}
                                                     </a>
+                                                    " " <SignatureBadge signature=r.signature.clone() />
                                                     <span class="muted">{format!(" · deployed by {} · {}", r.deployed_by, crate::components::widgets::utc(r.deployed_at))}</span>
                                                     {r.current.then(|| view! { " " <span class="status ok">"running now"</span> })}
                                                 </li>

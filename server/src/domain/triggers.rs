@@ -24,10 +24,12 @@ pub enum Trigger {
     RollbackPerformed,
     /// An application has been pinned by a rollback for longer than `pinned_after`.
     PinnedLong,
+    /// `require_signed` holds back a target revision that is not signed by a trusted key.
+    RevisionBlocked,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 9] = [
+    pub const ALL: [Trigger; 10] = [
         Trigger::DriftOpened,
         Trigger::DriftStale,
         Trigger::SyncFailed,
@@ -37,6 +39,7 @@ impl Trigger {
         Trigger::ApprovalVoided,
         Trigger::RollbackPerformed,
         Trigger::PinnedLong,
+        Trigger::RevisionBlocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Trigger {
             Trigger::ApprovalVoided => "approval_voided",
             Trigger::RollbackPerformed => "rollback_performed",
             Trigger::PinnedLong => "pinned_long",
+            Trigger::RevisionBlocked => "revision_blocked",
         }
     }
 
@@ -69,6 +73,7 @@ impl Trigger {
             Trigger::ApprovalVoided => "Approvals voided",
             Trigger::RollbackPerformed => "Rolled back",
             Trigger::PinnedLong => "Pinned for long",
+            Trigger::RevisionBlocked => "Unverified revision held back",
         }
     }
 }
@@ -92,6 +97,7 @@ pub fn trigger_of(kind: &str, detail: &Value) -> Option<Trigger> {
             .then_some(Trigger::ApprovalVoided),
         "rollback" => Some(Trigger::RollbackPerformed),
         "pinned_long" => Some(Trigger::PinnedLong),
+        "revision_blocked" => Some(Trigger::RevisionBlocked),
         _ => None,
     }
 }
@@ -100,7 +106,7 @@ pub fn trigger_of(kind: &str, detail: &Value) -> Option<Trigger> {
 /// resource contents (a drift's changes could hold a Secret's fields) — drifted resources are
 /// named, not shown.
 pub fn safe_detail(detail: &Value) -> Value {
-    const SCALARS: [&str; 11] = [
+    const SCALARS: [&str; 14] = [
         "sync",
         "status",
         "episode",
@@ -112,6 +118,9 @@ pub fn safe_detail(detail: &Value) -> Value {
         "required",
         "cause",
         "opened_at",
+        "signature",
+        "signer",
+        "fingerprint",
     ];
     let mut out = Map::new();
     for key in SCALARS {

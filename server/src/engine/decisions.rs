@@ -36,7 +36,8 @@ async fn request(deps: &Deps<'_>, id: i64) -> Result<SyncRequest, EngineError> {
 }
 
 /// Whether `who` may approve `req` beyond their role: the policy's groups, four-eyes on the
-/// commit's author (by e-mail) and on a rollback's requester, one approval per person. The
+/// commit's verified signer (or, for a commit without one, its author line; by e-mail) and on a
+/// rollback's requester, one approval per person. The
 /// error says why not, in words the UI shows next to the disabled button.
 pub async fn may_approve(
     store: &Store,
@@ -64,7 +65,19 @@ pub async fn may_approve(
         {
             commits.push(sha);
         }
+        // A verified signature names who made the change; the author line is whatever the
+        // pusher typed, so it counts only for commits without a verified signer.
+        let signatures = store.signatures_of(&req.application, &commits).await?;
         for sha in commits {
+            if let Some(signer) = signatures.get(&sha).and_then(|v| v.signer_email()) {
+                if signer.eq_ignore_ascii_case(mine) {
+                    return Err(EngineError::Forbidden(format!(
+                        "you signed commit {} ({signer}); someone else must approve it",
+                        short(&sha)
+                    )));
+                }
+                continue;
+            }
             let author = store.commit_author_email(&source.repository, &sha).await?;
             if author
                 .as_ref()
@@ -337,6 +350,9 @@ pub async fn rollback(
             ))
         })?
         .clone();
+    // `require_signed`: a known-good revision deployed before the policy (or under older keys)
+    // is refused now, before anyone is asked to approve it.
+    reconcile::signature_gate(deps.store, &source, &target.revision).await?;
     let policy = &source.approvals;
     if policy.rollback && policy.required > 0 {
         let now = clock::now();

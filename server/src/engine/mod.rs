@@ -72,6 +72,7 @@ impl From<ReconcileError> for EngineError {
             ReconcileError::CorruptSnapshot(digest) => {
                 EngineError::Corrupt(format!("snapshot {digest}"))
             }
+            ReconcileError::Unverified(why) => EngineError::Conflict(why),
         }
     }
 }

@@ -12,11 +12,12 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::history;
+use super::signatures::{self, KeyError, TrustedKeys};
 use super::{GitError, Mirror};
 use crate::clock;
 use crate::config::Settings;
 use crate::render::{self, Limits};
-use crate::store::{AppSource, IngestReport, Store, StoreError};
+use crate::store::{AppSource, IngestReport, SignatureRow, Store, StoreError};
 
 /// Why a sync of one repository stopped.
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +43,47 @@ pub struct GitSources {
     intervals: HashMap<String, Duration>,
     limits: Limits,
     triggers: std::sync::Mutex<HashMap<String, mpsc::Sender<String>>>,
+    /// Trusted key entries per (repository, project), and the loaded keys (content-addressed
+    /// on disk under the cache directory).
+    trust: Trust,
 }
+
+/// The trusted keys of each (repository, project), loaded once.
+struct Trust {
+    repository_entries: HashMap<String, Vec<String>>,
+    project_entries: HashMap<String, Vec<String>>,
+    cache_dir: std::path::PathBuf,
+    timeout: Duration,
+    loaded: std::sync::Mutex<HashMap<Vec<String>, Arc<TrustedKeys>>>,
+}
+
+impl Trust {
+    fn keys(&self, repository: &str, project: &str) -> Result<Arc<TrustedKeys>, KeyError> {
+        // The repository's entries, then the project's (as `Settings::trusted_keys`).
+        let mut entries = self
+            .repository_entries
+            .get(repository)
+            .cloned()
+            .unwrap_or_default();
+        entries.extend(
+            self.project_entries
+                .get(project)
+                .cloned()
+                .unwrap_or_default(),
+        );
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(keys) = loaded.get(&entries) {
+            return Ok(keys.clone());
+        }
+        let keys = Arc::new(TrustedKeys::load(&entries, &self.cache_dir, self.timeout)?);
+        loaded.insert(entries, keys.clone());
+        Ok(keys)
+    }
+}
+
+/// Commits verified per ingest at most (beyond the new ones): older verdicts against changed
+/// keys are re-evaluated this many at a time, newest first.
+const RECHECK_BATCH: i64 = 200;
 
 /// Prefix of a repository's poll lease in `app_leases` (application names cannot contain `:`).
 pub const REPOSITORY_LEASE: &str = "repository:";
@@ -70,7 +111,40 @@ impl GitSources {
                 .collect(),
             limits: settings.git.limits(),
             triggers: std::sync::Mutex::new(HashMap::new()),
+            trust: Trust {
+                repository_entries: settings
+                    .repositories
+                    .iter()
+                    .map(|r| (r.name.clone(), r.trusted_keys.clone()))
+                    .collect(),
+                project_entries: settings
+                    .projects
+                    .iter()
+                    .map(|p| (p.name.clone(), p.trusted_keys.clone()))
+                    .collect(),
+                cache_dir: settings.git.cache_dir.clone(),
+                timeout: Duration::from_secs(settings.git.signature_timeout_secs.max(1)),
+                loaded: std::sync::Mutex::new(HashMap::new()),
+            },
         })
+    }
+
+    /// Loads every configured set of trusted keys once: an entry that cannot be read or is not
+    /// a key fails here, naming it.
+    pub fn check_trusted_keys(&self, settings: &Settings) -> Result<(), KeyError> {
+        for r in &settings.repositories {
+            self.trust.keys(&r.name, "")?;
+            for p in &settings.projects {
+                self.trust.keys(&r.name, &p.name)?;
+            }
+        }
+        for a in &settings.applications {
+            let keys = self.trust.keys(&a.repository, &a.project)?;
+            if keys.count > 0 {
+                tracing::info!(app = %a.name, keys = keys.count, digest = %&keys.digest[..12], "trusted signing keys");
+            }
+        }
+        Ok(())
     }
 
     /// Starts one poller per repository; they stop when the returned handles are dropped
@@ -278,6 +352,8 @@ impl GitSources {
                 .ingest_history(&app.name, &app.repository, &commits, full, &tip, now)
                 .await?
         };
+        // Signatures before the target is announced: a reconcile must find its verdict.
+        self.check_signatures(mirror, app, &tip, now).await?;
         if report.now_unreachable > 0 {
             let message = format!(
                 "{} commits are no longer reachable from {} (force push)",
@@ -359,5 +435,93 @@ impl GitSources {
             report,
             rendered,
         })
+    }
+
+    /// Verifies the signatures of `app`'s commits against its trusted keys: the tip (and the
+    /// annotated tag it was reached through), then commits without a verdict against the
+    /// current keys, newest first, [`RECHECK_BATCH`] at a time. When the keys changed since the
+    /// last ingest, says so on the timeline and has the application compared again (its
+    /// pending revision may now pass or fail `require_signed`).
+    async fn check_signatures(
+        &self,
+        mirror: &Arc<Mirror>,
+        app: &AppSource,
+        tip: &str,
+        now: clock::Millis,
+    ) -> Result<(), SyncError> {
+        let keys = self
+            .trust
+            .keys(&app.repository, &app.project)
+            .map_err(|e| GitError::Git {
+                repo: app.repository.clone(),
+                message: e.to_string(),
+            })?;
+        let previous = self
+            .store
+            .set_trust_digest(&app.name, &keys.digest, now)
+            .await?;
+        let mut shas = self
+            .store
+            .unchecked_commits(&app.name, &keys.digest, RECHECK_BATCH)
+            .await?;
+        if !shas.iter().any(|s| s == tip)
+            && !self
+                .store
+                .has_signature(&app.repository, tip, &keys.digest)
+                .await?
+        {
+            shas.push(tip.to_owned());
+        }
+        let (m, revision, tip_s) = (mirror.clone(), app.revision.clone(), tip.to_owned());
+        let k = keys.clone();
+        let rows = tokio::task::spawn_blocking(move || -> Result<Vec<SignatureRow>, GitError> {
+            let repo = m.open()?;
+            let mut rows = Vec::with_capacity(shas.len() + 1);
+            for sha in shas {
+                let Ok(id) = Oid::from_str(&sha) else {
+                    continue;
+                };
+                let verdict = signatures::verify_commit(&repo, id, &k);
+                rows.push(SignatureRow {
+                    sha,
+                    tag: None,
+                    verdict,
+                });
+            }
+            if let Some(tag) = signatures::tag_object(&repo, &revision) {
+                if let Some(verdict) = signatures::verify_tag(&repo, tag, &k) {
+                    rows.push(SignatureRow {
+                        sha: tag.to_string(),
+                        tag: Some((revision.clone(), tip_s.clone())),
+                        verdict,
+                    });
+                }
+            }
+            Ok(rows)
+        })
+        .await
+        .map_err(|e| GitError::Git {
+            repo: app.repository.clone(),
+            message: e.to_string(),
+        })??;
+        self.store
+            .save_signatures(&app.repository, &keys.digest, &rows, now)
+            .await?;
+        if previous.is_some_and(|p| p != keys.digest) {
+            self.store
+                .add_timeline(
+                    &app.name,
+                    "trusted_keys_changed",
+                    &format!(
+                        "trusted signing keys changed ({} keys): pending revisions are checked again; deployed history keeps its verdicts",
+                        keys.count
+                    ),
+                    &json!({"trust_digest": keys.digest}),
+                    now,
+                )
+                .await?;
+            self.store.publish_target(&app.name).await?;
+        }
+        Ok(())
     }
 }

@@ -163,6 +163,11 @@ async fn request_view(
         Some(id) => Some(display_name(state, id).await?),
         None => None,
     };
+    let signature = state
+        .store
+        .revision_signature(&source.name, &req.revision)
+        .await
+        .map_err(store_error)?;
     Ok(RequestView {
         id: req.id,
         application: req.application,
@@ -181,6 +186,7 @@ async fn request_view(
         created_at: req.created_at,
         requested_by,
         why_not,
+        signature,
     })
 }
 
@@ -327,6 +333,7 @@ impl Catalog for ConsoleCatalog {
             })
             .collect();
         let policy = &source.approvals;
+        let (target_signature, held_back) = super::rest::target_signature(state, &source).await?;
         Ok(AppDetail {
             summary,
             deployed_sha: status.as_ref().and_then(|s| s.deployed_sha.clone()),
@@ -338,6 +345,7 @@ impl Catalog for ConsoleCatalog {
                 approvals_required: if source.auto_sync { 0 } else { policy.required },
                 approval_groups: policy.groups.clone(),
                 sync_on_approval: policy.sync_on_approval,
+                require_signed: source.require_signed,
                 rollback_needs_approval: policy.rollback && policy.required > 0,
             },
             pin,
@@ -345,6 +353,8 @@ impl Catalog for ConsoleCatalog {
             request,
             resources,
             rollback_why_not: role_gap(state, &principal, Action::Rollback, &source.project),
+            target_signature,
+            held_back,
             now: crate::clock::now(),
         })
     }
@@ -366,6 +376,16 @@ impl Catalog for ConsoleCatalog {
         let (items, next) = state
             .store
             .history_page(name, (!cursor.is_empty()).then_some(cursor), 30, kinds)
+            .await
+            .map_err(store_error)?;
+        let shas: Vec<String> = items
+            .iter()
+            .filter(|i| i.kind == "commit")
+            .map(|i| text(&i.detail, "sha"))
+            .collect();
+        let mut signatures = state
+            .store
+            .signatures_of(name, &shas)
             .await
             .map_err(store_error)?;
         let mut entries = Vec::with_capacity(items.len());
@@ -402,7 +422,12 @@ impl Catalog for ConsoleCatalog {
                     }
                 }
             }
+            let signature = match (&revision, item.kind == "commit") {
+                (Some(sha), true) => signatures.remove(sha),
+                _ => None,
+            };
             entries.push(HistoryEntry {
+                signature,
                 key,
                 kind: item.kind,
                 at: item.occurred_at,
@@ -523,9 +548,16 @@ impl Catalog for ConsoleCatalog {
             .known_good_revisions(name)
             .await
             .map_err(store_error)?;
+        let shas: Vec<String> = known.iter().map(|k| k.revision.clone()).collect();
+        let signatures = state
+            .store
+            .signatures_of(name, &shas)
+            .await
+            .map_err(store_error)?;
         let mut out = Vec::with_capacity(known.len());
         for k in known {
             out.push(RevisionView {
+                signature: signatures.get(&k.revision).cloned(),
                 current: running.as_deref() == Some(k.revision.as_str()),
                 deployed_by: display_name(state, &k.deployed_by).await?,
                 revision: k.revision,

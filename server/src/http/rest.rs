@@ -40,11 +40,20 @@ pub async fn commits(
         {
             return Err(AppError::NotFound(format!("application {name}")));
         }
-        let (items, next) = state
+        let (mut items, next) = state
             .store
             .app_commits(&name, page.cursor.as_deref(), page.limit.unwrap_or(50))
             .await
             .map_err(|e| internal_error(&e))?;
+        let shas: Vec<String> = items.iter().map(|c| c.sha.clone()).collect();
+        let mut signatures = state
+            .store
+            .signatures_of(&name, &shas)
+            .await
+            .map_err(|e| internal_error(&e))?;
+        for c in &mut items {
+            c.signature = signatures.remove(&c.sha);
+        }
         Ok(Json(json!({"items": items, "next": next})))
     }
     .await;
@@ -180,7 +189,7 @@ pub async fn applications(
 /// `GET /api/v1/applications/{name}`: the application with its last comparison and open drift.
 pub async fn application(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let result = async {
-        source_of(&state, &name).await?;
+        let source = source_of(&state, &name).await?;
         let summary = state
             .store
             .application_summary(&name)
@@ -189,6 +198,7 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
             .ok_or_else(|| AppError::NotFound(format!("application {name}")))?;
         let status = state.store.app_status(&name).await.map_err(|e| internal_error(&e))?;
         let drift = state.store.open_drift(&name).await.map_err(|e| internal_error(&e))?;
+        let (target_signature, held_back) = target_signature(&state, &source).await?;
         Ok(json!({
             "application": summary,
             "status": status.as_ref().map(|s| json!({"sync_status": s.sync_status, "health": s.health,
@@ -196,10 +206,37 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
                 "deployed_revision": s.deployed_sha, "compared_at": s.compared_at})),
             "open_drift": drift.map(|d| json!({"id": d.id, "since": d.opened_at})),
             "pinned": state.store.pin_of(&name).await.map_err(|e| internal_error(&e))?,
+            "require_signed": source.require_signed,
+            "target_signature": target_signature,
+            "held_back": held_back,
         }))
     }
     .await;
     respond(result)
+}
+
+/// The verdict on `app`'s target revision and, under `require_signed` when it is not verified,
+/// why it is held back (the message the application page shows).
+pub(super) async fn target_signature(
+    state: &AppState,
+    app: &crate::store::AppSource,
+) -> Result<(Option<app::model::SignatureVerdict>, Option<String>), AppError> {
+    let git = state
+        .store
+        .app_git_state(&app.name)
+        .await
+        .map_err(|e| internal_error(&e))?;
+    let Some(sha) = git.target_sha.as_deref() else {
+        return Ok((None, None));
+    };
+    let verdict = state
+        .store
+        .revision_signature(&app.name, sha)
+        .await
+        .map_err(|e| internal_error(&e))?;
+    let held = (app.require_signed && !verdict.as_ref().is_some_and(|v| v.is_verified()))
+        .then(|| crate::reconcile::unverified_message(app, sha, verdict.as_ref()));
+    Ok((verdict, held))
 }
 
 /// `GET /api/v1/applications/{name}/resources`: each resource's status and health from the last

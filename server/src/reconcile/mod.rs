@@ -33,6 +33,9 @@ pub enum ReconcileError {
     NotRendered(String),
     #[error("stored snapshot {0} is unreadable")]
     CorruptSnapshot(String),
+    /// `require_signed` and the revision is not signed by a trusted key: nothing is applied.
+    #[error("{0}")]
+    Unverified(String),
 }
 
 impl ReconcileError {
@@ -43,6 +46,7 @@ impl ReconcileError {
             ReconcileError::Cluster(_) => "cluster",
             ReconcileError::NotRendered(_) => "render",
             ReconcileError::CorruptSnapshot(_) => "snapshot",
+            ReconcileError::Unverified(_) => "unverified",
         }
     }
 }
@@ -278,6 +282,88 @@ pub async fn close_drift(
     Ok(())
 }
 
+/// The signature verdict on `revision` of `app` now (`None`: not checked against its current
+/// keys yet). Under `require_signed` anything but a verified revision is refused with a message
+/// saying why; otherwise the verdict is only returned (recorded with the sync).
+pub async fn signature_gate(
+    store: &Store,
+    app: &AppSource,
+    revision: &str,
+) -> Result<Option<app::model::SignatureVerdict>, ReconcileError> {
+    let verdict = store.revision_signature(&app.name, revision).await?;
+    if app.require_signed && !verdict.as_ref().is_some_and(|v| v.is_verified()) {
+        return Err(ReconcileError::Unverified(unverified_message(
+            app,
+            revision,
+            verdict.as_ref(),
+        )));
+    }
+    Ok(verdict)
+}
+
+/// `revision 1a2b3c4 of web is not deployed: unsigned (require_signed: only commits signed by a
+/// trusted key are synced)`.
+pub fn unverified_message(
+    app: &AppSource,
+    revision: &str,
+    verdict: Option<&app::model::SignatureVerdict>,
+) -> String {
+    let why = match verdict {
+        Some(v) => {
+            let mut why = v.describe();
+            if let Some(detail) = v.detail.as_deref().filter(|_| !v.is_verified()) {
+                why = format!("{why}: {detail}");
+            }
+            why
+        }
+        None => "its signature has not been checked yet".to_owned(),
+    };
+    format!(
+        "revision {} of {} is not deployed: {why} (require_signed: only commits signed by a trusted key are synced)",
+        revision.get(..7).unwrap_or(revision),
+        app.name
+    )
+}
+
+/// Records, once per revision and verdict, that `app`'s target is blocked by `require_signed`
+/// (a timeline entry that notifies), and closes a pending request (nothing it could approve
+/// would be applied); the deployed revision stays.
+async fn record_blocked(
+    store: &Store,
+    app: &AppSource,
+    sha: &str,
+    verdict: Option<&app::model::SignatureVerdict>,
+    now: clock::Millis,
+) -> Result<(), ReconcileError> {
+    close_open_request(
+        store,
+        app,
+        "its target revision is not signed by a trusted key (require_signed)",
+        now,
+    )
+    .await?;
+    let status = verdict.map(|v| v.status.as_str()).unwrap_or("unchecked");
+    let last = store
+        .last_timeline_detail(&app.name, "revision_blocked")
+        .await?;
+    if last
+        .as_ref()
+        .is_some_and(|d| d["revision"] == sha && d["signature"] == status)
+    {
+        return Ok(());
+    }
+    store
+        .add_timeline(
+            &app.name,
+            "revision_blocked",
+            &unverified_message(app, sha, verdict),
+            &json!({"revision": sha, "signature": status, "fingerprint": verdict.and_then(|v| v.fingerprint.clone())}),
+            now,
+        )
+        .await?;
+    Ok(())
+}
+
 /// What one reconcile step found and did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Outcome {
@@ -305,6 +391,7 @@ pub async fn reconcile_app(
     let deployed = store.last_successful_sync(&app.name).await?;
     let open = store.open_drift(&app.name).await?;
     let pinned = store.pin_of(&app.name).await?.is_some();
+    let verdict = store.revision_signature(&app.name, &sha).await?;
     let now = clock::now();
 
     // Assess and plan.
@@ -316,8 +403,16 @@ pub async fn reconcile_app(
         auto_sync: app.auto_sync,
         self_heal: app.self_heal,
         approvals_required: app.approvals.required,
+        require_signed: app.require_signed,
     };
-    let steps = plan::plan(&assessment, open.is_some(), pinned, &policy);
+    let target_verified = verdict.as_ref().is_some_and(|v| v.is_verified());
+    let steps = plan::plan(
+        &assessment,
+        open.is_some(),
+        pinned,
+        target_verified,
+        &policy,
+    );
 
     // Execute.
     let mut synced = None;
@@ -332,7 +427,12 @@ pub async fn reconcile_app(
             plan::Step::RequestApproval(cause) => {
                 request_approval(store, app, &sha, &digest, cause, now).await?
             }
-            plan::Step::CloseOpenRequest => close_open_request(store, app, now).await?,
+            plan::Step::CloseOpenRequest => {
+                close_open_request(store, app, "the application is in sync again", now).await?
+            }
+            plan::Step::HoldUnverified => {
+                record_blocked(store, app, &sha, verdict.as_ref(), now).await?
+            }
             plan::Step::Sync(cause) => {
                 let (id, status, _) = sync(
                     store,
@@ -529,11 +629,15 @@ async fn request_approval(
         plan::RequestCause::Drift => "to undo drift",
         plan::RequestCause::Revision => "for a new revision",
     };
+    let signed = match store.revision_signature(&app.name, sha).await? {
+        Some(v) => format!(", {}", v.describe()),
+        None => String::new(),
+    };
     store
         .add_timeline(
             &app.name,
             "sync_requested",
-            &format!("sync request #{id} {why} ({short}) waits for {required} approval(s)"),
+            &format!("sync request #{id} {why} (deploys {short}{signed}) waits for {required} approval(s)"),
             &json!({"request": id, "revision": sha, "digest": digest, "cause": cause.as_str(), "required": required, "approvers": app.approvals.groups}),
             now,
         )
@@ -541,21 +645,19 @@ async fn request_approval(
     Ok(())
 }
 
-/// In sync again: a pending request has nothing left to approve.
+/// A pending request has nothing left to approve (in sync again, or its target is held back).
 async fn close_open_request(
     store: &Store,
     app: &AppSource,
+    why: &str,
     now: clock::Millis,
 ) -> Result<(), ReconcileError> {
-    if let Some(id) = store
-        .close_pending_request(&app.name, "the application is in sync again", now)
-        .await?
-    {
+    if let Some(id) = store.close_pending_request(&app.name, why, now).await? {
         store
             .add_timeline(
                 &app.name,
                 "sync_request_superseded",
-                &format!("sync request #{id} closed: the application is in sync again"),
+                &format!("sync request #{id} closed: {why}"),
                 &json!({"request": id}),
                 now,
             )

@@ -367,12 +367,16 @@ pub async fn sync(
     cause: &str,
     actor: &Actor,
 ) -> Result<(i64, SyncStatus, Vec<ResourceResult>), ReconcileError> {
+    // `require_signed`: nothing unverified is applied, whoever asks (auto, a click, an approval,
+    // a rollback). The verdict at deploy time is kept with the sync.
+    let signature = super::signature_gate(store, app, revision).await?;
     let new = NewSync {
         application: &app.name,
         revision,
         digest,
         cause,
         actor,
+        signature: signature.as_ref(),
     };
     let id = store.begin_sync(new, clock::now()).await?;
     let mut results: Vec<ResourceResult> = Vec::new();
@@ -495,12 +499,17 @@ pub async fn sync(
         ),
         Some(m) => format!("sync of {short} failed: {m}"),
     };
+    // Who vouched for what was deployed (only when the commit is signed at all).
+    let summary = match signature.as_ref().filter(|v| v.method.is_some()) {
+        Some(v) => format!("{summary} · {}", v.describe()),
+        None => summary,
+    };
     store
         .add_timeline(
             &app.name,
             "sync",
             &summary,
-            &json!({"sync": id, "status": status}),
+            &json!({"sync": id, "status": status, "signature": signature.as_ref().map(|v| v.status.as_str()), "signer": signature.as_ref().and_then(|v| v.signer.clone())}),
             now,
         )
         .await?;

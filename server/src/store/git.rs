@@ -96,6 +96,9 @@ pub struct StoredCommit {
     pub title: String,
     pub body: String,
     pub reachable: bool,
+    /// The signature verdict against the application's current trusted keys (`None`: not
+    /// checked yet). Filled by callers that show it.
+    pub signature: Option<app::model::SignatureVerdict>,
 }
 
 /// One event of an application's timeline.
@@ -132,6 +135,9 @@ pub struct AppSource {
     pub project: String,
     /// How live objects are compared.
     pub compare: crate::config::CompareOptions,
+    /// Only verified (signed by a trusted key) revisions are synced: the application's own
+    /// `require_signed` or its project's.
+    pub require_signed: bool,
 }
 
 fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
@@ -168,11 +174,14 @@ fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
                 value: options,
             })?
         },
+        require_signed: r.try_get::<i64, _>("require_signed")? != 0
+            || r.try_get::<i64, _>("project_require_signed")? != 0,
     })
 }
 
 const APP_SOURCE_COLUMNS: &str =
-    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options";
+    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed,
+     COALESCE((SELECT pp.require_signed FROM project_policies pp WHERE pp.project = applications.project), 0) AS project_require_signed";
 
 impl Store {
     /// Active applications reading from `repository`.
@@ -348,6 +357,7 @@ impl Store {
                     title: r.try_get("title")?,
                     body: r.try_get("body")?,
                     reachable: r.try_get::<i64, _>("reachable")? != 0,
+                    signature: None,
                 })
             })
             .collect::<Result<Vec<_>, StoreError>>()?;

@@ -12,6 +12,7 @@ mod notify;
 mod pins;
 mod replicas;
 mod requests;
+mod signatures;
 mod status;
 mod syncs;
 
@@ -36,6 +37,7 @@ pub use notify::{Delivery, DeliveryRecord, NotificationEvent};
 pub use pins::{KnownGood, Pin};
 pub use replicas::{Interrupted, ReplicaRecord, HEARTBEAT_MS, REPLICA_TIMEOUT_MS};
 pub use requests::{Approval, Approved, DecisionError, RequestChange, RequestStatus, SyncRequest};
+pub use signatures::SignatureRow;
 pub use status::{AppStatus, OpenDrift};
 pub use syncs::{InventoryItem, NewSync, SyncRecord, SyncStatus};
 

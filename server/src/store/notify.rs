@@ -123,6 +123,23 @@ impl Store {
         Ok(())
     }
 
+    /// The detail of `app`'s newest timeline event of `kind`, if any.
+    pub async fn last_timeline_detail(
+        &self,
+        app: &str,
+        kind: &str,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let detail: Option<String> = sqlx::query_scalar(
+            "SELECT detail FROM timeline WHERE application = $1 AND kind = $2
+             ORDER BY occurred_at DESC, id DESC LIMIT 1",
+        )
+        .bind(app)
+        .bind(kind)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(detail.and_then(|d| serde_json::from_str(&d).ok()))
+    }
+
     /// Drift episodes open longer than `after_ms` get one `drift_stale` event each.
     pub async fn fire_stale_drift(&self, now: Millis, after_ms: i64) -> Result<usize, StoreError> {
         let rows = sqlx::query(

@@ -34,6 +34,9 @@ pub struct NewSync<'a> {
     pub cause: &'a str,
     /// Who asked; recorded as `requested_by` and as the actor of the sync's audit row.
     pub actor: &'a super::Actor,
+    /// The revision's signature verdict at deploy time (kept with the sync and in its audit
+    /// row; later key rotation does not rewrite it).
+    pub signature: Option<&'a app::model::SignatureVerdict>,
 }
 
 /// One object in an application's inventory.
@@ -53,8 +56,8 @@ impl Store {
     pub async fn begin_sync(&self, s: NewSync<'_>, now: Millis) -> Result<i64, StoreError> {
         let mut tx = self.write_tx().await?;
         let inserted: Result<i64, sqlx::Error> = sqlx::query_scalar(
-            "INSERT INTO syncs (application, revision, digest, cause, requested_by, status, started_at, owner, heartbeat_at)
-             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $6) RETURNING id",
+            "INSERT INTO syncs (application, revision, digest, cause, requested_by, status, started_at, owner, heartbeat_at, signature)
+             VALUES ($1, $2, $3, $4, $5, 'running', $6, $7, $6, $8) RETURNING id",
         )
         .bind(s.application)
         .bind(s.revision)
@@ -63,6 +66,7 @@ impl Store {
         .bind(&s.actor.id)
         .bind(now)
         .bind(self.replica_id())
+        .bind(s.signature.and_then(|v| serde_json::to_string(v).ok()))
         .fetch_one(&mut *tx)
         .await;
         let id = match inserted {
@@ -86,7 +90,7 @@ impl Store {
             "sync",
             &format!("application:{}", s.application),
             "started",
-            serde_json::json!({"sync": id, "revision": s.revision, "digest": s.digest, "cause": s.cause}),
+            serde_json::json!({"sync": id, "revision": s.revision, "digest": s.digest, "cause": s.cause, "signature": s.signature}),
             now,
         );
         super::append_audit(&mut tx, &event).await?;

@@ -340,6 +340,7 @@ fn settings_for(repo: &GitRepo, db: &TestDb, cache: &Path) -> Settings {
         ignore: Vec::new(),
         approvals: Default::default(),
         compare: Default::default(),
+        require_signed: false,
     }];
     s
 }

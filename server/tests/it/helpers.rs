@@ -126,6 +126,7 @@ pub fn catalog(settings: &mut Settings) {
             ignore: Vec::new(),
             approvals: Default::default(),
             compare: Default::default(),
+            require_signed: false,
         })
         .collect();
 }

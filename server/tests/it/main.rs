@@ -19,4 +19,5 @@ mod replicas;
 mod sandbox;
 mod scheduler;
 mod security;
+mod signatures;
 mod store;

@@ -190,6 +190,7 @@ async fn fixture_on(
         ignore: Vec::new(),
         approvals,
         compare: Default::default(),
+        require_signed: false,
     }];
     let store = db.store().await;
     // Shown with a failing test's output: which backend it ran on.

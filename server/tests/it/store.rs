@@ -273,6 +273,7 @@ async fn a_sync_is_written_ahead_and_closed_exactly_once() {
                 method: "local".into(),
                 source_ip: "127.0.0.1".into(),
             },
+            signature: None,
         };
         let first = store.begin_sync(new.clone(), 2_000).await.unwrap();
         let results = serde_json::json!([{"object": "Deployment shop/web", "result": "applied"}]);

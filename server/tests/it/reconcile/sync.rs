@@ -183,6 +183,7 @@ async fn the_diff_endpoint_compares_the_target_with_the_cluster_and_a_restart_in
         digest: "d",
         cause: "manual",
         actor: &ada(),
+        signature: None,
     };
     let running = f.store.begin_sync(new, 1).await.unwrap();
 
