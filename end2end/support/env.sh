@@ -79,4 +79,27 @@ guestbook 1.26 2
 git_ commit -qam "guestbook: nginx 1.26"
 git_ branch release-1.4
 
+# Branch `signed` for the `ledger` application (project ledger: require_signed): one commit
+# signed with an SSH key made here, trusted through the allowed_signers file tidemark.e2e.toml
+# names. The browser suite then adds an unsigned commit to it.
+mkdir -p "$root/keys"
+rm -f "$root/keys/signer" "$root/keys/signer.pub" "$root/keys/allowed_signers"
+rm -rf "$root/ledger-wt"
+ssh-keygen -q -t ed25519 -N '' -C e2e-signer -f "$root/keys/signer"
+echo "release-signer@example.com $(cat "$root/keys/signer.pub")" > "$root/keys/allowed_signers"
+git_ checkout -q -b signed
+w apps/ledger/app.yaml <<'YAML'
+apiVersion: v1
+kind: Namespace
+metadata: {name: ledger}
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: ledger}
+data: {release: "1"}
+YAML
+git_ add -A
+git_ -c gpg.format=ssh -c user.signingkey="$PWD/$root/keys/signer.pub" commit -q -S -m "ledger: first release (signed)"
+git_ checkout -q main
+
 exec "${TIDEMARK_BIN:-target/release/tidemark}" sandbox --listen "127.0.0.1:$port" --state "$root/sandbox.json"

@@ -47,7 +47,7 @@ test("single sign-on through a real OpenID provider maps the group to a role", a
   await expect(page).toHaveURL(/127\.0\.0\.1:3100\/applications$/);
   await expect(page.locator("#whoami")).toHaveText("Grace Hopper");
   await expect(page.locator("#role")).toHaveText("deployer");
-  await expect(page.getByTestId("app-count")).toHaveText("3 applications match · showing 3");
+  await expect(page.getByTestId("app-count")).toHaveText("4 applications match · showing 4");
   await page.screenshot({ path: "artifacts/signed-in-sso.png", fullPage: true });
 
   // Sign-out ends the session here and at the provider (which asks to confirm).

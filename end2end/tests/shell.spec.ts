@@ -9,7 +9,7 @@ test("the Applications page hydrates, filters on the server and keeps the router
 
   await page.goto("/applications");
   await expect(page.getByRole("heading", { name: "Applications" })).toBeVisible();
-  await expect(page.getByTestId("app-count")).toHaveText("3 applications match · showing 3");
+  await expect(page.getByTestId("app-count")).toHaveText("4 applications match · showing 4");
   await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
 
   // The filter form is handled by the router after hydration: new rows, no document load.
@@ -27,7 +27,7 @@ test("the Applications page hydrates, filters on the server and keeps the router
   await page.getByRole("button", { name: "Filter" }).click();
   await expect(page).toHaveURL(/status=Synced/);
   await page.getByRole("link", { name: "Clear" }).click();
-  await expect(page.locator("tbody tr")).toHaveCount(3);
+  await expect(page.locator("tbody tr")).toHaveCount(4);
   await page.screenshot({ path: "artifacts/applications.png", fullPage: true });
   expect(errors).toEqual([]);
 });

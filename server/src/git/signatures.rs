@@ -334,26 +334,12 @@ impl TrustedKeys {
         let dir = scratch(signature, payload)?;
         let (sig, data) = (dir.path().join("sig"), dir.path().join("payload"));
         let method = Some("ssh");
-        // First: is it a good signature at all (by any key)? Its key's fingerprint.
-        let (code, out) = self.run(
-            "ssh-keygen",
-            &["-Y", "check-novalidate", "-n", "git", "-s", path_str(&sig)?],
-            Some(&data),
-        )?;
-        if code != 0 {
-            return Ok(verdict(
-                SignatureStatus::BadSignature,
-                method,
-                None,
-                None,
-                Some("the signature does not match the commit"),
-            ));
-        }
-        let fpr = out
-            .split_whitespace()
-            .find(|w| w.starts_with("SHA256:"))
-            .map(str::to_owned);
-        // Then: which trusted principals hold that key, and is it valid for one of them now?
+        let fingerprint = |out: &str| {
+            out.split_whitespace()
+                .find(|w| w.starts_with("SHA256:"))
+                .map(str::to_owned)
+        };
+        // Which trusted principals hold the signature's key (no cryptography yet)…
         let (code, principals) = self.run(
             "ssh-keygen",
             &[
@@ -366,17 +352,18 @@ impl TrustedKeys {
             ],
             None,
         )?;
-        if code != 0 || principals.trim().is_empty() {
-            return Ok(verdict(
-                SignatureStatus::UnknownKey,
-                method,
-                None,
-                fpr.as_deref(),
-                Some("no trusted key matches"),
-            ));
-        }
-        for principal in principals.lines().map(str::trim).filter(|p| !p.is_empty()) {
-            let (code, _) = self.run(
+        let principals: Vec<&str> = if code == 0 {
+            principals
+                .lines()
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // …and is it a good signature of the commit by that key, valid for one of them now?
+        for principal in &principals {
+            let (code, out) = self.run(
                 "ssh-keygen",
                 &[
                     "-Y",
@@ -397,18 +384,42 @@ impl TrustedKeys {
                     SignatureStatus::Verified,
                     method,
                     Some(principal),
-                    fpr.as_deref(),
+                    fingerprint(&out).as_deref(),
                     None,
                 ));
             }
         }
-        Ok(verdict(
-            SignatureStatus::UnknownKey,
-            method,
-            None,
-            fpr.as_deref(),
-            Some("the key is trusted, but not for this signature now (valid-after/valid-before?)"),
-        ))
+        // Not verified: a good signature by some other key, or no good signature at all?
+        let (code, out) = self.run(
+            "ssh-keygen",
+            &["-Y", "check-novalidate", "-n", "git", "-s", path_str(&sig)?],
+            Some(&data),
+        )?;
+        Ok(if code != 0 {
+            verdict(
+                SignatureStatus::BadSignature,
+                method,
+                None,
+                None,
+                Some("the signature does not match the commit"),
+            )
+        } else if principals.is_empty() {
+            verdict(
+                SignatureStatus::UnknownKey,
+                method,
+                None,
+                fingerprint(&out).as_deref(),
+                Some("no trusted key matches"),
+            )
+        } else {
+            verdict(
+                SignatureStatus::UnknownKey,
+                method,
+                None,
+                fingerprint(&out).as_deref(),
+                Some("the key is trusted, but not for this signature now (valid-after/valid-before?)"),
+            )
+        })
     }
 }
 

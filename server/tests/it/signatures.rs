@@ -496,8 +496,9 @@ async fn require_signed_deploys_only_verified_revisions_and_keeps_history_on_rot
 async fn four_eyes_uses_the_verified_signer_not_the_author_line() {
     let keys = Keys::new();
     let (bob_pub, bob_line) = keys.ssh("bob", "bob@example.com");
+    // On PostgreSQL (the other tests of this file run on SQLite).
     let mut f = fixture_approvals_on(
-        crate::helpers::TestDb::sqlite(),
+        crate::helpers::TestDb::postgres().await,
         SyncPolicy::Manual,
         false,
         needs_approvals(1),
