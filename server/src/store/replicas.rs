@@ -239,6 +239,15 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             if done.rows_affected() == 1 {
+                super::syncs::append_sync_outcome(
+                    &mut tx,
+                    found.sync,
+                    super::SyncStatus::Interrupted,
+                    &serde_json::json!([]),
+                    Some("the replica running this sync stopped"),
+                    now,
+                )
+                .await?;
                 // An approved request this sync ran is free to be run again.
                 sqlx::query(
                     "UPDATE sync_requests SET claimed_by = NULL

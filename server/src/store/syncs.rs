@@ -93,13 +93,19 @@ impl Store {
             serde_json::json!({"sync": id, "revision": s.revision, "digest": s.digest, "cause": s.cause, "signature": s.signature}),
             now,
         );
-        super::append_audit(&mut tx, &event).await?;
+        let seq = super::append_audit(&mut tx, &event).await?;
+        sqlx::query("UPDATE syncs SET audit_seq = $1 WHERE id = $2")
+            .bind(seq)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(id)
     }
 
-    /// Closes a running sync. Returns false (and changes nothing) when it is already closed:
-    /// no sync ever gets two terminal records.
+    /// Closes a running sync and records its outcome in the audit ledger (linked to the row
+    /// that recorded its start), in one transaction. Returns false (and changes nothing) when it
+    /// is already closed: no sync ever gets two terminal records.
     pub async fn finish_sync(
         &self,
         id: i64,
@@ -108,6 +114,7 @@ impl Store {
         message: Option<&str>,
         now: Millis,
     ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
         let done = sqlx::query(
             "UPDATE syncs SET status = $1, results = $2, message = $3, finished_at = $4
              WHERE id = $5 AND status = 'running'",
@@ -117,9 +124,14 @@ impl Store {
         .bind(message)
         .bind(now)
         .bind(id)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
-        Ok(done.rows_affected() == 1)
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        append_sync_outcome(&mut tx, id, status, results, message, now).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// The newest syncs of an application.
@@ -302,4 +314,80 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// What a sync did, per result action (`applied`, `pruned`, `failed`, `conflict`, `kept`, …),
+/// and the first failure's message: the `details` of its outcome row.
+pub fn sync_outcome_counts(results: &Value, message: Option<&str>) -> (Value, Option<String>) {
+    let mut counts = serde_json::Map::new();
+    let mut first_error = None;
+    for r in results.as_array().into_iter().flatten() {
+        let action = r["action"].as_str().unwrap_or("unknown");
+        let n = counts.get(action).and_then(Value::as_i64).unwrap_or(0);
+        counts.insert(action.to_owned(), Value::from(n + 1));
+        if first_error.is_none() && action == "failed" {
+            first_error = Some(format!(
+                "{}: {}",
+                r["object"].as_str().unwrap_or("?"),
+                r["message"].as_str().unwrap_or("failed")
+            ));
+        }
+    }
+    (
+        Value::Object(counts),
+        first_error.or_else(|| message.map(str::to_owned)),
+    )
+}
+
+/// Appends the audit row of a sync's outcome (`succeeded`, `failed`, `interrupted`): the same
+/// actor as its start row, with `started_seq` naming that row, the revision and cause, counts
+/// per result and the first error. Messages never carry resource contents.
+pub(super) async fn append_sync_outcome(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    id: i64,
+    status: SyncStatus,
+    results: &Value,
+    message: Option<&str>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    let row = sqlx::query(
+        "SELECT s.application, s.revision, s.digest, s.cause, s.audit_seq,
+                a.actor_id, a.actor_name, a.auth_method, a.source_ip
+         FROM syncs s LEFT JOIN audit_log a ON a.seq = s.audit_seq
+         WHERE s.id = $1",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let (counts, first_error) = sync_outcome_counts(results, message);
+    let cause: String = row.try_get("cause")?;
+    let event = super::AuditEvent {
+        at: now,
+        actor_id: row
+            .try_get::<Option<String>, _>("actor_id")?
+            .unwrap_or_else(|| "system".into()),
+        actor_name: row
+            .try_get::<Option<String>, _>("actor_name")?
+            .unwrap_or_else(|| "Tidemark".into()),
+        auth_method: row
+            .try_get::<Option<String>, _>("auth_method")?
+            .unwrap_or_else(|| "system".into()),
+        action: "sync".into(),
+        target: format!("application:{}", row.try_get::<String, _>("application")?),
+        details: serde_json::json!({
+            "sync": id,
+            "started_seq": row.try_get::<Option<i64>, _>("audit_seq")?,
+            "revision": row.try_get::<String, _>("revision")?,
+            "digest": row.try_get::<String, _>("digest")?,
+            "cause": cause,
+            "counts": counts,
+            "first_error": first_error,
+        }),
+        source_ip: row
+            .try_get::<Option<String>, _>("source_ip")?
+            .unwrap_or_default(),
+        outcome: status.as_str().into(),
+    };
+    super::append_audit(tx, &event).await?;
+    Ok(())
 }

@@ -276,7 +276,7 @@ async fn a_sync_is_written_ahead_and_closed_exactly_once() {
             signature: None,
         };
         let first = store.begin_sync(new.clone(), 2_000).await.unwrap();
-        let results = serde_json::json!([{"object": "Deployment shop/web", "result": "applied"}]);
+        let results = serde_json::json!([{"object": "Deployment shop/web", "action": "applied"}]);
         assert!(store
             .finish_sync(first, SyncStatus::Succeeded, &results, None, 3_000)
             .await
@@ -349,6 +349,49 @@ async fn a_sync_is_written_ahead_and_closed_exactly_once() {
             db.url
         );
         assert_eq!(syncs[1].results, results);
+        // Each sync's outcome is a ledger row of its own, linked to the row of its start, with
+        // the same actor, counts per result and the first error.
+        let filter = server::store::AuditFilter {
+            action: Some("sync".into()),
+            ..Default::default()
+        };
+        let (mut rows, _) = store.audit_page(&filter, None, 10).await.unwrap();
+        rows.reverse();
+        let seen: Vec<(i64, &str)> = rows
+            .iter()
+            .map(|r| {
+                (
+                    r.event.details["sync"].as_i64().unwrap(),
+                    r.event.outcome.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                (first, "started"),
+                (first, "succeeded"),
+                (second, "started"),
+                (second, "interrupted")
+            ],
+            "on {}",
+            db.url
+        );
+        assert_eq!(rows[1].event.details["started_seq"], rows[0].seq);
+        assert_eq!(rows[1].event.actor_id, "local:ada");
+        assert_eq!(
+            rows[1].event.details["counts"],
+            serde_json::json!({"applied": 1})
+        );
+        assert_eq!(rows[3].event.details["started_seq"], rows[2].seq);
+        assert!(rows[3].event.details["first_error"]
+            .as_str()
+            .unwrap()
+            .contains("stopped"));
+        assert!(
+            store.audit_verify().await.unwrap().ok,
+            "the chain still verifies"
+        );
         store.close().await;
         db.drop_db().await;
     }
