@@ -64,10 +64,11 @@ COPY . .
 # are copied out in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo leptos build --release \
+    cargo leptos build --release --precompress \
  && mkdir -p /out \
  && cp target/release/tidemark /out/tidemark \
  && cp -r target/site /out/site \
+ && cp target/release/hash.txt /out/site/hash.txt \
  && ldd /out/tidemark
 
 # --- runtime

@@ -137,11 +137,21 @@ impl Application {
             .local_addr()
             .map_err(|source| StartupError::Bind { addr, source })?;
 
+        // A release build (`cargo leptos build --release`, `hash-files`) names its JS, WASM and
+        // CSS by content hash and lists the hashes in `hash.txt`, beside the binary or in the
+        // site root; without one (a debug build) the plain names are used.
+        let hash_file = crate::http::assets::hash_file(&settings.server.site_root);
         let leptos_options = LeptosOptions::builder()
             .output_name("tidemark")
             .site_root(settings.server.site_root.to_string_lossy().into_owned())
             .site_pkg_dir("pkg")
             .site_addr(local)
+            .hash_files(hash_file.is_some())
+            .hash_file(
+                hash_file
+                    .map(|p| std::sync::Arc::from(p.to_string_lossy().as_ref()))
+                    .unwrap_or_else(|| std::sync::Arc::from("hash.txt")),
+            )
             .build();
         let git = GitSources::new(store.clone(), &settings);
         // A trusted key that cannot be read or parsed stops the start, naming it.

@@ -1,5 +1,6 @@
 //! Router assembly: Leptos pages and server functions, health, readiness and metrics.
 
+pub mod assets;
 mod audit;
 mod auth;
 mod console;
@@ -121,6 +122,13 @@ pub fn router(state: AppState) -> Router {
                 .layer(DefaultBodyLimit::max(webhooks::MAX_BODY))
                 .layer(middleware::from_fn(webhooks::limit_body)),
         )
+        .nest(
+            "/pkg",
+            assets::pkg(
+                std::path::Path::new(state.leptos_options.site_root.as_ref()),
+                state.leptos_options.hash_files,
+            ),
+        )
         .leptos_routes_with_context(&state, routes, context.clone(), shell)
         .fallback(leptos_axum::file_and_error_handler_with_context::<
             AppState,
@@ -139,6 +147,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             track_requests,
         ))
+        .layer(middleware::from_fn(assets::html_no_cache))
+        // Dynamic answers (HTML, JSON, CSV/JSONL exports) compressed as the browser accepts;
+        // live update streams (SSE) and precompressed files are left as they are.
+        .layer(tower_http::compression::CompressionLayer::new())
         .with_state(state)
 }
 

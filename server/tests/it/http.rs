@@ -127,3 +127,93 @@ async fn the_audit_page_lists_the_ledger_with_its_chain_status_and_filters() {
         "{none}"
     );
 }
+
+/// What the browser downloads: hashed files under `/pkg` from their precompressed siblings by
+/// `Accept-Encoding`, cached as immutable; pages `no-cache` and compressed; live streams not.
+#[tokio::test]
+async fn static_files_are_sent_precompressed_and_cached_pages_compressed() {
+    let site = tempfile::tempdir().unwrap();
+    let pkg = site.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    let wasm = b"\0asm fake module body that is long enough to compress well .................".repeat(20);
+    std::fs::write(pkg.join("tidemark.H4sh.wasm"), &wasm).unwrap();
+    std::fs::write(pkg.join("tidemark.H4sh.wasm.br"), b"brotli bytes").unwrap();
+    std::fs::write(pkg.join("tidemark.H4sh.wasm.gz"), b"gzip bytes").unwrap();
+    std::fs::write(pkg.join("tidemark.J5sh.js"), "export default 1;").unwrap();
+    std::fs::write(
+        site.path().join("hash.txt"),
+        "js: J5sh\nwasm: H4sh\ncss: C6sh\n",
+    )
+    .unwrap();
+    let db = TestDb::sqlite();
+    let mut settings = db.settings();
+    catalog(&mut settings);
+    settings.server.site_root = site.path().to_path_buf();
+    let server = TestServer::start(settings).await;
+    let raw = reqwest::Client::builder()
+        .no_brotli()
+        .no_gzip()
+        .build()
+        .unwrap();
+    let url = |p: &str| format!("{}{p}", server.base);
+
+    let br = raw
+        .get(url("/pkg/tidemark.H4sh.wasm"))
+        .header("accept-encoding", "br, gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(br.status(), 200);
+    assert_eq!(br.headers()["content-encoding"], "br");
+    assert_eq!(
+        br.headers()["cache-control"],
+        "public, max-age=31536000, immutable"
+    );
+    assert_eq!(br.bytes().await.unwrap().as_ref(), b"brotli bytes", "the stored .br is sent");
+    let gz = raw
+        .get(url("/pkg/tidemark.H4sh.wasm"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+    assert_eq!(gz.bytes().await.unwrap().as_ref(), b"gzip bytes");
+    let plain = raw.get(url("/pkg/tidemark.H4sh.wasm")).send().await.unwrap();
+    assert!(plain.headers().get("content-encoding").is_none());
+    assert_eq!(plain.bytes().await.unwrap().len(), wasm.len());
+
+    // The page names the hashed files, is revalidated on every load, and is compressed.
+    let page = server.get("/applications").await;
+    assert_eq!(page.headers()["cache-control"], "no-cache");
+    let html = page.text().await.unwrap();
+    assert!(html.contains("/pkg/tidemark.J5sh.js"), "{html}");
+    assert!(html.contains("/pkg/tidemark.H4sh.wasm"), "{html}");
+    assert!(html.contains("/pkg/tidemark.C6sh.css"), "{html}");
+    let token = server.token(app::model::Role::Admin, None).await;
+    let encoded = raw
+        .get(url("/applications"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept-encoding", "br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(encoded.headers()["content-encoding"], "br");
+    let json = raw
+        .get(url("/api/v1/applications"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json.headers()["content-encoding"], "gzip");
+    // A live update stream is never buffered by a compressor.
+    let events = raw
+        .get(url("/api/v1/applications/guestbook/events"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept-encoding", "gzip, br")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    assert!(events.headers().get("content-encoding").is_none());
+}
