@@ -35,10 +35,27 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 // `/pkg/tidemark.<hash>.css` in a release build (see `http::assets`).
                 <HashedStylesheet options=options.clone() id="leptos" />
                 <HydrationScripts options />
+                // Progressive enhancements that need no WASM (see js/enhance.js).
+                <script inner_html=include_str!("js/enhance.js")></script>
                 <MetaTags />
             </head>
             <body>
                 <App />
+                // Server-rendered only (never hydrated, no WASM): js/enhance.js drives them.
+            <footer class="footer">
+                <button type="button" class="link" data-action="shortcuts" aria-haspopup="dialog">"Keyboard shortcuts (?)"</button>
+            </footer>
+            <dialog id="shortcuts" aria-labelledby="shortcuts-title">
+                <h2 id="shortcuts-title">"Keyboard shortcuts"</h2>
+                <dl class="shortcuts">
+                    <div><dt><kbd>"/"</kbd></dt><dd>"Search applications"</dd></div>
+                    <div><dt><kbd>"?"</kbd></dt><dd>"Show or hide this list"</dd></div>
+                    <div><dt><kbd>"g"</kbd>" "<kbd>"a"</kbd></dt><dd>"Go to Applications"</dd></div>
+                    <div><dt><kbd>"g"</kbd>" "<kbd>"p"</kbd></dt><dd>"Go to Approvals"</dd></div>
+                    <div><dt><kbd>"g"</kbd>" "<kbd>"u"</kbd></dt><dd>"Go to the Audit ledger"</dd></div>
+                </dl>
+                <form method="dialog"><button type="submit" class="button">"Close"</button></form>
+            </dialog>
             </body>
         </html>
     }

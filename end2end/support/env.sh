@@ -84,7 +84,7 @@ git_ branch release-1.4
 # names. The browser suite then adds an unsigned commit to it.
 mkdir -p "$root/keys"
 rm -f "$root/keys/signer" "$root/keys/signer.pub" "$root/keys/allowed_signers"
-rm -rf "$root/ledger-wt"
+rm -rf "$root/ledger-wt" "$root/payments-wt"
 ssh-keygen -q -t ed25519 -N '' -C e2e-signer -f "$root/keys/signer"
 echo "release-signer@example.com $(cat "$root/keys/signer.pub")" > "$root/keys/allowed_signers"
 git_ checkout -q -b signed

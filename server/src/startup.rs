@@ -156,6 +156,13 @@ impl Application {
         let git = GitSources::new(store.clone(), &settings);
         // A trusted key that cannot be read or parsed stops the start, naming it.
         git.check_trusted_keys(&settings)?;
+        git.apply_trusted_keys().await.map_err(|e| match e {
+            crate::git::sources::SyncError::Store(e) => StartupError::Store(e),
+            other => StartupError::TrustedKeys(crate::git::signatures::KeyError {
+                entry: "trusted keys".into(),
+                message: other.to_string(),
+            }),
+        })?;
         let public_origin = settings
             .server
             .public_url

@@ -21,6 +21,34 @@ fn civil(days: i64) -> (i64, i64, i64) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
+/// (year, month, day) → days since 1970-01-01 (the inverse of [`civil`]).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = if m > 2 { m - 3 } else { m + 9 };
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// The timeline cursor that starts a page at the end of `date` (`YYYY-MM-DD`, UTC): every
+/// event and commit of that day and before. `None` when `date` is not a date.
+pub fn cursor_at_end_of(date: &str) -> Option<String> {
+    let mut parts = date.trim().splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (parts.next()??, parts.next()??, parts.next()??);
+    if !(1..=12).contains(&m)
+        || !(1..=31).contains(&d)
+        || civil(days_from_civil(y, m, d)) != (y, m, d)
+    {
+        return None;
+    }
+    let end = (days_from_civil(y, m, d) + 1) * 86_400_000;
+    // Events: keyset (occurred_at, id) below (end, max); commits: (committed_at, sha) below
+    // (end, "~"), which sorts after every hex SHA.
+    Some(format!("{end}:{}|{end}:~", i64::MAX))
+}
+
 /// `2026-11-26 18:30:05` (UTC) for a time in ms since the epoch.
 pub fn utc(ms: i64) -> String {
     let secs = ms.div_euclid(1000);
@@ -61,12 +89,13 @@ pub fn duration(ms: i64) -> String {
     }
 }
 
-/// A time shown both ways: relative, with the absolute UTC time next to it.
+/// A time shown both ways: relative, with the absolute UTC time next to it. The relative part
+/// is kept current in the browser every minute (`data-rel`, js/enhance.js).
 #[component]
 pub fn When(at: i64, now: i64) -> impl IntoView {
     let abs = utc(at);
     view! {
-        <time datetime=rfc3339(at) title=format!("{abs} UTC")>
+        <time datetime=rfc3339(at) title=format!("{abs} UTC") data-rel="">
             {ago(at, now)} " " <span class="abs">{format!("· {abs} UTC")}</span>
         </time>
     }
@@ -358,5 +387,22 @@ pub fn GetForm(action: &'static str, class: &'static str, children: Children) ->
         <Form method="get" action=action attr:class=class attr:role="search">
             {children()}
         </Form>
+    }
+}
+
+#[cfg(test)]
+mod date_tests {
+    use super::*;
+
+    #[test]
+    fn a_date_starts_the_timeline_at_the_end_of_that_day() {
+        assert_eq!(
+            cursor_at_end_of("2026-11-30").as_deref(),
+            Some("1796083200000:9223372036854775807|1796083200000:~")
+        );
+        assert_eq!(utc(1_796_083_200_000 - 1), "2026-11-30 23:59:59");
+        assert_eq!(cursor_at_end_of("2026-02-30"), None);
+        assert_eq!(cursor_at_end_of("yesterday"), None);
+        assert_eq!(cursor_at_end_of(""), None);
     }
 }

@@ -136,6 +136,9 @@ pub struct HistoryEntry {
     pub results: Vec<(String, String, String)>,
     /// For commits: the signature verdict (`None`: not checked yet).
     pub signature: Option<super::SignatureVerdict>,
+    /// Entries folded under this one, newest first: a sync request's approvals, the sync it
+    /// caused and the health that followed; or, for a `superseded_run`, the requests.
+    pub children: Vec<HistoryEntry>,
 }
 
 /// A page of the timeline, newest first.
@@ -268,6 +271,7 @@ pub const TIMELINE_GROUPS: &[(&str, &str, &[&str])] = &[
 pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) {
     match kind {
         "commit" => ("●", "Commit", "info"),
+        "superseded_run" => ("↷", "Superseded", "unknown"),
         "revision_blocked" => ("⊘", "Not deployed: unverified", "bad"),
         "trusted_keys_changed" => ("⚿", "Trusted keys changed", "info"),
         "sync" => ("⟳", "Sync", "ok"),

@@ -52,7 +52,9 @@ impl SignatureVerdict {
             (Some(open), Some(close)) if open < close => &signer[open + 1..close],
             _ => signer,
         };
-        email.contains('@').then(|| email.trim().to_lowercase())
+        // An allowed_signers pattern (`*@example.com`, `a@x,b@x`, `!c@x`) names nobody.
+        let pattern = email.contains(['*', '?', '!', ',']);
+        (email.contains('@') && !pattern).then(|| email.trim().to_lowercase())
     }
 
     /// The key, shortened for a badge: the last 16 hex digits of an OpenPGP fingerprint, or
@@ -141,6 +143,7 @@ mod tests {
         };
         assert_eq!(unknown.signer_email(), None);
         assert_eq!(verified("deploy-bot", "SHA256:x").signer_email(), None);
+        assert_eq!(verified("*@example.com", "SHA256:x").signer_email(), None);
         assert_eq!(SignatureVerdict::unsigned().describe(), "unsigned");
     }
 }

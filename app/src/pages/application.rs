@@ -226,7 +226,15 @@ fn Header(detail: AppDetail) -> impl IntoView {
 fn TimelineTab(name: Memo<String>, live: RwSignal<u64>) -> impl IntoView {
     let query = use_query_map();
     let group = Memo::new(move |_| query.with(|q| q.get("kinds").unwrap_or_default()));
-    let cursor = Memo::new(move |_| query.with(|q| q.get("cursor").unwrap_or_default()));
+    let date = Memo::new(move |_| query.with(|q| q.get("date").unwrap_or_default()));
+    let date_shown = date;
+    // "Jump to date": a page starting at the end of that day, unless paging on from there.
+    let cursor = Memo::new(move |_| {
+        query
+            .with(|q| q.get("cursor").filter(|c| !c.is_empty()))
+            .or_else(|| crate::components::widgets::cursor_at_end_of(&date.get()))
+            .unwrap_or_default()
+    });
     let reload = use_context::<Reload>().map(|r| r.0);
     let history = Resource::new(
         move || {
@@ -271,7 +279,8 @@ fn TimelineTab(name: Memo<String>, live: RwSignal<u64>) -> impl IntoView {
                     {move || {
                         let (name, group, cursor) = (name.get(), group.get(), cursor.get());
                         Suspend::new(async move {
-                            history.await.map(|page| view! { <Timeline page name group cursor /> })
+                            let date = date_shown.get_untracked();
+                            history.await.map(|page| view! { <Timeline page name group cursor date /> })
                         })
                     }}
                 </ErrorBoundary>
@@ -281,10 +290,32 @@ fn TimelineTab(name: Memo<String>, live: RwSignal<u64>) -> impl IntoView {
 }
 
 #[component]
-fn Timeline(page: HistoryPage, name: String, group: String, cursor: String) -> impl IntoView {
+fn Timeline(
+    page: HistoryPage,
+    name: String,
+    group: String,
+    cursor: String,
+    date: String,
+) -> impl IntoView {
     let now = page.now;
+    // Plain HTML (a GET form and a button js/enhance.js drives): no WASM needed for either.
+    let tools = view! {
+        <div class="timeline-tools">
+            <form method="get" action=format!("/applications/{name}") class="jump">
+                <input type="hidden" name="tab" value="timeline" />
+                <input type="hidden" name="kinds" value=group.clone() />
+                <label for="jump-date">"Jump to date"</label>
+                <input id="jump-date" type="date" name="date" value=date />
+                <button type="submit" class="button">"Go"</button>
+            </form>
+            <button type="button" class="button density" data-action="density" aria-pressed="false" title="Compact or comfortable timeline (remembered in this browser)">
+                "Compact view"
+            </button>
+        </div>
+    };
     if page.entries.is_empty() {
         return Either::Left(view! {
+            {tools}
             <section class="empty">
                 <h2>"Nothing here yet"</h2>
                 <p>"Commits touching this application's path, syncs, drift, approvals and rollbacks appear here as they happen; this page updates by itself."</p>
@@ -304,6 +335,7 @@ fn Timeline(page: HistoryPage, name: String, group: String, cursor: String) -> i
         )
     });
     Either::Right(view! {
+        {tools}
         <ol class="timeline" data-testid="timeline">
             {page.entries.into_iter().map(|e| view! { <TimelineItem entry=e now /> }).collect_view()}
         </ol>
@@ -314,10 +346,39 @@ fn Timeline(page: HistoryPage, name: String, group: String, cursor: String) -> i
     })
 }
 
+/// "2 × Approved · Sync · Health": what a folded card holds, by label, in the order met.
+fn fold_summary(children: &[HistoryEntry]) -> String {
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for c in children {
+        let (_, label, _) = timeline_style(&c.kind);
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(label, n)| {
+            if n == 1 {
+                label.to_owned()
+            } else {
+                format!("{n} × {label}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 #[component]
 fn TimelineItem(entry: HistoryEntry, now: i64) -> impl IntoView {
     let (icon, label, tone) = timeline_style(&entry.kind);
     let results = entry.results.clone();
+    let children = entry.children.clone();
+    let summary = if entry.kind == "superseded_run" {
+        format!("Show the {} requests", children.len())
+    } else {
+        fold_summary(&children)
+    };
     view! {
         <li class=format!("event {tone}") id=entry.key.clone() data-kind=entry.kind.clone()>
             <span class="icon" aria-hidden="true">{icon}</span>
@@ -343,6 +404,14 @@ fn TimelineItem(entry: HistoryEntry, now: i64) -> impl IntoView {
                                 </li>
                             }}).collect_view()}
                         </ul>
+                    </details>
+                })}
+                {(!children.is_empty()).then(|| view! {
+                    <details class="fold" data-testid="fold">
+                        <summary>{summary}</summary>
+                        <ol class="timeline nested">
+                            {children.into_iter().map(|c| view! { <TimelineItem entry=c now /> }.into_any()).collect_view()}
+                        </ol>
                     </details>
                 })}
             </div>

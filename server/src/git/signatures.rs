@@ -43,6 +43,9 @@ pub struct TrustedKeys {
     pub timeout: Duration,
     /// Keys configured (OpenPGP blocks + SSH lines), for logs.
     pub count: usize,
+    /// Whether any OpenPGP key / any SSH `allowed_signers` line is configured.
+    pub has_openpgp: bool,
+    pub has_ssh: bool,
 }
 
 /// Decodes every ASCII-armored `PUBLIC KEY BLOCK` in `text` to binary OpenPGP packets.
@@ -163,6 +166,11 @@ impl TrustedKeys {
         };
         let home = dir.join("home");
         std::fs::create_dir_all(&home).map_err(write_err)?;
+        // Only this user reads or replaces the keys Tidemark trusts.
+        for d in [dir.parent().unwrap_or(&dir), dir.as_path()] {
+            std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(write_err)?;
+        }
         let keyring = dir.join("keyring.gpg");
         let allowed_signers = dir.join("allowed_signers");
         let mut signers = ssh.join("\n");
@@ -182,22 +190,26 @@ impl TrustedKeys {
             home,
             timeout,
             count,
+            has_openpgp: !openpgp.is_empty(),
+            has_ssh: !ssh.is_empty(),
         })
     }
 
-    /// The verdict on `signature` (ASCII-armored OpenPGP or SSH) over `payload`.
-    pub fn verify(&self, signature: &[u8], payload: &[u8]) -> SignatureVerdict {
+    /// The verdict on `signature` (ASCII-armored OpenPGP or SSH) over `payload`, or why it
+    /// could not be checked now (a tool missing or timed out, no scratch space): such a
+    /// commit is not given a verdict and is checked again on the next fetch.
+    pub fn verify(&self, signature: &[u8], payload: &[u8]) -> Result<SignatureVerdict, String> {
         let text = String::from_utf8_lossy(signature);
         if signature.len() > MAX_SIGNATURE_BYTES {
-            return verdict(
+            return Ok(verdict(
                 SignatureStatus::BadSignature,
                 None,
                 None,
                 None,
                 Some("the signature is larger than 64 KiB; not checked"),
-            );
+            ));
         }
-        let result = if text.contains("-----BEGIN SSH SIGNATURE-----") {
+        if text.contains("-----BEGIN SSH SIGNATURE-----") {
             self.verify_ssh(signature, payload)
         } else if text.contains("-----BEGIN PGP SIGNATURE-----") {
             self.verify_openpgp(signature, payload)
@@ -209,8 +221,33 @@ impl TrustedKeys {
                 None,
                 Some("a signature of a kind Tidemark does not check (X.509?)"),
             ))
-        };
-        result.unwrap_or_else(|e| verdict(SignatureStatus::UnknownKey, None, None, None, Some(&e)))
+        }
+    }
+
+    /// Whether the checker of each configured kind of key runs here (`gpgv` for OpenPGP keys,
+    /// `ssh-keygen` for SSH ones, and coreutils' `timeout`). Errors name what is missing.
+    pub fn check_tools(&self) -> Result<(), String> {
+        let mut needed = vec![("timeout", "--version", "coreutils")];
+        if self.has_openpgp {
+            needed.push(("gpgv", "--version", "gpgv"));
+        }
+        if self.has_ssh {
+            needed.push(("ssh-keygen", "-?", "openssh-client"));
+        }
+        for (program, arg, package) in needed {
+            let runs = Command::new(program)
+                .arg(arg)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok();
+            if !runs {
+                return Err(format!(
+                    "`{program}` checks commit signatures and is not on PATH (Debian package {package})"
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn run(
@@ -458,24 +495,27 @@ fn scratch(signature: &[u8], payload: &[u8]) -> Result<tempfile::TempDir, String
     Ok(dir)
 }
 
-/// The verdict on commit `id`'s own signature (`gpgsig` header).
-pub fn verify_commit(repo: &Repository, id: Oid, keys: &TrustedKeys) -> SignatureVerdict {
+/// The verdict on commit `id`'s own signature (`gpgsig` header); `Err` when it could not be
+/// checked now (see [`TrustedKeys::verify`]).
+pub fn verify_commit(
+    repo: &Repository,
+    id: Oid,
+    keys: &TrustedKeys,
+) -> Result<SignatureVerdict, String> {
     match repo.extract_signature(&id, None) {
         Ok((signature, payload)) => keys.verify(&signature, &payload),
-        Err(e) if e.code() == git2::ErrorCode::NotFound => SignatureVerdict::unsigned(),
-        Err(e) => verdict(
-            SignatureStatus::BadSignature,
-            None,
-            None,
-            None,
-            Some(e.message()),
-        ),
+        Err(e) if e.code() == git2::ErrorCode::NotFound => Ok(SignatureVerdict::unsigned()),
+        Err(e) => Err(e.message().to_owned()),
     }
 }
 
 /// The verdict on annotated tag object `tag`'s signature (appended to its message), or
-/// `None` when `tag` is not a tag object.
-pub fn verify_tag(repo: &Repository, tag: Oid, keys: &TrustedKeys) -> Option<SignatureVerdict> {
+/// `None` when `tag` is not a tag object; `Some(Err)` when it could not be checked now.
+pub fn verify_tag(
+    repo: &Repository,
+    tag: Oid,
+    keys: &TrustedKeys,
+) -> Option<Result<SignatureVerdict, String>> {
     let odb = repo.odb().ok()?;
     let object = odb.read(tag).ok()?;
     if object.kind() != git2::ObjectType::Tag {
@@ -483,6 +523,8 @@ pub fn verify_tag(repo: &Repository, tag: Oid, keys: &TrustedKeys) -> Option<Sig
     }
     let data = object.data();
     let text = String::from_utf8_lossy(data);
+    // The signed payload is the tag object up to its last signature block that starts a line
+    // (as git's `parse_signed_buffer`: a message may quote a signature).
     let start = [
         "-----BEGIN PGP SIGNATURE-----",
         "-----BEGIN SSH SIGNATURE-----",
@@ -491,21 +533,31 @@ pub fn verify_tag(repo: &Repository, tag: Oid, keys: &TrustedKeys) -> Option<Sig
     .filter_map(|marker| {
         text.match_indices(marker)
             .map(|(i, _)| i)
-            .find(|i| *i == 0 || data[i - 1] == b'\n')
+            .filter(|i| *i == 0 || data[i - 1] == b'\n')
+            .last()
     })
-    .min();
+    .max();
     Some(match start {
-        // The signed payload is the tag object up to the signature (as `git verify-tag`).
         Some(i) => keys.verify(&data[i..], &data[..i]),
-        None => SignatureVerdict::unsigned(),
+        None => Ok(SignatureVerdict::unsigned()),
     })
 }
 
-/// `refs/tags/<revision>` when it is an annotated tag: the tag object's id.
-pub fn tag_object(repo: &Repository, revision: &str) -> Option<Oid> {
+/// When `revision` resolves through `refs/tags/<revision>` (no branch of that name: branches
+/// win, as in [`super::Mirror::resolve`]) to an annotated tag: the tag object's id and the
+/// commit it points at (peeled).
+pub fn tag_object(repo: &Repository, revision: &str) -> Option<(Oid, Oid)> {
+    if repo
+        .find_reference(&format!("refs/heads/{revision}"))
+        .is_ok()
+    {
+        return None;
+    }
     let reference = repo.find_reference(&format!("refs/tags/{revision}")).ok()?;
     let id = reference.target()?;
-    (repo.find_tag(id).is_ok()).then_some(id)
+    let tag = repo.find_tag(id).ok()?;
+    let commit = tag.as_object().peel_to_commit().ok()?;
+    Some((id, commit.id()))
 }
 
 #[cfg(test)]
@@ -539,8 +591,8 @@ mod tests {
         let err = TrustedKeys::load(&["/nonexistent/keys.asc".into()], dir.path(), t).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/keys.asc"), "{err}");
         assert_eq!(
-            none.verify(b"not a signature", b"x").status,
-            SignatureStatus::UnknownKey
+            none.verify(b"not a signature", b"x").map(|v| v.status),
+            Ok(SignatureStatus::UnknownKey)
         );
     }
 }

@@ -144,6 +144,56 @@ impl GitSources {
                 tracing::info!(app = %a.name, keys = keys.count, digest = %&keys.digest[..12], "trusted signing keys");
             }
         }
+        let loaded: Vec<Arc<TrustedKeys>> = self
+            .trust
+            .loaded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for keys in loaded {
+            keys.check_tools().map_err(|message| KeyError {
+                entry: format!("{} keys", keys.count),
+                message,
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Points every application at the keys it trusts now, before anything is reconciled: a
+    /// key removed from the configuration stops counting at the restart, not at the next
+    /// successful fetch. Until its revisions are checked against the new keys, an application
+    /// with `require_signed` deploys nothing (it waits; nothing is recorded).
+    pub async fn apply_trusted_keys(&self) -> Result<(), SyncError> {
+        let now = clock::now();
+        for app in self.store.app_sources().await? {
+            let keys = self
+                .trust
+                .keys(&app.repository, &app.project)
+                .map_err(|e| GitError::Git {
+                    repo: app.repository.clone(),
+                    message: e.to_string(),
+                })?;
+            let previous = self
+                .store
+                .set_trust_digest(&app.name, &keys.digest, now)
+                .await?;
+            if previous.is_some_and(|p| p != keys.digest) {
+                self.store
+                    .add_timeline(
+                        &app.name,
+                        "trusted_keys_changed",
+                        &format!(
+                            "trusted signing keys changed ({} keys): pending revisions are checked again; deployed history keeps its verdicts",
+                            keys.count
+                        ),
+                        &json!({"trust_digest": keys.digest}),
+                        now,
+                    )
+                    .await?;
+            }
+        }
         Ok(())
     }
 
@@ -438,10 +488,12 @@ impl GitSources {
     }
 
     /// Verifies the signatures of `app`'s commits against its trusted keys: the tip (and the
-    /// annotated tag it was reached through), then commits without a verdict against the
-    /// current keys, newest first, [`RECHECK_BATCH`] at a time. When the keys changed since the
-    /// last ingest, says so on the timeline and has the application compared again (its
-    /// pending revision may now pass or fail `require_signed`).
+    /// annotated tag it was reached through, when the revision is a tag pointing at it), then
+    /// commits without a verdict against the current keys, newest first, [`RECHECK_BATCH`] at a
+    /// time. A commit that could not be checked now (a tool failed) gets no verdict and is
+    /// checked again next time. The verdicts are stored before the application switches to the
+    /// keys; when the keys changed, the timeline says so and the application is compared again
+    /// (its pending revision may now pass or fail `require_signed`).
     async fn check_signatures(
         &self,
         mirror: &Arc<Mirror>,
@@ -456,10 +508,6 @@ impl GitSources {
                 repo: app.repository.clone(),
                 message: e.to_string(),
             })?;
-        let previous = self
-            .store
-            .set_trust_digest(&app.name, &keys.digest, now)
-            .await?;
         let mut shas = self
             .store
             .unchecked_commits(&app.name, &keys.digest, RECHECK_BATCH)
@@ -474,38 +522,59 @@ impl GitSources {
         }
         let (m, revision, tip_s) = (mirror.clone(), app.revision.clone(), tip.to_owned());
         let k = keys.clone();
-        let rows = tokio::task::spawn_blocking(move || -> Result<Vec<SignatureRow>, GitError> {
-            let repo = m.open()?;
-            let mut rows = Vec::with_capacity(shas.len() + 1);
-            for sha in shas {
-                let Ok(id) = Oid::from_str(&sha) else {
-                    continue;
-                };
-                let verdict = signatures::verify_commit(&repo, id, &k);
-                rows.push(SignatureRow {
-                    sha,
-                    tag: None,
-                    verdict,
-                });
-            }
-            if let Some(tag) = signatures::tag_object(&repo, &revision) {
-                if let Some(verdict) = signatures::verify_tag(&repo, tag, &k) {
-                    rows.push(SignatureRow {
-                        sha: tag.to_string(),
-                        tag: Some((revision.clone(), tip_s.clone())),
-                        verdict,
-                    });
+        let (rows, failed) = tokio::task::spawn_blocking(
+            move || -> Result<(Vec<SignatureRow>, Vec<String>), GitError> {
+                let repo = m.open()?;
+                let mut rows = Vec::with_capacity(shas.len() + 1);
+                let mut failed = Vec::new();
+                for sha in shas {
+                    let Ok(id) = Oid::from_str(&sha) else {
+                        continue;
+                    };
+                    match signatures::verify_commit(&repo, id, &k) {
+                        Ok(verdict) => rows.push(SignatureRow {
+                            sha,
+                            tag: None,
+                            verdict,
+                        }),
+                        Err(why) => failed.push(format!("{sha}: {why}")),
+                    }
                 }
-            }
-            Ok(rows)
-        })
+                // A tag vouches only for the commit it points at, and only when the
+                // application's revision is that tag.
+                if let Some((tag, commit)) = signatures::tag_object(&repo, &revision) {
+                    if commit.to_string() == tip_s {
+                        match signatures::verify_tag(&repo, tag, &k) {
+                            Some(Ok(verdict)) => rows.push(SignatureRow {
+                                sha: tag.to_string(),
+                                tag: Some((revision.clone(), tip_s.clone())),
+                                verdict,
+                            }),
+                            Some(Err(why)) => failed.push(format!("tag {revision}: {why}")),
+                            None => {}
+                        }
+                    }
+                }
+                Ok((rows, failed))
+            },
+        )
         .await
         .map_err(|e| GitError::Git {
             repo: app.repository.clone(),
             message: e.to_string(),
         })??;
+        if let Some(first) = failed.first() {
+            tracing::warn!(app = %app.name, count = failed.len(), first = %first, "signatures not checked now; checked again on the next fetch");
+        }
         self.store
             .save_signatures(&app.repository, &keys.digest, &rows, now)
+            .await?;
+        let tip_checked = rows
+            .iter()
+            .any(|r| r.sha == tip || r.tag.as_ref().is_some_and(|(_, c)| c == tip));
+        let previous = self
+            .store
+            .set_trust_digest(&app.name, &keys.digest, now)
             .await?;
         if previous.is_some_and(|p| p != keys.digest) {
             self.store
@@ -520,6 +589,9 @@ impl GitSources {
                     now,
                 )
                 .await?;
+            self.store.publish_target(&app.name).await?;
+        } else if tip_checked && app.require_signed {
+            // Its target's verdict is new: an application waiting on it is compared now.
             self.store.publish_target(&app.name).await?;
         }
         Ok(())

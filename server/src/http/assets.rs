@@ -38,10 +38,12 @@ pub fn pkg<S: Clone + Send + Sync + 'static>(site_root: &Path, hashed: bool) -> 
         .precompressed_br()
         .precompressed_gzip();
     let cache = HeaderValue::from_static(if hashed { IMMUTABLE } else { "no-cache" });
-    Router::new().fallback_service(files).layer(SetResponseHeaderLayer::overriding(
-        header::CACHE_CONTROL,
-        cache,
-    ))
+    Router::new()
+        .fallback_service(files)
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            cache,
+        ))
 }
 
 /// HTML pages without their own `Cache-Control` get `no-cache` (always revalidated: a new

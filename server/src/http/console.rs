@@ -390,6 +390,22 @@ impl Catalog for ConsoleCatalog {
             .map_err(store_error)?;
         let mut entries = Vec::with_capacity(items.len());
         for item in items {
+            let number = |key: &str| item.detail.get(key).and_then(Value::as_i64);
+            let mut links = super::fold::Links {
+                request: number("request"),
+                sync: (item.kind == "sync").then(|| number("sync")).flatten(),
+                request_sync: None,
+            };
+            if matches!(item.kind.as_str(), "sync_requested" | "rollback_requested") {
+                if let Some(id) = links.request {
+                    links.request_sync = state
+                        .store
+                        .sync_request(id)
+                        .await
+                        .map_err(store_error)?
+                        .and_then(|r| r.sync_id);
+                }
+            }
             let (key, revision) = if item.kind == "commit" {
                 let sha = text(&item.detail, "sha");
                 (format!("c{sha}"), Some(sha))
@@ -426,18 +442,22 @@ impl Catalog for ConsoleCatalog {
                 (Some(sha), true) => signatures.remove(sha),
                 _ => None,
             };
-            entries.push(HistoryEntry {
-                signature,
-                key,
-                kind: item.kind,
-                at: item.occurred_at,
-                message,
-                revision,
-                results,
-            });
+            entries.push((
+                HistoryEntry {
+                    signature,
+                    children: Vec::new(),
+                    key,
+                    kind: item.kind,
+                    at: item.occurred_at,
+                    message,
+                    revision,
+                    results,
+                },
+                links,
+            ));
         }
         Ok(HistoryPage {
-            entries,
+            entries: super::fold::fold(entries),
             next,
             now: crate::clock::now(),
         })
@@ -556,8 +576,20 @@ impl Catalog for ConsoleCatalog {
             .map_err(store_error)?;
         let mut out = Vec::with_capacity(known.len());
         for k in known {
+            // Its verdict now, or the verified one it was deployed under (history keeps it).
+            let mut signature = signatures.get(&k.revision).cloned();
+            if !signature.as_ref().is_some_and(|v| v.is_verified()) {
+                if let Some(then) = state
+                    .store
+                    .deployed_signature(name, &k.revision)
+                    .await
+                    .map_err(store_error)?
+                {
+                    signature = Some(then);
+                }
+            }
             out.push(RevisionView {
-                signature: signatures.get(&k.revision).cloned(),
+                signature,
                 current: running.as_deref() == Some(k.revision.as_str()),
                 deployed_by: display_name(state, &k.deployed_by).await?,
                 revision: k.revision,

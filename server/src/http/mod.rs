@@ -4,6 +4,7 @@ pub mod assets;
 mod audit;
 mod auth;
 mod console;
+mod fold;
 mod ports;
 mod requests;
 mod rest;

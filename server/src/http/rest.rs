@@ -215,28 +215,43 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
     respond(result)
 }
 
-/// The verdict on `app`'s target revision and, under `require_signed` when it is not verified,
-/// why it is held back (the message the application page shows).
+/// The verdict on `app`'s target revision (the pinned one when pinned) and, under
+/// `require_signed` when it may not be deployed, why (the message the application page shows).
 pub(super) async fn target_signature(
     state: &AppState,
     app: &crate::store::AppSource,
 ) -> Result<(Option<app::model::SignatureVerdict>, Option<String>), AppError> {
-    let git = state
+    let pinned = state
         .store
-        .app_git_state(&app.name)
+        .pin_of(&app.name)
         .await
         .map_err(|e| internal_error(&e))?;
-    let Some(sha) = git.target_sha.as_deref() else {
+    let target = match pinned {
+        Some(pin) => Some(pin.revision),
+        None => {
+            state
+                .store
+                .app_git_state(&app.name)
+                .await
+                .map_err(|e| internal_error(&e))?
+                .target_sha
+        }
+    };
+    let Some(sha) = target else {
         return Ok((None, None));
     };
-    let verdict = state
-        .store
-        .revision_signature(&app.name, sha)
-        .await
-        .map_err(|e| internal_error(&e))?;
-    let held = (app.require_signed && !verdict.as_ref().is_some_and(|v| v.is_verified()))
-        .then(|| crate::reconcile::unverified_message(app, sha, verdict.as_ref()));
-    Ok((verdict, held))
+    match crate::reconcile::signature_gate(&state.store, app, &sha).await {
+        Ok(verdict) => Ok((verdict, None)),
+        Err(crate::reconcile::ReconcileError::Unverified(why)) => {
+            let verdict = state
+                .store
+                .revision_signature(&app.name, &sha)
+                .await
+                .map_err(|e| internal_error(&e))?;
+            Ok((verdict, Some(why)))
+        }
+        Err(e) => Err(reconcile_error(e)),
+    }
 }
 
 /// `GET /api/v1/applications/{name}/resources`: each resource's status and health from the last

@@ -282,15 +282,24 @@ pub async fn close_drift(
     Ok(())
 }
 
-/// The signature verdict on `revision` of `app` now (`None`: not checked against its current
-/// keys yet). Under `require_signed` anything but a verified revision is refused with a message
-/// saying why; otherwise the verdict is only returned (recorded with the sync).
+/// The signature verdict on `revision` of `app`: against its current keys, or — when that is
+/// not `verified` — the verified verdict a successful sync of that revision recorded at deploy
+/// time (`None`: not checked yet). Under `require_signed` anything but a verified revision is
+/// refused with a message saying why; otherwise the verdict is only returned (recorded with the
+/// sync).
 pub async fn signature_gate(
     store: &Store,
     app: &AppSource,
     revision: &str,
 ) -> Result<Option<app::model::SignatureVerdict>, ReconcileError> {
-    let verdict = store.revision_signature(&app.name, revision).await?;
+    let mut verdict = store.revision_signature(&app.name, revision).await?;
+    if !verdict.as_ref().is_some_and(|v| v.is_verified()) {
+        // History keeps its verdict: a revision deployed under a verified signature stays
+        // deployable (a rollback to it) after its key is retired.
+        if let Some(then) = store.deployed_signature(&app.name, revision).await? {
+            verdict = Some(then);
+        }
+    }
     if app.require_signed && !verdict.as_ref().is_some_and(|v| v.is_verified()) {
         return Err(ReconcileError::Unverified(unverified_message(
             app,
@@ -335,6 +344,12 @@ async fn record_blocked(
     verdict: Option<&app::model::SignatureVerdict>,
     now: clock::Millis,
 ) -> Result<(), ReconcileError> {
+    // Not checked yet against the current keys (just after a restart with new keys): wait,
+    // closing nothing and telling nobody; the check comes with the next fetch.
+    let Some(verdict) = verdict else {
+        return Ok(());
+    };
+    let verdict = Some(verdict);
     close_open_request(
         store,
         app,

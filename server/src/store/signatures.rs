@@ -229,6 +229,33 @@ impl Store {
         Ok(())
     }
 
+    /// The verified verdict `revision` of `app` was last deployed under (a succeeded sync that
+    /// recorded one), if any: history keeps the verdict it had at deploy time.
+    pub async fn deployed_signature(
+        &self,
+        app: &str,
+        revision: &str,
+    ) -> Result<Option<SignatureVerdict>, StoreError> {
+        let rows: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT signature FROM syncs
+             WHERE application = $1 AND revision = $2 AND status = 'succeeded' AND signature IS NOT NULL
+             ORDER BY id DESC LIMIT 20",
+        )
+        .bind(app)
+        .bind(revision)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .flatten()
+            .filter_map(|t| serde_json::from_str::<SignatureVerdict>(&t).ok())
+            .find(SignatureVerdict::is_verified)
+            .map(|mut v| {
+                v.detail = Some("verified when it was deployed".into());
+                v
+            }))
+    }
+
     /// The verdict a sync deployed under, as recorded then.
     pub async fn sync_signature(&self, sync: i64) -> Result<Option<SignatureVerdict>, StoreError> {
         let text: Option<Option<String>> =

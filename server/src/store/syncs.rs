@@ -351,7 +351,7 @@ pub(super) async fn append_sync_outcome(
     now: Millis,
 ) -> Result<(), StoreError> {
     let row = sqlx::query(
-        "SELECT s.application, s.revision, s.digest, s.cause, s.audit_seq,
+        "SELECT s.application, s.revision, s.digest, s.cause, s.audit_seq, s.signature,
                 a.actor_id, a.actor_name, a.auth_method, a.source_ip
          FROM syncs s LEFT JOIN audit_log a ON a.seq = s.audit_seq
          WHERE s.id = $1",
@@ -382,6 +382,9 @@ pub(super) async fn append_sync_outcome(
             "cause": cause,
             "counts": counts,
             "first_error": first_error,
+            "signature": row
+                .try_get::<Option<String>, _>("signature")?
+                .and_then(|t| serde_json::from_str::<Value>(&t).ok()),
         }),
         source_ip: row
             .try_get::<Option<String>, _>("source_ip")?

@@ -135,7 +135,8 @@ async fn static_files_are_sent_precompressed_and_cached_pages_compressed() {
     let site = tempfile::tempdir().unwrap();
     let pkg = site.path().join("pkg");
     std::fs::create_dir_all(&pkg).unwrap();
-    let wasm = b"\0asm fake module body that is long enough to compress well .................".repeat(20);
+    let wasm =
+        b"\0asm fake module body that is long enough to compress well .................".repeat(20);
     std::fs::write(pkg.join("tidemark.H4sh.wasm"), &wasm).unwrap();
     std::fs::write(pkg.join("tidemark.H4sh.wasm.br"), b"brotli bytes").unwrap();
     std::fs::write(pkg.join("tidemark.H4sh.wasm.gz"), b"gzip bytes").unwrap();
@@ -169,7 +170,11 @@ async fn static_files_are_sent_precompressed_and_cached_pages_compressed() {
         br.headers()["cache-control"],
         "public, max-age=31536000, immutable"
     );
-    assert_eq!(br.bytes().await.unwrap().as_ref(), b"brotli bytes", "the stored .br is sent");
+    assert_eq!(
+        br.bytes().await.unwrap().as_ref(),
+        b"brotli bytes",
+        "the stored .br is sent"
+    );
     let gz = raw
         .get(url("/pkg/tidemark.H4sh.wasm"))
         .header("accept-encoding", "gzip")
@@ -178,7 +183,11 @@ async fn static_files_are_sent_precompressed_and_cached_pages_compressed() {
         .unwrap();
     assert_eq!(gz.headers()["content-encoding"], "gzip");
     assert_eq!(gz.bytes().await.unwrap().as_ref(), b"gzip bytes");
-    let plain = raw.get(url("/pkg/tidemark.H4sh.wasm")).send().await.unwrap();
+    let plain = raw
+        .get(url("/pkg/tidemark.H4sh.wasm"))
+        .send()
+        .await
+        .unwrap();
     assert!(plain.headers().get("content-encoding").is_none());
     assert_eq!(plain.bytes().await.unwrap().len(), wasm.len());
 

@@ -323,6 +323,24 @@ async fn verdicts_never_trust_the_author_line() {
     let v = verdict(&f, "tagged", &unsigned).await;
     assert_eq!(v.status, SignatureStatus::Verified, "{v:?}");
     assert_eq!(v.via.as_deref(), Some("tag v1"));
+
+    // A trusted tag named like the branch (`refs/tags/main`) vouches for nothing on the
+    // branch: the branch wins the name, and a tag vouches only for the commit it points at.
+    f.repo.git(&[
+        "-c",
+        &format!("gpg.program={}", keys.wrapper()),
+        "tag",
+        "-s",
+        "-u",
+        &alice_fpr,
+        "-m",
+        "not the branch",
+        "main",
+        &by_alice,
+    ]);
+    f.git.sync_repository("demo").await.unwrap();
+    let v = verdict(&f, "guestbook", &tampered).await;
+    assert_eq!(v.status, SignatureStatus::BadSignature, "{v:?}");
     f.close().await;
 }
 
@@ -447,8 +465,7 @@ async fn require_signed_deploys_only_verified_revisions_and_keeps_history_on_rot
     );
 
     // Rotation: Alice's key is no longer trusted. Pending revisions are checked again; the
-    // deployed sync keeps the verdict it was deployed under; a rollback to Alice's revision
-    // (known-good) is refused now.
+    // deployed sync keeps the verdict it was deployed under.
     drop(server);
     reconfigure(&mut f, |s| s.repositories[0].trusted_keys = Vec::new()).await;
     f.git.sync_repository("demo").await.unwrap();
@@ -482,12 +499,20 @@ async fn require_signed_deploys_only_verified_revisions_and_keeps_history_on_rot
         .send()
         .await
         .unwrap();
-    assert_eq!(rollback.status(), 409);
-    let why: Value = rollback.json().await.unwrap();
-    assert!(
-        why.to_string().contains("signed by an unknown OpenPGP key"),
-        "{why}"
-    );
+    // The revision deployed under Alice's verified signature stays deployable: the rollback
+    // to it works (history keeps its verdict), while the unsigned target stays held back.
+    let done: Value = rollback.json().await.unwrap();
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let detail: Value = clients["alice"]
+        .get(format!("{}/api/v1/applications/guestbook", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(detail["pinned"]["revision"], signed.as_str());
+    assert_eq!(detail["held_back"], Value::Null, "{detail}");
     drop(server);
     f.close().await;
 }
