@@ -90,10 +90,10 @@ test("a run of superseded requests folds into one card; an approved request hold
   await expect(async () => {
     await page.reload();
     const card = page.locator('li[data-kind="sync_requested"]').first();
-    await expect(card.getByTestId("fold").locator("summary")).toContainText("Sync", { timeout: 1_000 });
+    await expect(card.locator(":scope > .body > details.fold > summary")).toContainText("Sync", { timeout: 1_000 });
   }).toPass({ timeout: 30_000 });
   const card = page.locator('li[data-kind="sync_requested"]').first();
-  await card.getByTestId("fold").locator("summary").click();
+  await card.locator(":scope > .body > details.fold > summary").click();
   await expect(card.locator('[data-kind="approval"]')).toBeVisible();
   await expect(card.locator('[data-kind="sync"]')).toBeVisible();
   await page.screenshot({ path: "../docs/timeline-folded.png", fullPage: true });

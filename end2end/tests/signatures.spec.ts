@@ -45,7 +45,10 @@ test("a signed revision deploys with its signer; an unsigned one is held back an
   await eventually(page, async () => {
     await expect(page.getByTestId("held-back")).toContainText(`revision ${unsigned.slice(0, 7)} of ledger is not deployed: unsigned`, { timeout: 1_000 });
   });
-  await expect(page.locator('[data-kind="revision_blocked"]').first()).toContainText("Not deployed: unverified");
+  // The reconciler holds it back (a timeline entry), after its next compare.
+  await eventually(page, async () => {
+    await expect(page.locator('[data-kind="revision_blocked"]').first()).toContainText("Not deployed: unverified", { timeout: 1_000 });
+  });
   await expect(page.locator('[data-kind="commit"]', { hasText: "release 2" }).locator('[data-signature="unsigned"]')).toBeVisible();
   // The signed revision is what runs.
   const deployed = page.locator(".facts div", { hasText: "Deployed" });

@@ -109,33 +109,15 @@ pub fn Sha(sha: String) -> impl IntoView {
 }
 
 /// A commit's signature verdict as icon + words: `✓ verified · alice@example.com`,
-/// `? unknown key`, `✗ bad signature`, `– unsigned`; the key and detail on hover. Nothing when
-/// not checked yet.
+/// `? unknown key`, `✗ bad signature`, `– unsigned`; the key and detail on hover (worded on the
+/// server, see [`crate::model::SignatureBadgeView`]). Nothing when not checked yet.
 #[component]
-pub fn SignatureBadge(signature: Option<crate::model::SignatureVerdict>) -> impl IntoView {
+pub fn SignatureBadge(signature: Option<crate::model::SignatureBadgeView>) -> impl IntoView {
     signature.map(|v| {
-        use crate::model::SignatureStatus as S;
-        let (icon, tone) = match v.status {
-            S::Verified => ("✓", "ok"),
-            S::UnknownKey => ("?", "warn"),
-            S::BadSignature => ("✗", "bad"),
-            S::Unsigned => ("–", "unknown"),
-        };
-        let mut title = v.describe();
-        if let Some(d) = v.detail.as_deref() {
-            title = format!("{title} — {d}");
-        }
-        if let Some(key) = v.fingerprint.as_deref() {
-            title = format!("{title} — key {key}");
-        }
-        let signer = v
-            .signer_email()
-            .or_else(|| v.signer.clone())
-            .filter(|_| v.is_verified());
         view! {
-            <span class=format!("status signature {tone}") title=title data-signature=v.status.as_str()>
-                <span aria-hidden="true">{icon}" "</span>{v.label()}
-                {signer.map(|s| view! { " · " <span class="signer">{s}</span> })}
+            <span class=format!("status signature {}", v.tone) title=v.title data-signature=v.data>
+                <span aria-hidden="true">{v.icon}" "</span>{v.label}
+                {v.signer.map(|s| view! { " · " <span class="signer">{s}</span> })}
             </span>
         }
     })

@@ -78,7 +78,7 @@ pub struct RequestView {
     /// `None`: the viewer may approve and reject; otherwise why not.
     pub why_not: Option<String>,
     /// Who signed the revision it deploys, as verified now (`None`: not checked yet).
-    pub signature: Option<super::SignatureVerdict>,
+    pub signature: Option<super::SignatureBadgeView>,
 }
 
 /// One resource of the last comparison.
@@ -117,7 +117,7 @@ pub struct AppDetail {
     /// `None`: the viewer may roll back (and unpin); otherwise why not.
     pub rollback_why_not: Option<String>,
     /// The verdict on the target revision's signature (`None`: not checked yet).
-    pub target_signature: Option<super::SignatureVerdict>,
+    pub target_signature: Option<super::SignatureBadgeView>,
     /// Under `require_signed`, why the target revision is not deployed.
     pub held_back: Option<String>,
     pub now: i64,
@@ -135,10 +135,12 @@ pub struct HistoryEntry {
     pub revision: Option<String>,
     pub results: Vec<(String, String, String)>,
     /// For commits: the signature verdict (`None`: not checked yet).
-    pub signature: Option<super::SignatureVerdict>,
+    pub signature: Option<super::SignatureBadgeView>,
     /// Entries folded under this one, newest first: a sync request's approvals, the sync it
     /// caused and the health that followed; or, for a `superseded_run`, the requests.
     pub children: Vec<HistoryEntry>,
+    /// For a card: what it holds, in words ("2 × Approved · Sync · Health").
+    pub summary: String,
 }
 
 /// A page of the timeline, newest first.
@@ -218,7 +220,7 @@ pub struct RevisionView {
     /// What is running now.
     pub current: bool,
     /// The signature verdict against the current trusted keys (`None`: not checked).
-    pub signature: Option<super::SignatureVerdict>,
+    pub signature: Option<super::SignatureBadgeView>,
 }
 
 /// The timeline's filter groups: key (in links), label, and the event kinds they select.

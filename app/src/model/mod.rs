@@ -7,7 +7,7 @@ mod status;
 
 pub use console::*;
 pub use error::AppError;
-pub use signature::SignatureVerdict;
+pub use signature::{SignatureBadgeView, SignatureVerdict};
 pub use status::{RequestStatus, SignatureStatus, SyncStatus};
 
 use serde::{Deserialize, Serialize};

@@ -111,6 +111,48 @@ impl SignatureVerdict {
     }
 }
 
+/// A verdict as the pages show it, worded on the server (the browser only places strings):
+/// `data` is the status name (`verified`, `unknown_key`, …), `tone` the stylesheet's, `signer`
+/// the verified signer (an e-mail when there is one), `title` the full sentence with the key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignatureBadgeView {
+    pub data: String,
+    pub icon: String,
+    pub tone: String,
+    pub label: String,
+    pub signer: Option<String>,
+    pub title: String,
+}
+
+impl From<&SignatureVerdict> for SignatureBadgeView {
+    fn from(v: &SignatureVerdict) -> Self {
+        let (icon, tone) = match v.status {
+            SignatureStatus::Verified => ("✓", "ok"),
+            SignatureStatus::UnknownKey => ("?", "warn"),
+            SignatureStatus::BadSignature => ("✗", "bad"),
+            SignatureStatus::Unsigned => ("–", "unknown"),
+        };
+        let mut title = v.describe();
+        if let Some(d) = v.detail.as_deref() {
+            title = format!("{title} — {d}");
+        }
+        if let Some(key) = v.fingerprint.as_deref() {
+            title = format!("{title} — key {key}");
+        }
+        Self {
+            data: v.status.as_str().to_owned(),
+            icon: icon.to_owned(),
+            tone: tone.to_owned(),
+            label: v.label().to_owned(),
+            signer: v
+                .is_verified()
+                .then(|| v.signer_email().or_else(|| v.signer.clone()))
+                .flatten(),
+            title,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -346,27 +346,38 @@ fn Timeline(
     })
 }
 
-/// "2 × Approved · Sync · Health": what a folded card holds, by label, in the order met.
-fn fold_summary(children: &[HistoryEntry]) -> String {
-    let mut counts: Vec<(&'static str, usize)> = Vec::new();
-    for c in children {
-        let (_, label, _) = timeline_style(&c.kind);
-        match counts.iter_mut().find(|(l, _)| *l == label) {
-            Some((_, n)) => *n += 1,
-            None => counts.push((label, 1)),
-        }
+/// One entry folded into a card: label, revision, message and time (a sync's per-resource
+/// results stay on the Syncs filter); a folded request of a "superseded" run lists its own
+/// entries as lines. Not recursive (a recursive view costs the WASM dearly).
+#[component]
+fn TimelineChild(entry: HistoryEntry, now: i64) -> impl IntoView {
+    let (icon, label, tone) = timeline_style(&entry.kind);
+    let lines: Vec<(String, &'static str, String)> = entry
+        .children
+        .iter()
+        .map(|c| (c.key.clone(), timeline_style(&c.kind).1, c.message.clone()))
+        .collect();
+    view! {
+        <li class=format!("event {tone}") id=entry.key.clone() data-kind=entry.kind.clone()>
+            <span class="icon" aria-hidden="true">{icon}</span>
+            <div class="body">
+                <p>
+                    <span class=format!("status {tone}")>{label}</span>
+                    " "
+                    {entry.revision.clone().map(|r| view! { <Sha sha=r /> " " })}
+                    <span class="message">{entry.message.clone()}</span>
+                </p>
+                <p class="when"><When at=entry.at now /></p>
+                {(!lines.is_empty()).then(|| view! {
+                    <ul class="fold-lines">
+                        {lines.into_iter().map(|(key, label, message)| view! {
+                            <li id=key><span class="badge">{label}</span> " " {message}</li>
+                        }).collect_view()}
+                    </ul>
+                })}
+            </div>
+        </li>
     }
-    counts
-        .into_iter()
-        .map(|(label, n)| {
-            if n == 1 {
-                label.to_owned()
-            } else {
-                format!("{n} × {label}")
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" · ")
 }
 
 #[component]
@@ -374,11 +385,7 @@ fn TimelineItem(entry: HistoryEntry, now: i64) -> impl IntoView {
     let (icon, label, tone) = timeline_style(&entry.kind);
     let results = entry.results.clone();
     let children = entry.children.clone();
-    let summary = if entry.kind == "superseded_run" {
-        format!("Show the {} requests", children.len())
-    } else {
-        fold_summary(&children)
-    };
+    let summary = entry.summary.clone();
     view! {
         <li class=format!("event {tone}") id=entry.key.clone() data-kind=entry.kind.clone()>
             <span class="icon" aria-hidden="true">{icon}</span>
@@ -410,7 +417,7 @@ fn TimelineItem(entry: HistoryEntry, now: i64) -> impl IntoView {
                     <details class="fold" data-testid="fold">
                         <summary>{summary}</summary>
                         <ol class="timeline nested">
-                            {children.into_iter().map(|c| view! { <TimelineItem entry=c now /> }.into_any()).collect_view()}
+                            {children.into_iter().map(|c| view! { <TimelineChild entry=c now /> }).collect_view()}
                         </ol>
                     </details>
                 })}

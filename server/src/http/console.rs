@@ -186,7 +186,7 @@ async fn request_view(
         created_at: req.created_at,
         requested_by,
         why_not,
-        signature,
+        signature: signature.as_ref().map(Into::into),
     })
 }
 
@@ -353,7 +353,7 @@ impl Catalog for ConsoleCatalog {
             request,
             resources,
             rollback_why_not: role_gap(state, &principal, Action::Rollback, &source.project),
-            target_signature,
+            target_signature: target_signature.as_ref().map(Into::into),
             held_back,
             now: crate::clock::now(),
         })
@@ -444,7 +444,8 @@ impl Catalog for ConsoleCatalog {
             };
             entries.push((
                 HistoryEntry {
-                    signature,
+                    signature: signature.as_ref().map(Into::into),
+                    summary: String::new(),
                     children: Vec::new(),
                     key,
                     kind: item.kind,
@@ -589,7 +590,7 @@ impl Catalog for ConsoleCatalog {
                 }
             }
             out.push(RevisionView {
-                signature,
+                signature: signature.as_ref().map(Into::into),
                 current: running.as_deref() == Some(k.revision.as_str()),
                 deployed_by: display_name(state, &k.deployed_by).await?,
                 revision: k.revision,

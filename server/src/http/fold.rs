@@ -91,10 +91,34 @@ pub fn fold(page: Vec<(HistoryEntry, Links)>) -> Vec<HistoryEntry> {
     for (i, slot) in placed_at.iter().enumerate() {
         if let (Some(at), Some(mut e)) = (slot, entries[i].take()) {
             e.children = std::mem::take(&mut children[i]);
+            e.summary = summary(&e.children);
             slots[*at] = Some(e);
         }
     }
     runs_of_superseded(slots.into_iter().flatten().collect())
+}
+
+/// "2 × Approved · Sync · Health": what a card holds, by label, in the order met.
+fn summary(children: &[HistoryEntry]) -> String {
+    let mut counts: Vec<(&'static str, usize)> = Vec::new();
+    for c in children {
+        let (_, label, _) = app::model::timeline_style(&c.kind);
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    counts
+        .into_iter()
+        .map(|(label, n)| {
+            if n == 1 {
+                label.to_owned()
+            } else {
+                format!("{n} × {label}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 /// A card that is only a request opened and then superseded (no approval, no sync).
@@ -106,11 +130,16 @@ fn only_superseded(e: &HistoryEntry) -> bool {
             .all(|c| c.kind == "sync_request_superseded")
 }
 
-/// Two or more such cards in a row become one `superseded_run` card holding them.
+/// Two or more such cards in a row become one `superseded_run` card holding them. Commits
+/// between them (each new revision is a commit) do not break the run: they stay visible, right
+/// after the run's card.
 fn runs_of_superseded(cards: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
     let mut out: Vec<HistoryEntry> = Vec::with_capacity(cards.len());
-    let mut run: Vec<HistoryEntry> = Vec::new();
-    let flush = |run: &mut Vec<HistoryEntry>, out: &mut Vec<HistoryEntry>| {
+    // Everything since the run began, in order: superseded cards and the commits among them.
+    let mut pending: Vec<HistoryEntry> = Vec::new();
+    let flush = |pending: &mut Vec<HistoryEntry>, out: &mut Vec<HistoryEntry>| {
+        let (run, commits): (Vec<HistoryEntry>, Vec<HistoryEntry>) =
+            pending.drain(..).partition(only_superseded);
         if run.len() >= 2 {
             let newest = &run[0];
             out.push(HistoryEntry {
@@ -124,21 +153,26 @@ fn runs_of_superseded(cards: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
                 revision: None,
                 results: Vec::new(),
                 signature: None,
-                children: std::mem::take(run),
+                summary: format!("Show the {} requests", run.len()),
+                children: run,
             });
+            out.extend(commits);
         } else {
-            out.append(run);
+            // Not a run: everything as it came.
+            let mut all: Vec<HistoryEntry> = run.into_iter().chain(commits).collect();
+            all.sort_by(|x, y| y.at.cmp(&x.at));
+            out.extend(all);
         }
     };
     for card in cards {
-        if only_superseded(&card) {
-            run.push(card);
+        if only_superseded(&card) || (!pending.is_empty() && card.kind == "commit") {
+            pending.push(card);
         } else {
-            flush(&mut run, &mut out);
+            flush(&mut pending, &mut out);
             out.push(card);
         }
     }
-    flush(&mut run, &mut out);
+    flush(&mut pending, &mut out);
     out
 }
 
@@ -156,6 +190,7 @@ mod tests {
             results: Vec::new(),
             signature: None,
             children: Vec::new(),
+            summary: String::new(),
         }
     }
 
@@ -203,9 +238,14 @@ mod tests {
             ),
             (e("older", "drift_opened", 1), Links::default()),
         ];
+        let folded = fold(page);
         assert_eq!(
-            keys(&fold(page)),
+            keys(&folded),
             ["req5[known health sync ok2 ok1]", "commit", "older"]
+        );
+        assert_eq!(
+            folded[0].summary,
+            "Known good · Health · Sync · 2 × Approved"
         );
     }
 
@@ -226,6 +266,19 @@ mod tests {
         assert_eq!(folded[1].kind, "superseded_run");
         assert!(folded[1].message.starts_with("5 sync requests superseded"));
         assert_eq!(keys(&folded[1].children)[0], "req5[sup5]");
+        // Commits between them (the new revisions) stay visible, after the run's card.
+        let mut page = Vec::new();
+        for id in (1..=3).rev() {
+            page.push((e(&format!("sup{id}"), "sync_request_superseded", id * 10 + 2), req(id)));
+            page.push((e(&format!("c{id}"), "commit", id * 10 + 1), Links::default()));
+            page.push((e(&format!("req{id}"), "sync_requested", id * 10), req(id)));
+        }
+        let folded = fold(page);
+        assert_eq!(
+            folded.iter().map(|f| f.kind.as_str()).collect::<Vec<_>>(),
+            ["superseded_run", "commit", "commit", "commit"]
+        );
+        assert_eq!(folded[0].children.len(), 3);
         // A single superseded request stays as it is.
         let one = fold(vec![
             (e("sup1", "sync_request_superseded", 2), req(1)),
