@@ -269,8 +269,14 @@ mod tests {
         // Commits between them (the new revisions) stay visible, after the run's card.
         let mut page = Vec::new();
         for id in (1..=3).rev() {
-            page.push((e(&format!("sup{id}"), "sync_request_superseded", id * 10 + 2), req(id)));
-            page.push((e(&format!("c{id}"), "commit", id * 10 + 1), Links::default()));
+            page.push((
+                e(&format!("sup{id}"), "sync_request_superseded", id * 10 + 2),
+                req(id),
+            ));
+            page.push((
+                e(&format!("c{id}"), "commit", id * 10 + 1),
+                Links::default(),
+            ));
             page.push((e(&format!("req{id}"), "sync_requested", id * 10), req(id)));
         }
         let folded = fold(page);
