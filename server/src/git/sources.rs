@@ -161,6 +161,27 @@ impl GitSources {
         Ok(())
     }
 
+    /// Says on `app`'s timeline that the keys it trusts changed.
+    async fn keys_changed(
+        &self,
+        app: &str,
+        keys: &TrustedKeys,
+        now: clock::Millis,
+    ) -> Result<(), StoreError> {
+        self.store
+            .add_timeline(
+                app,
+                "trusted_keys_changed",
+                &format!(
+                    "trusted signing keys changed ({} keys): pending revisions are checked again; deployed history keeps its verdicts",
+                    keys.count
+                ),
+                &json!({"trust_digest": keys.digest}),
+                now,
+            )
+            .await
+    }
+
     /// Points every application at the keys it trusts now, before anything is reconciled: a
     /// key removed from the configuration stops counting at the restart, not at the next
     /// successful fetch. Until its revisions are checked against the new keys, an application
@@ -180,18 +201,7 @@ impl GitSources {
                 .set_trust_digest(&app.name, &keys.digest, now)
                 .await?;
             if previous.is_some_and(|p| p != keys.digest) {
-                self.store
-                    .add_timeline(
-                        &app.name,
-                        "trusted_keys_changed",
-                        &format!(
-                            "trusted signing keys changed ({} keys): pending revisions are checked again; deployed history keeps its verdicts",
-                            keys.count
-                        ),
-                        &json!({"trust_digest": keys.digest}),
-                        now,
-                    )
-                    .await?;
+                self.keys_changed(&app.name, &keys, now).await?;
             }
         }
         Ok(())
@@ -577,18 +587,7 @@ impl GitSources {
             .set_trust_digest(&app.name, &keys.digest, now)
             .await?;
         if previous.is_some_and(|p| p != keys.digest) {
-            self.store
-                .add_timeline(
-                    &app.name,
-                    "trusted_keys_changed",
-                    &format!(
-                        "trusted signing keys changed ({} keys): pending revisions are checked again; deployed history keeps its verdicts",
-                        keys.count
-                    ),
-                    &json!({"trust_digest": keys.digest}),
-                    now,
-                )
-                .await?;
+            self.keys_changed(&app.name, &keys, now).await?;
             self.store.publish_target(&app.name).await?;
         } else if tip_checked && app.require_signed {
             // Its target's verdict is new: an application waiting on it is compared now.

@@ -160,7 +160,7 @@ fn runs_of_superseded(cards: Vec<HistoryEntry>) -> Vec<HistoryEntry> {
         } else {
             // Not a run: everything as it came.
             let mut all: Vec<HistoryEntry> = run.into_iter().chain(commits).collect();
-            all.sort_by(|x, y| y.at.cmp(&x.at));
+            all.sort_by_key(|e| std::cmp::Reverse(e.at));
             out.extend(all);
         }
     };
