@@ -78,9 +78,9 @@ FROM debian:bookworm-slim
 # "bwrap"`, where the container may create user namespaces; see deploy/kubernetes/configmap.yaml);
 # coreutils' `timeout` (in the base image) bounds each render. No `git` binary: Tidemark reads
 # repositories with libgit2, built into the binary. No helm: Tidemark renders plain YAML and
-# Kustomize only.
+# Kustomize only. gpgv and openssh-client (ssh-keygen -Y) check commit signatures.
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates libssl3 bubblewrap \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 bubblewrap gpgv openssh-client \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=kubectl /usr/local/bin/kubectl /usr/local/bin/kubectl
 COPY --from=builder /out/tidemark /usr/local/bin/tidemark

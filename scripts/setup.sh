@@ -38,12 +38,16 @@ if [ ! -x end2end/node_modules/.bin/wasm-opt ] || [ ! -x end2end/node_modules/.b
   (cd end2end && npm ci --no-audit --no-fund)
 fi
 
-# 5. Debian packages: Chromium (browsers downloaded by test tools cannot be fetched here) and
-#    wrk (the load generator of the SSR benchmark), brotli (the WASM size check).
+# 5. Debian packages: Chromium (browsers downloaded by test tools cannot be fetched here),
+#    wrk (the load generator of the SSR benchmark), brotli, and the signature checkers.
 missing=""
 [ -x /usr/bin/chromium ] || missing="$missing chromium"
 command -v wrk >/dev/null || missing="$missing wrk"
 command -v brotli >/dev/null || missing="$missing brotli"
+# gpgv and ssh-keygen check commit signatures; gpg makes the tests' signing keys.
+command -v gpgv >/dev/null || missing="$missing gpgv"
+command -v gpg >/dev/null || missing="$missing gnupg"
+command -v ssh-keygen >/dev/null || missing="$missing openssh-client"
 if [ -n "$missing" ]; then
   say "installing Debian packages:$missing"
   sudo_cmd=""
