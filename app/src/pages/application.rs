@@ -346,9 +346,30 @@ fn Timeline(
     })
 }
 
-/// One entry folded into a card: label, revision, message and time (a sync's per-resource
-/// results stay on the Syncs filter); a folded request of a "superseded" run lists its own
-/// entries as lines. Not recursive (a recursive view costs the WASM dearly).
+/// A sync's per-resource results, collapsed ("3 resource results"); nothing when there are none.
+#[component]
+fn Results(results: Vec<(String, String, String)>) -> impl IntoView {
+    (!results.is_empty()).then(|| {
+        view! {
+            <details class="results">
+                <summary>{format!("{} resource result{}", results.len(), if results.len() == 1 { "" } else { "s" })}</summary>
+                <ul>
+                    {results.into_iter().map(|(action, object, message)| {
+                        let tone = if action == "failed" { "bad" } else { "" };
+                        view! {
+                        <li class=tone>
+                            <span class="badge">{action}</span> " " <span class="mono">{object}</span>
+                            {(!message.is_empty()).then(|| view! { " — " {message} })}
+                        </li>
+                    }}).collect_view()}
+                </ul>
+            </details>
+        }
+    })
+}
+
+/// One entry folded into a card: label, revision, message, time and a sync's per-resource
+/// results; a folded request of a "superseded" run lists its own entries as lines. Not recursive (a recursive view costs the WASM dearly).
 #[component]
 fn TimelineChild(entry: HistoryEntry, now: i64) -> impl IntoView {
     let (icon, label, tone) = timeline_style(&entry.kind);
@@ -368,6 +389,7 @@ fn TimelineChild(entry: HistoryEntry, now: i64) -> impl IntoView {
                     <span class="message">{entry.message.clone()}</span>
                 </p>
                 <p class="when"><When at=entry.at now /></p>
+                <Results results=entry.results.clone() />
                 {(!lines.is_empty()).then(|| view! {
                     <ul class="fold-lines">
                         {lines.into_iter().map(|(key, label, message)| view! {
@@ -398,21 +420,7 @@ fn TimelineItem(entry: HistoryEntry, now: i64) -> impl IntoView {
                     <span class="message">{entry.message.clone()}</span>
                 </p>
                 <p class="when"><When at=entry.at now /></p>
-                {(!results.is_empty()).then(|| view! {
-                    <details class="results">
-                        <summary>{format!("{} resource result{}", results.len(), if results.len() == 1 { "" } else { "s" })}</summary>
-                        <ul>
-                            {results.into_iter().map(|(action, object, message)| {
-                                let tone = if action == "failed" { "bad" } else { "" };
-                                view! {
-                                <li class=tone>
-                                    <span class="badge">{action}</span> " " <span class="mono">{object}</span>
-                                    {(!message.is_empty()).then(|| view! { " — " {message} })}
-                                </li>
-                            }}).collect_view()}
-                        </ul>
-                    </details>
-                })}
+                <Results results />
                 {(!children.is_empty()).then(|| view! {
                     <details class="fold" data-testid="fold">
                         <summary>{summary}</summary>
