@@ -58,6 +58,15 @@ struct Trust {
 }
 
 impl Trust {
+    /// The keys `app` trusts, a key error reported as a Git error of its repository.
+    fn keys_of(&self, app: &AppSource) -> Result<Arc<TrustedKeys>, GitError> {
+        self.keys(&app.repository, &app.project)
+            .map_err(|e| GitError::Git {
+                repo: app.repository.clone(),
+                message: e.to_string(),
+            })
+    }
+
     fn keys(&self, repository: &str, project: &str) -> Result<Arc<TrustedKeys>, KeyError> {
         // The repository's entries, then the project's (as `Settings::trusted_keys`).
         let mut entries = self
@@ -189,13 +198,7 @@ impl GitSources {
     pub async fn apply_trusted_keys(&self) -> Result<(), SyncError> {
         let now = clock::now();
         for app in self.store.app_sources().await? {
-            let keys = self
-                .trust
-                .keys(&app.repository, &app.project)
-                .map_err(|e| GitError::Git {
-                    repo: app.repository.clone(),
-                    message: e.to_string(),
-                })?;
+            let keys = self.trust.keys_of(&app)?;
             let previous = self
                 .store
                 .set_trust_digest(&app.name, &keys.digest, now)
@@ -511,13 +514,7 @@ impl GitSources {
         tip: &str,
         now: clock::Millis,
     ) -> Result<(), SyncError> {
-        let keys = self
-            .trust
-            .keys(&app.repository, &app.project)
-            .map_err(|e| GitError::Git {
-                repo: app.repository.clone(),
-                message: e.to_string(),
-            })?;
+        let keys = self.trust.keys_of(app)?;
         let mut shas = self
             .store
             .unchecked_commits(&app.name, &keys.digest, RECHECK_BATCH)
