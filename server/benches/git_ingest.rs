@@ -106,6 +106,8 @@ fn settings(repo: &Path, db: &Path, cache: &Path) -> Settings {
         approvals: Default::default(),
         compare: Default::default(),
         require_signed: false,
+        source: None,
+        helm: Default::default(),
     }];
     s
 }

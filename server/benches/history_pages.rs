@@ -71,6 +71,8 @@ async fn fill(store: &Store, raw: &sqlx::AnyPool, events: usize) {
         approvals: Default::default(),
         compare: Default::default(),
         require_signed: false,
+        source: None,
+        helm: Default::default(),
     }];
     store
         .sync_declared(

@@ -138,6 +138,8 @@ fn main() {
                 approvals: Default::default(),
                 compare: Default::default(),
                 require_signed: false,
+                source: None,
+                helm: Default::default(),
             })
             .collect();
         let started = std::time::Instant::now();

@@ -476,6 +476,10 @@ pub struct GitSettings {
     pub webhook_rate_per_minute: u32,
     /// Longest one signature check (`gpgv` or `ssh-keygen -Y`) may take.
     pub signature_timeout_secs: u64,
+    /// The Helm 4 binary: `helm` on `PATH` (default) or a path.
+    pub helm_command: String,
+    /// Longest one `helm template`, dependency fetch or chart download may take.
+    pub helm_timeout_secs: u64,
 }
 
 impl Default for GitSettings {
@@ -491,6 +495,8 @@ impl Default for GitSettings {
             kustomize_sandbox: limits.kustomize_sandbox,
             webhook_rate_per_minute: 30,
             signature_timeout_secs: 10,
+            helm_command: limits.helm_command,
+            helm_timeout_secs: limits.helm_timeout.as_secs(),
         }
     }
 }
@@ -505,6 +511,10 @@ impl GitSettings {
             kustomize_timeout: std::time::Duration::from_secs(self.kustomize_timeout_secs),
             kustomize_command: self.kustomize_command.clone(),
             kustomize_sandbox: self.kustomize_sandbox,
+            helm_command: self.helm_command.clone(),
+            helm_timeout: std::time::Duration::from_secs(self.helm_timeout_secs),
+            helm_dependency_cache: Some(self.cache_dir.join("helm-dependencies")),
+            helm_repositories: Vec::new(),
         }
     }
 }
@@ -536,6 +546,25 @@ pub struct RepositorySettings {
     /// same material inline (`"alice@example.com ssh-ed25519 AAAA…"`).
     #[serde(default)]
     pub trusted_keys: Vec<String>,
+    /// `git` (default) or `helm`: a chart repository (`https://…` serving `index.yaml`, or
+    /// `oci://registry/path`), polled for new chart versions on `fetch_interval_secs`.
+    #[serde(default, rename = "type")]
+    pub kind: RepositoryKind,
+    /// For a chart repository: the chart this entry follows (set when an application names it
+    /// with `helm.chart`; one entry per chart, so each chart has its own version history).
+    #[serde(default)]
+    pub chart: Option<String>,
+}
+
+/// What a `[[repositories]]` entry is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RepositoryKind {
+    /// A Git repository (mirrored with git2).
+    #[default]
+    Git,
+    /// A Helm chart repository (HTTP(S) `index.yaml` or OCI registry), read with `helm`.
+    Helm,
 }
 
 fn default_fetch_interval() -> u64 {
@@ -556,6 +585,8 @@ impl RepositorySettings {
             webhook_secret_env: None,
             webhook_secret_file: None,
             trusted_keys: Vec::new(),
+            kind: RepositoryKind::Git,
+            chart: None,
         }
     }
 
@@ -605,7 +636,12 @@ pub struct ApplicationSettings {
     pub name: String,
     #[serde(default = "default_project")]
     pub project: String,
+    /// A `[[repositories]]` name: a Git repository, or a chart repository (`type = "helm"`).
+    /// May be left out for a chart named by `helm.repo_url`.
+    #[serde(default)]
     pub repository: String,
+    /// Path in the Git repository (default: its root); unused for a chart repository.
+    #[serde(default)]
     pub path: String,
     #[serde(default = "default_revision")]
     pub revision: String,
@@ -633,6 +669,17 @@ pub struct ApplicationSettings {
     /// request, approval, rollback); an unverified target waits, the deployed revision stays.
     #[serde(default)]
     pub require_signed: bool,
+    /// How the path is rendered: `directory`, `kustomize` or `helm` (default: detected — a
+    /// path holding `Chart.yaml` is a chart, one holding a kustomization is Kustomize).
+    #[serde(default)]
+    pub source: Option<crate::render::SourceType>,
+    /// Helm options (`[applications.helm]`): release name, values, capabilities, and a chart
+    /// from a chart repository (`chart`, `repo_url`, `version`).
+    #[serde(
+        default,
+        skip_serializing_if = "crate::render::HelmOptions::is_default"
+    )]
+    pub helm: crate::render::HelmOptions,
 }
 
 /// Field managers whose changes to a live object are not drift by default: controllers that
@@ -698,6 +745,122 @@ impl Default for ApprovalPolicy {
 }
 
 impl ApplicationSettings {
+    /// Points an application that takes a chart from a chart repository at the repository
+    /// entry of that chart: `helm.repo_url` (or a `type = "helm"` `repository` without a
+    /// chart) with `helm.chart` names the entry `<chart>-<8 hex of the URL's SHA-256>` (or
+    /// `<repository>-<chart>`), created from the declared one (its credentials and interval)
+    /// when `may_add`. The chart version (`helm.version`, else `revision`, `*` when that is the
+    /// default `main`) becomes the revision.
+    ///
+    /// Errors: `(field, message)` — a chart without a repository, a `repo_url` that is not
+    /// `https://`, `http://` or `oci://`, a repository that is not a chart repository, or
+    /// (without `may_add`) an entry that is not declared.
+    pub fn resolve_chart_source(
+        &mut self,
+        repositories: &mut Vec<RepositorySettings>,
+        may_add: bool,
+    ) -> Result<(), (&'static str, String)> {
+        let declared_helm = repositories
+            .iter()
+            .find(|r| r.name == self.repository)
+            .filter(|r| r.kind == RepositoryKind::Helm)
+            .cloned();
+        let Some(chart) = self.helm.chart.clone() else {
+            if let Some(r) = &declared_helm {
+                if r.chart.is_none() {
+                    return Err((
+                        "helm.chart",
+                        format!(
+                            "repository `{}` is a chart repository: name the chart",
+                            r.name
+                        ),
+                    ));
+                }
+                self.chart_version_as_revision();
+            } else if self.helm.repo_url.is_some() || self.helm.version.is_some() {
+                return Err((
+                    "helm.chart",
+                    "a chart from a chart repository needs `chart`".into(),
+                ));
+            }
+            return Ok(());
+        };
+        if chart.is_empty() || super::render::check_component(&chart).is_err() {
+            return Err(("helm.chart", format!("`{chart}` is not a chart name")));
+        }
+        let (base, name) = match (&self.helm.repo_url, &declared_helm) {
+            (Some(url), _) => {
+                if !(url.starts_with("https://")
+                    || url.starts_with("http://")
+                    || url.starts_with("oci://"))
+                {
+                    return Err((
+                        "helm.repo_url",
+                        format!("`{url}` must be an https://, http:// or oci:// URL"),
+                    ));
+                }
+                let base = repositories
+                    .iter()
+                    .find(|r| r.kind == RepositoryKind::Helm && r.url.trim_end_matches('/') == url.trim_end_matches('/'))
+                    .cloned()
+                    .unwrap_or_else(|| {
+                        let mut r = RepositorySettings::new("", url.clone());
+                        r.kind = RepositoryKind::Helm;
+                        r
+                    });
+                let digest = crate::render::digest(url.trim_end_matches('/'));
+                (base, format!("{chart}-{}", &digest[..8]))
+            }
+            (None, Some(r)) if r.chart.as_deref() == Some(chart.as_str()) => (r.clone(), r.name.clone()),
+            (None, Some(r)) => (r.clone(), format!("{}-{chart}", r.name)),
+            (None, None) => {
+                return Err((
+                    "repository",
+                    format!(
+                        "`helm.chart` needs `helm.repo_url` or a `repository` of `type = \"helm\"` (`{}` is not one)",
+                        self.repository
+                    ),
+                ))
+            }
+        };
+        match repositories.iter().find(|r| r.name == name) {
+            Some(existing)
+                if existing.kind == RepositoryKind::Helm
+                    && existing.chart.as_deref() == Some(chart.as_str()) => {}
+            Some(_) => {
+                return Err((
+                    "helm.chart",
+                    format!("repository name `{name}` is taken by another repository"),
+                ));
+            }
+            None if may_add => {
+                let mut entry = base;
+                entry.name = name.clone();
+                entry.chart = Some(chart);
+                entry.webhook_secret_env = None;
+                entry.webhook_secret_file = None;
+                repositories.push(entry);
+            }
+            None => {
+                return Err((
+                    "helm.chart",
+                    format!("chart repository entry `{name}` is not declared: declare the application (or a `[[repositories]]` entry with `type = \"helm\"` and `chart`) in tidemark.toml"),
+                ));
+            }
+        }
+        self.repository = name;
+        self.chart_version_as_revision();
+        Ok(())
+    }
+
+    fn chart_version_as_revision(&mut self) {
+        if let Some(v) = &self.helm.version {
+            self.revision = v.clone();
+        } else if self.revision == default_revision() {
+            self.revision = "*".into();
+        }
+    }
+
     /// What one application must satisfy, given the declared repositories and clusters:
     /// `Err((field, message))` names the field at fault.
     pub fn check(
@@ -722,12 +885,13 @@ impl ApplicationSettings {
                 ),
             ));
         }
-        if !repositories.iter().any(|r| r.name == self.repository) {
+        let Some(repository) = repositories.iter().find(|r| r.name == self.repository) else {
             return Err((
                 "repository",
                 format!("no repository named `{}` is declared", self.repository),
             ));
-        }
+        };
+        let chart_repository = repository.kind == RepositoryKind::Helm;
         if !clusters.iter().any(|c| c.name == self.cluster) {
             return Err((
                 "cluster",
@@ -743,8 +907,36 @@ impl ApplicationSettings {
                 ),
             ));
         }
-        if self.revision.trim().is_empty() || self.revision.contains(char::is_whitespace) {
+        if chart_repository {
+            if let Err(e) = crate::git::charts::VersionRange::parse(&self.revision) {
+                return Err(("helm.version", e));
+            }
+            if !self.helm.values_files.is_empty() {
+                return Err((
+                    "helm.values_files",
+                    "a chart from a chart repository takes inline `values`, `set` and `set_string`; values files need a chart in Git".into(),
+                ));
+            }
+        } else if self.revision.trim().is_empty() || self.revision.contains(char::is_whitespace) {
             return Err(("revision", "must be a branch, tag or commit".into()));
+        }
+        if self
+            .source
+            .is_some_and(|s| s != crate::render::SourceType::Helm)
+            && (chart_repository || !self.helm.is_empty())
+        {
+            return Err((
+                "source",
+                "Helm options need `source = \"helm\"` (or none: detected)".into(),
+            ));
+        }
+        for (i, f) in self.helm.values_files.iter().enumerate() {
+            if f.starts_with('/') || f.trim().is_empty() {
+                return Err((
+                    "helm.values_files",
+                    format!("values file {i} `{f}` must be a path relative to the chart"),
+                ));
+            }
         }
         if !dns_label(&self.namespace) {
             return Err((
@@ -793,11 +985,20 @@ impl Settings {
         for (var, value) in overrides {
             overlay(&mut root, &var, &value)?;
         }
-        let settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root))
+        let mut settings: Settings = serde_path_to_error::deserialize(toml::Value::Table(root))
             .map_err(|e| ConfigError::Invalid {
                 key: e.path().to_string(),
                 message: e.inner().message().to_owned(),
             })?;
+        for i in 0..settings.applications.len() {
+            let mut app = settings.applications[i].clone();
+            app.resolve_chart_source(&mut settings.repositories, true)
+                .map_err(|(field, message)| ConfigError::Invalid {
+                    key: format!("applications[{i}].{field}"),
+                    message,
+                })?;
+            settings.applications[i] = app;
+        }
         settings.validate()?;
         Ok(settings)
     }

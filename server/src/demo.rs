@@ -406,6 +406,8 @@ impl Demo {
                 },
                 compare: Default::default(),
                 require_signed: false,
+                source: None,
+                helm: Default::default(),
             }
         };
         settings.applications = vec![

@@ -154,6 +154,7 @@ impl Application {
             )
             .build();
         let git = GitSources::new(store.clone(), &settings);
+        git.set_clusters(clusters.clone());
         // A trusted key that cannot be read or parsed stops the start, naming it.
         git.check_trusted_keys(&settings)?;
         git.apply_trusted_keys().await.map_err(|e| match e {

@@ -101,10 +101,11 @@ pub fn When(at: i64, now: i64) -> impl IntoView {
     }
 }
 
-/// The first seven characters of a SHA, monospaced, the full SHA on hover.
+/// The first seven characters of a SHA (a chart version whole), monospaced, the full SHA on
+/// hover.
 #[component]
 pub fn Sha(sha: String) -> impl IntoView {
-    let short = sha.get(..7).unwrap_or(&sha).to_owned();
+    let short = crate::model::short_revision(&sha).to_owned();
     view! { <code class="sha" title=sha>{short}</code> }
 }
 

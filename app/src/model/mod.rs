@@ -10,6 +10,18 @@ pub use error::AppError;
 pub use signature::{SignatureBadgeView, SignatureVerdict};
 pub use status::{RequestStatus, SignatureStatus, SyncStatus};
 
+/// A revision as people read it: a Git commit SHA (40 or 64 hex digits) shortened to its first
+/// seven characters, anything else (a chart version such as `6.1.0`) whole.
+pub fn short_revision(revision: &str) -> &str {
+    let is_sha =
+        matches!(revision.len(), 40 | 64) && revision.bytes().all(|b| b.is_ascii_hexdigit());
+    if is_sha {
+        &revision[..7]
+    } else {
+        revision
+    }
+}
+
 use serde::{Deserialize, Serialize};
 
 /// How an application is brought in line with Git.

@@ -66,7 +66,12 @@ pub struct ClusterClient {
     watches: std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Dry runs, OpenAPI schemas (see `predict.rs`).
     pub(super) predictions: super::predict::Predictions,
+    /// What Helm charts may ask of this cluster, read at most every [`CAPABILITIES_TTL`].
+    capabilities: tokio::sync::Mutex<Option<(Instant, crate::render::Capabilities)>>,
 }
+
+/// How long the cluster's version and API list are reused for Helm renders.
+pub const CAPABILITIES_TTL: Duration = Duration::from_secs(300);
 
 impl Drop for ClusterClient {
     fn drop(&mut self) {
@@ -163,7 +168,62 @@ impl ClusterClient {
             events: tokio::sync::broadcast::channel(4096).0,
             watches: std::sync::Mutex::new(Vec::new()),
             predictions: super::predict::Predictions::default(),
+            capabilities: tokio::sync::Mutex::new(None),
         }
+    }
+
+    /// The cluster's Kubernetes version (`v1.31.2`) and API versions — each served
+    /// `group/version` (`v1` for core) and `group/version/Kind` — as Helm's `.Capabilities`
+    /// (Argo CD passes the same). Read by discovery (`/version`, `/api`, `/apis` and each group
+    /// version's resource list), kept for [`CAPABILITIES_TTL`].
+    ///
+    /// Errors: [`ClusterError::Connect`] when discovery fails (a group version that fails to
+    /// list its resources contributes only its `group/version`).
+    pub async fn capabilities(&self) -> Result<crate::render::Capabilities, ClusterError> {
+        let mut cached = self.capabilities.lock().await;
+        if let Some((at, caps)) = cached.as_ref() {
+            if at.elapsed() < CAPABILITIES_TTL {
+                return Ok(caps.clone());
+            }
+        }
+        let fail = |e: kube::Error| ClusterError::Connect {
+            cluster: self.name.clone(),
+            message: format!("discovery: {e}"),
+        };
+        let version = self.client.apiserver_version().await.map_err(fail)?;
+        let mut versions: Vec<String> = Vec::new();
+        let core = self.client.list_core_api_versions().await.map_err(fail)?;
+        for v in &core.versions {
+            versions.push(v.clone());
+            if let Ok(list) = self.client.list_core_api_resources(v).await {
+                for r in list.resources.iter().filter(|r| !r.name.contains('/')) {
+                    versions.push(format!("{v}/{}", r.kind));
+                }
+            }
+        }
+        let groups = self.client.list_api_groups().await.map_err(fail)?;
+        for g in &groups.groups {
+            for gv in &g.versions {
+                versions.push(gv.group_version.clone());
+                if let Ok(list) = self
+                    .client
+                    .list_api_group_resources(&gv.group_version)
+                    .await
+                {
+                    for r in list.resources.iter().filter(|r| !r.name.contains('/')) {
+                        versions.push(format!("{}/{}", gv.group_version, r.kind));
+                    }
+                }
+            }
+        }
+        versions.sort();
+        versions.dedup();
+        let caps = crate::render::Capabilities {
+            kube_version: version.git_version,
+            api_versions: versions,
+        };
+        *cached = Some((Instant::now(), caps.clone()));
+        Ok(caps)
     }
 
     /// The applications whose objects the watches see change (added, modified, deleted), named
@@ -600,16 +660,22 @@ impl ClusterClient {
     }
 }
 
-/// Apply order: Namespaces, then CustomResourceDefinitions, then ServiceAccounts, then everything else (each group
-/// keeps its canonical order). Prune runs in the reverse of this order.
+/// Apply order: Namespaces, then CustomResourceDefinitions, then Helm `pre-install` /
+/// `pre-upgrade` hooks (by `helm.sh/hook-weight`), then ServiceAccounts, then everything else,
+/// then `post-install` / `post-upgrade` hooks (by weight) — Argo CD's PreSync, Sync and
+/// PostSync phases in one pass (each group keeps its canonical order). Prune runs in the
+/// reverse of this order.
 pub fn sync_order(objects: &[Value]) -> Vec<&Value> {
-    let rank = |o: &Value| match o["kind"].as_str() {
-        Some("Namespace") => 0,
-        Some("CustomResourceDefinition") => 1,
+    use crate::render::helm::{hook_phase, HookPhase};
+    let rank = |o: &Value| match (o["kind"].as_str(), hook_phase(o)) {
+        (Some("Namespace"), _) => (0, 0),
+        (Some("CustomResourceDefinition"), _) => (1, 0),
+        (_, Some((HookPhase::PreSync, weight))) => (2, weight),
         // Before a token Secret that names it (the token controller deletes a token Secret
         // whose ServiceAccount does not exist yet).
-        Some("ServiceAccount") => 2,
-        _ => 3,
+        (Some("ServiceAccount"), _) => (3, 0),
+        (_, Some((HookPhase::PostSync, weight))) => (5, weight),
+        _ => (4, 0),
     };
     let mut ordered: Vec<&Value> = objects.iter().collect();
     ordered.sort_by_key(|o| rank(o));
@@ -651,5 +717,25 @@ mod tests {
                 "Deployment"
             ]
         );
+    }
+
+    #[test]
+    fn helm_hooks_run_before_and_after_by_weight() {
+        let hook = |name: &str, hook: &str, weight: &str| {
+            json!({"kind": "Job", "metadata": {"name": name, "annotations": {
+                "helm.sh/hook": hook, "helm.sh/hook-weight": weight}}})
+        };
+        let objs = vec![
+            json!({"kind": "ConfigMap", "metadata": {"name": "a"}}),
+            hook("post", "post-upgrade,post-install", "0"),
+            hook("migrate", "pre-upgrade", "5"),
+            hook("schema", "pre-install,pre-upgrade", "-1"),
+            json!({"kind": "Namespace", "metadata": {"name": "shop"}}),
+        ];
+        let names: Vec<&str> = sync_order(&objs)
+            .iter()
+            .map(|o| o["metadata"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["shop", "schema", "migrate", "a", "post"]);
     }
 }

@@ -3,5 +3,6 @@
 //! `docs/architecture.md`, checked by `scripts/check-architecture.sh`).
 
 pub mod plan;
+pub mod source;
 pub mod tracking;
 pub mod triggers;

@@ -25,7 +25,7 @@ pub struct Deps<'a> {
 }
 
 fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
+    app::model::short_revision(sha)
 }
 
 async fn request(deps: &Deps<'_>, id: i64) -> Result<SyncRequest, EngineError> {
@@ -329,9 +329,14 @@ pub async fn rollback(
     if reason.is_empty() {
         return Err(EngineError::Invalid("a rollback needs a reason".into()));
     }
-    if revision.len() < 7 {
+    // A commit by its SHA or a prefix of at least 7 hex digits; a chart version exactly.
+    let sha_prefix = revision.len() >= 7 && revision.bytes().all(|b| b.is_ascii_hexdigit());
+    if revision.is_empty()
+        || (revision.len() < 7 && revision.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
         return Err(EngineError::Invalid(
-            "name the revision by its commit SHA (at least 7 characters)".into(),
+            "name the revision by its commit SHA (at least 7 characters) or its chart version"
+                .into(),
         ));
     }
     let source = deps
@@ -342,7 +347,7 @@ pub async fn rollback(
     let known = deps.store.known_good_revisions(app).await?;
     let target = known
         .iter()
-        .find(|k| k.revision.starts_with(revision))
+        .find(|k| k.revision == revision || (sha_prefix && k.revision.starts_with(revision)))
         .ok_or_else(|| {
             EngineError::Conflict(format!(
                 "{} is not a known-good revision of {app} (one that synced and became healthy); see GET /api/v1/applications/{app}/revisions",

@@ -1,6 +1,7 @@
 //! Git: bare mirrors in a cache directory (git2), fetched with configured credentials, one
 //! fetch per repository at a time; revision resolution and per-application history.
 
+pub mod charts;
 pub mod history;
 pub mod signatures;
 pub mod sources;
@@ -140,23 +141,34 @@ impl Mirror {
     }
 
     fn secret(&self) -> Result<Option<String>, GitError> {
+        self.auth.secret(&self.name)
+    }
+}
+
+impl Auth {
+    /// The password or token (from its environment variable or file), if one is configured.
+    ///
+    /// Errors: [`GitError::Credential`] naming `repo` and the variable or file.
+    pub fn secret(&self, repo: &str) -> Result<Option<String>, GitError> {
         let cred_err = |message: String| GitError::Credential {
-            repo: self.name.clone(),
+            repo: repo.to_owned(),
             message,
         };
-        if let Some(var) = &self.auth.password_env {
+        if let Some(var) = &self.password_env {
             return std::env::var(var)
                 .map(Some)
                 .map_err(|_| cred_err(format!("environment variable {var} is not set")));
         }
-        if let Some(file) = &self.auth.password_file {
+        if let Some(file) = &self.password_file {
             return std::fs::read_to_string(file)
                 .map(|s| Some(s.trim().to_owned()))
                 .map_err(|e| cred_err(format!("{}: {e}", file.display())));
         }
         Ok(None)
     }
+}
 
+impl Mirror {
     fn git_err(&self, message: String) -> GitError {
         GitError::Git {
             repo: self.name.clone(),

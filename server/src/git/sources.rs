@@ -11,12 +11,14 @@ use git2::Oid;
 use serde_json::json;
 use tokio::sync::mpsc;
 
+use super::charts::{ChartRepository, VersionRange};
 use super::history;
 use super::signatures::{self, KeyError, TrustedKeys};
 use super::{GitError, Mirror};
 use crate::clock;
-use crate::config::Settings;
-use crate::render::{self, Limits};
+use crate::cluster::client::ClusterClient;
+use crate::config::{RepositoryKind, Settings};
+use crate::render::{self, Capabilities, Limits};
 use crate::store::{AppSource, IngestReport, SignatureRow, Store, StoreError};
 
 /// Why a sync of one repository stopped.
@@ -40,6 +42,10 @@ pub struct AppIngest {
 pub struct GitSources {
     store: Store,
     mirrors: HashMap<String, Arc<Mirror>>,
+    /// Chart repository entries (`type = "helm"`), one per chart.
+    charts: HashMap<String, Arc<ChartRepository>>,
+    /// The connected clusters, for Helm's `.Capabilities` (set once at start).
+    clusters: std::sync::OnceLock<Arc<HashMap<String, Arc<ClusterClient>>>>,
     intervals: HashMap<String, Duration>,
     limits: Limits,
     triggers: std::sync::Mutex<HashMap<String, mpsc::Sender<String>>>,
@@ -94,6 +100,20 @@ impl Trust {
 /// keys are re-evaluated this many at a time, newest first.
 const RECHECK_BATCH: i64 = 200;
 
+/// Chart versions kept in an application's history per poll (newest first).
+const CHART_HISTORY: usize = 200;
+
+/// The capabilities to render with, and why there are none when the cluster failed.
+fn split_caps(
+    caps: &Option<Result<Capabilities, String>>,
+) -> (Option<&Capabilities>, Option<&str>) {
+    match caps {
+        Some(Ok(c)) => (Some(c), None),
+        Some(Err(e)) => (None, Some(e.as_str())),
+        None => (None, None),
+    }
+}
+
 /// Prefix of a repository's poll lease in `app_leases` (application names cannot contain `:`).
 pub const REPOSITORY_LEASE: &str = "repository:";
 
@@ -101,13 +121,41 @@ impl GitSources {
     /// Mirrors for every configured repository (nothing is fetched yet).
     pub fn new(store: Store, settings: &Settings) -> Arc<Self> {
         let cache = &settings.git.cache_dir;
+        let mut limits = settings.git.limits();
+        limits.helm_repositories = settings
+            .repositories
+            .iter()
+            .filter(|r| r.kind == RepositoryKind::Helm && !r.url.starts_with("oci://"))
+            .map(|r| {
+                let auth = r.auth();
+                let name = r.name.clone();
+                render::HelmRepositoryAuth {
+                    url: r.url.clone(),
+                    username: r.username.clone(),
+                    password: Arc::new(move || auth.secret(&name).ok().flatten()),
+                }
+            })
+            .collect();
         Arc::new(Self {
             store,
             mirrors: settings
                 .repositories
                 .iter()
+                .filter(|r| r.kind == RepositoryKind::Git)
                 .map(|r| (r.name.clone(), Mirror::new(cache, r)))
                 .collect(),
+            charts: settings
+                .repositories
+                .iter()
+                .filter(|r| r.kind == RepositoryKind::Helm)
+                .map(|r| {
+                    (
+                        r.name.clone(),
+                        Arc::new(ChartRepository::new(cache, r, &limits)),
+                    )
+                })
+                .collect(),
+            clusters: std::sync::OnceLock::new(),
             intervals: settings
                 .repositories
                 .iter()
@@ -118,7 +166,7 @@ impl GitSources {
                     )
                 })
                 .collect(),
-            limits: settings.git.limits(),
+            limits,
             triggers: std::sync::Mutex::new(HashMap::new()),
             trust: Trust {
                 repository_entries: settings
@@ -214,7 +262,7 @@ impl GitSources {
     /// with the runtime or aborted.
     pub fn spawn(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let mut handles = Vec::new();
-        for name in self.mirrors.keys() {
+        for name in self.mirrors.keys().chain(self.charts.keys()) {
             let (tx, mut rx) = mpsc::channel::<String>(16);
             self.triggers
                 .lock()
@@ -275,7 +323,34 @@ impl GitSources {
 
     /// Names of the configured repositories.
     pub fn repositories(&self) -> impl Iterator<Item = &str> {
-        self.mirrors.keys().map(String::as_str)
+        self.mirrors
+            .keys()
+            .chain(self.charts.keys())
+            .map(String::as_str)
+    }
+
+    /// The connected clusters, whose version and API list Helm charts are rendered against.
+    pub fn set_clusters(&self, clusters: Arc<HashMap<String, Arc<ClusterClient>>>) {
+        let _ = self.clusters.set(clusters);
+    }
+
+    /// `.Capabilities` for rendering `app`: not asked when the application gives both itself
+    /// or is not a chart; else its cluster's (cached by the client). `Err` carries why the
+    /// cluster could not be asked (the render fails only if it is a chart).
+    async fn capabilities_for(&self, app: &AppSource) -> Option<Result<Capabilities, String>> {
+        let helm = &app.render.helm;
+        if helm.kube_version.is_some() && !helm.api_versions.is_empty() {
+            return None;
+        }
+        if app
+            .render
+            .source
+            .is_some_and(|s| s != render::SourceType::Helm)
+        {
+            return None;
+        }
+        let client = self.clusters.get()?.get(&app.cluster)?.clone();
+        Some(client.capabilities().await.map_err(|e| e.to_string()))
     }
 
     /// Fetches `repository` and ingests every application reading from it. A fetch failure is
@@ -286,6 +361,9 @@ impl GitSources {
         &self,
         repository: &str,
     ) -> Result<Vec<(String, AppIngest)>, SyncError> {
+        if let Some(chart) = self.charts.get(repository) {
+            return self.sync_chart_repository(chart.clone()).await;
+        }
         let mirror = self
             .mirrors
             .get(repository)
@@ -370,6 +448,7 @@ impl GitSources {
         let previous = state.ingested_tip.clone();
         let already_rendered = state.target_sha.clone();
         let previous_digest = state.target_digest.clone();
+        let caps = self.capabilities_for(app).await;
         type Walk = (
             String,
             Vec<history::CommitInfo>,
@@ -397,8 +476,23 @@ impl GitSources {
                     full,
                 )
             };
-            let rendered = (already_rendered.as_deref() != Some(tip_s.as_str()))
-                .then(|| render::render(&repo, tip, &a.path, &a.namespace, &limits));
+            let rendered = (already_rendered.as_deref() != Some(tip_s.as_str())).then(|| {
+                let (caps, caps_error) = split_caps(&caps);
+                render::render_source(
+                    &repo,
+                    tip,
+                    &render::Source {
+                        app: &a.name,
+                        path: &a.path,
+                        namespace: &a.namespace,
+                        source: a.render.source,
+                        helm: &a.render.helm,
+                        capabilities: caps,
+                        capabilities_error: caps_error,
+                    },
+                    &limits,
+                )
+            });
             Ok((tip_s, commits, full, rendered))
         })
         .await
@@ -426,13 +520,33 @@ impl GitSources {
                 .add_timeline(&app.name, "force_push", &message, &json!({"tip": tip}), now)
                 .await?;
         }
-        let rendered = match rendered {
+        let rendered = self
+            .store_render(app, &tip, rendered, previous_digest, now)
+            .await?;
+        Ok(AppIngest {
+            tip,
+            report,
+            rendered,
+        })
+    }
+
+    /// Stores a render of `tip` (or records why it failed, once per message), tells a pinned
+    /// application's timeline about a target it will not deploy, and announces a new target.
+    async fn store_render(
+        &self,
+        app: &AppSource,
+        tip: &str,
+        rendered: Option<Result<render::Rendered, render::RenderError>>,
+        previous_digest: Option<String>,
+        now: clock::Millis,
+    ) -> Result<Option<Result<String, String>>, SyncError> {
+        Ok(match rendered {
             None => None,
             Some(Ok(r)) => {
                 self.store
                     .save_render(
                         &app.name,
-                        &tip,
+                        tip,
                         &r.digest,
                         &r.canonical,
                         r.objects.len(),
@@ -448,8 +562,8 @@ impl GitSources {
                     {
                         let message = format!(
                             "new target {} not deployed: pinned at {} by {} ({})",
-                            &tip[..7.min(tip.len())],
-                            &pin.revision[..7.min(pin.revision.len())],
+                            app::model::short_revision(tip),
+                            app::model::short_revision(&pin.revision),
                             pin.pinned_name,
                             pin.reason
                         );
@@ -473,7 +587,10 @@ impl GitSources {
                 Some(Ok(r.digest))
             }
             Some(Err(e)) => {
-                let message = format!("rendering {} failed: {e}", &tip[..12.min(tip.len())]);
+                let message = format!(
+                    "rendering {} failed: {e}",
+                    tip.get(..12).filter(|_| tip.len() == 40).unwrap_or(tip)
+                );
                 // The same failure on every poll is one timeline entry, not one per poll.
                 let previous = self.store.app_git_state(&app.name).await?.last_error;
                 self.store
@@ -492,9 +609,181 @@ impl GitSources {
                 }
                 Some(Err(e.to_string()))
             }
+        })
+    }
+
+    /// Polls one chart repository entry: for each application following it, the chart's
+    /// versions in the application's range (history: a version is a revision, dated by its
+    /// publication), the newest as the target, rendered from its archive unless stored. A
+    /// repository that cannot be read is recorded on the entry and, once per message, on the
+    /// applications' timelines.
+    async fn sync_chart_repository(
+        &self,
+        chart: Arc<ChartRepository>,
+    ) -> Result<Vec<(String, AppIngest)>, SyncError> {
+        let repository = chart.name.clone();
+        let apps = self.store.apps_of_repository(&repository).await?;
+        let _guard = chart.lock.lock().await;
+        let mut out = Vec::new();
+        let mut fetch_error: Option<String> = None;
+        let previous_error = self.store.repository_error(&repository).await?;
+        for app in apps {
+            let now = clock::now();
+            match self.ingest_chart_app(&chart, &app).await {
+                Ok(result) => out.push((app.name.clone(), result)),
+                Err(SyncError::Git(e)) => {
+                    let message = e.to_string();
+                    if matches!(e, GitError::Fetch { .. } | GitError::Credential { .. }) {
+                        fetch_error.get_or_insert(message.clone());
+                    }
+                    let previous = self.store.app_git_state(&app.name).await?.last_error;
+                    self.store
+                        .record_app_error(&app.name, Some(&message), now)
+                        .await?;
+                    if previous.as_deref() != Some(message.as_str())
+                        && previous_error.as_deref() != Some(message.as_str())
+                    {
+                        self.store
+                            .add_timeline(
+                                &app.name,
+                                "git_error",
+                                &message,
+                                &json!({"repository": repository}),
+                                now,
+                            )
+                            .await?;
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        self.store
+            .record_fetch(&repository, fetch_error.as_deref(), clock::now())
+            .await?;
+        match fetch_error {
+            Some(message) => Err(SyncError::Git(GitError::Fetch {
+                repo: repository,
+                message,
+            })),
+            None => Ok(out),
+        }
+    }
+
+    async fn ingest_chart_app(
+        &self,
+        chart: &Arc<ChartRepository>,
+        app: &AppSource,
+    ) -> Result<AppIngest, SyncError> {
+        let range = VersionRange::parse(&app.revision).map_err(|e| GitError::UnknownRevision {
+            repo: chart.name.clone(),
+            revision: e,
+        })?;
+        let state = self.store.app_git_state(&app.name).await?;
+        let blocking_err = |e: tokio::task::JoinError| GitError::Fetch {
+            repo: chart.name.clone(),
+            message: e.to_string(),
         };
+        let c = chart.clone();
+        let versions =
+            tokio::task::spawn_blocking(move || c.versions_blocking(&range, CHART_HISTORY))
+                .await
+                .map_err(blocking_err)??;
+        let tip = versions[0].clone();
+        let now = clock::now();
+        let commits: Vec<history::CommitInfo> = versions
+            .iter()
+            .map(|v| history::CommitInfo {
+                sha: v.version.clone(),
+                parents: Vec::new(),
+                author_name: String::new(),
+                author_email: String::new(),
+                committer_name: chart.url.clone(),
+                committer_email: String::new(),
+                committed_at: v.created_ms.unwrap_or(now),
+                title: format!("{} {}", chart.chart, v.version),
+                body: [
+                    v.app_version.as_ref().map(|a| format!("app version {a}")),
+                    v.description.clone(),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("\n"),
+            })
+            .collect();
+        // An OCI registry lists only the resolved version: earlier ones stay in the history.
+        let full = !chart.url.starts_with("oci://");
+        let report = self
+            .store
+            .ingest_history(
+                &app.name,
+                &app.repository,
+                &commits,
+                full,
+                &tip.version,
+                now,
+            )
+            .await?;
+        if report.now_unreachable > 0 {
+            let message = format!(
+                "{} chart versions of {} in {} are no longer served by the repository (their stored renders still roll back)",
+                report.now_unreachable,
+                chart.chart,
+                app.revision
+            );
+            self.store
+                .add_timeline(
+                    &app.name,
+                    "force_push",
+                    &message,
+                    &json!({"tip": tip.version}),
+                    now,
+                )
+                .await?;
+        }
+        let rendered = if state.target_sha.as_deref() == Some(tip.version.as_str()) {
+            None
+        } else {
+            let caps = self.capabilities_for(app).await;
+            let (c, a, limits, v) = (chart.clone(), app.clone(), self.limits.clone(), tip.clone());
+            let archive = tokio::task::spawn_blocking(move || c.archive_blocking(&v))
+                .await
+                .map_err(blocking_err)??;
+            Some(
+                tokio::task::spawn_blocking(move || {
+                    let (caps, caps_error) = split_caps(&caps);
+                    render::render_chart_archive(
+                        &archive,
+                        &render::Source {
+                            app: &a.name,
+                            path: "",
+                            namespace: &a.namespace,
+                            source: Some(render::SourceType::Helm),
+                            helm: &a.render.helm,
+                            capabilities: caps,
+                            capabilities_error: caps_error,
+                        },
+                        &limits,
+                    )
+                })
+                .await
+                .map_err(blocking_err)?,
+            )
+        };
+        let rendered = self
+            .store_render(
+                app,
+                &tip.version,
+                rendered,
+                state.target_digest.clone(),
+                now,
+            )
+            .await?;
+        if rendered.is_some() || state.ingested_tip.as_deref() != Some(tip.version.as_str()) {
+            tracing::info!(app = %app.name, chart = %chart.chart, version = %tip.version, "chart version");
+        }
         Ok(AppIngest {
-            tip,
+            tip: tip.version,
             report,
             rendered,
         })

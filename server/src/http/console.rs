@@ -89,7 +89,7 @@ async fn source(state: &AppState, name: &str) -> Result<AppSource, AppError> {
 }
 
 fn short(sha: &str) -> &str {
-    sha.get(..7).unwrap_or(sha)
+    app::model::short_revision(sha)
 }
 
 /// A JSON value as a diff line shows it: strings bare, everything else as compact JSON.

@@ -368,9 +368,13 @@ async fn save_application(
     principal: &Principal,
     ip: &str,
     (method, path): (&str, &str),
-    app: crate::config::ApplicationSettings,
+    mut app: crate::config::ApplicationSettings,
     create: bool,
 ) -> Response {
+    let mut repositories = state.settings.repositories.clone();
+    if let Err((field, message)) = app.resolve_chart_source(&mut repositories, false) {
+        return AppError::BadRequest(format!("{field}: {message}")).into_response();
+    }
     if let Err((field, message)) = app.check(&state.settings.repositories, &state.settings.clusters)
     {
         return AppError::BadRequest(format!("{field}: {message}")).into_response();

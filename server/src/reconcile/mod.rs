@@ -329,7 +329,7 @@ pub fn unverified_message(
     };
     format!(
         "revision {} of {} is not deployed: {why} (require_signed: only commits signed by a trusted key are synced)",
-        revision.get(..7).unwrap_or(revision),
+        app::model::short_revision(revision),
         app.name
     )
 }
@@ -612,7 +612,7 @@ async fn request_approval(
     cause: plan::RequestCause,
     now: clock::Millis,
 ) -> Result<(), ReconcileError> {
-    let short = sha.get(..7).unwrap_or(sha);
+    let short = app::model::short_revision(sha);
     let required = i64::from(app.approvals.required);
     let RequestChange::Created { id, superseded } = store
         .ensure_sync_request(&app.name, sha, digest, cause.as_str(), required, now)

@@ -209,7 +209,7 @@ pub fn resolve_binary(program: &str) -> Result<PathBuf, RenderError> {
     })
 }
 
-fn find_on_path(program: &str) -> Option<PathBuf> {
+pub(super) fn find_on_path(program: &str) -> Option<PathBuf> {
     std::env::split_paths(&std::env::var_os("PATH")?)
         .map(|d| d.join(program))
         .find(|p| p.is_file())
@@ -526,6 +526,105 @@ pub(super) fn reachable(
         }
     }
     Ok(selection)
+}
+
+/// Checks out a Helm chart (the directory at `chart_dir`, whole) and its values files (each
+/// resolved from the chart directory as the file system would, never above the repository),
+/// fetches missing dependencies, and runs `helm template` (see [`super::helm`]).
+///
+/// Errors: [`RenderError::UnsafePath`] for a values file that leaves the repository (by `..`,
+/// an absolute path or a symlink), [`RenderError::MissingPath`] for one that does not exist,
+/// the checkout's errors, and Helm's ([`RenderError::Helm`]).
+pub(super) fn helm_checkout_and_template(
+    repo: &Repository,
+    root: &Tree<'_>,
+    chart_dir: &Path,
+    source: &super::Source<'_>,
+    limits: &Limits,
+) -> Result<String, RenderError> {
+    let resolver = Resolver { repo, root };
+    let mut selection = Selection::default();
+    selection.roots.insert(chart_dir.to_path_buf());
+    let mut values = Vec::new();
+    for file in &source.helm.values_files {
+        let shown = chart_dir.join(file).display().to_string();
+        let leaves = || RenderError::UnsafePath {
+            file: shown.clone(),
+            reason: format!("values file `{file}` leaves the repository"),
+        };
+        // Lexically first: absolute, or more `..` than the chart is deep.
+        if file.starts_with('/') || file.trim().is_empty() {
+            return Err(leaves());
+        }
+        let mut depth = chart_dir.components().count() as i64;
+        for c in Path::new(file).components() {
+            match c {
+                Component::ParentDir => depth -= 1,
+                Component::Normal(_) => depth += 1,
+                Component::CurDir => {}
+                _ => return Err(leaves()),
+            }
+            if depth < 0 {
+                return Err(leaves());
+            }
+        }
+        let mut links = Vec::new();
+        let mut hops = 0;
+        let Some(named) = resolver.walk(chart_dir, file, &mut links, &mut hops) else {
+            // Lexically inside: missing, or a directory symlink on the way leads out.
+            if links.is_empty() {
+                return Err(RenderError::MissingPath {
+                    path: format!("values file {shown}"),
+                });
+            }
+            return Err(leaves());
+        };
+        let target = resolver
+            .follow(named, &mut links, &mut hops)
+            .ok_or_else(leaves)?;
+        if resolver.is_dir(&target) {
+            return Err(RenderError::UnsafePath {
+                file: shown,
+                reason: "values file is a directory".into(),
+            });
+        }
+        selection.entries.extend(links);
+        selection.entries.insert(target.clone());
+        values.push(target);
+    }
+    let tmp = tempfile::tempdir().map_err(|e| RenderError::Helm {
+        message: format!("temporary directory: {e}"),
+    })?;
+    let checkout_dir = tmp.path().join("repo");
+    std::fs::create_dir(&checkout_dir).map_err(io("the checkout directory"))?;
+    let skipped = checkout_selected(repo, root, &checkout_dir, limits, &selection)?;
+    if let Some(s) = skipped
+        .iter()
+        .find(|s| values.iter().any(|v| Path::new(&s.path) == v))
+    {
+        return Err(RenderError::FileTooLarge {
+            file: s.path.clone(),
+            size: s.size,
+            limit: limits.max_file_bytes,
+        });
+    }
+    super::helm::ensure_dependencies(
+        &checkout_dir.join(chart_dir),
+        &chart_dir.display().to_string(),
+        limits,
+    )?;
+    super::helm::template(
+        super::helm::ChartInput::Checkout {
+            dir: &checkout_dir,
+            chart: chart_dir,
+        },
+        &values,
+        source.helm,
+        source.app,
+        source.namespace,
+        source.capabilities,
+        limits,
+    )
 }
 
 /// See [`super::checkout`]: the whole tree.

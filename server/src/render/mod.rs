@@ -8,6 +8,7 @@
 //! fails the whole render (no partial output).
 
 mod canonical;
+pub mod helm;
 mod kustomize;
 mod yaml;
 
@@ -17,7 +18,9 @@ use std::time::Duration;
 use git2::{ObjectType, Oid, Repository, Tree};
 use serde_json::Value;
 
+pub use crate::domain::source::{HelmOptions, SourceType};
 pub use canonical::{canonical_json, digest};
+pub use helm::{Capabilities, HelmRepositoryAuth};
 
 /// Bounds on what one render may read and produce.
 #[derive(Debug, Clone)]
@@ -28,8 +31,16 @@ pub struct Limits {
     pub kustomize_timeout: Duration,
     /// Program that renders Kustomize: `kubectl` (as `kubectl kustomize`) or `kustomize`.
     pub kustomize_command: String,
-    /// How the Kustomize process is isolated from the host.
+    /// How the Kustomize and Helm processes are isolated from the host.
     pub kustomize_sandbox: Sandbox,
+    /// The Helm 4 binary (`helm` on `PATH`, or a path).
+    pub helm_command: String,
+    /// Longest one `helm template` (or dependency fetch) may take.
+    pub helm_timeout: Duration,
+    /// Where fetched chart dependencies are kept, by lock digest (`None`: not fetched).
+    pub helm_dependency_cache: Option<PathBuf>,
+    /// Credentials of declared chart repositories, used for dependency fetches from them.
+    pub helm_repositories: Vec<HelmRepositoryAuth>,
 }
 
 /// Isolation of the Kustomize process. Kustomize follows `resources:` to any directory and
@@ -55,6 +66,47 @@ impl Default for Limits {
             kustomize_timeout: Duration::from_secs(30),
             kustomize_command: "kubectl".into(),
             kustomize_sandbox: Sandbox::Bwrap,
+            helm_command: "helm".into(),
+            helm_timeout: Duration::from_secs(60),
+            helm_dependency_cache: None,
+            helm_repositories: Vec::new(),
+        }
+    }
+}
+
+/// What an application renders, beyond its repository and revision.
+#[derive(Debug, Clone, Copy)]
+pub struct Source<'a> {
+    /// The application's name (Helm's default release name).
+    pub app: &'a str,
+    /// Path of the application in the repository (`""`: the root).
+    pub path: &'a str,
+    /// The destination namespace (see [`render`]).
+    pub namespace: &'a str,
+    /// `None`: detected from the files at the path.
+    pub source: Option<SourceType>,
+    pub helm: &'a HelmOptions,
+    /// The target cluster's capabilities, for charts that ask (`None`: Helm's defaults).
+    pub capabilities: Option<&'a Capabilities>,
+    /// Why the cluster could not be asked for them: a chart that does not give both
+    /// `kube_version` and `api_versions` itself then fails to render, naming this.
+    pub capabilities_error: Option<&'a str>,
+}
+
+impl Source<'_> {
+    /// The capabilities a chart renders against, or the error when they are needed and the
+    /// cluster could not give them.
+    fn chart_capabilities(&self) -> Result<Option<&Capabilities>, RenderError> {
+        let given = self.helm.kube_version.is_some() && !self.helm.api_versions.is_empty();
+        match (self.capabilities, self.capabilities_error) {
+            (None, Some(e)) if !given => Err(RenderError::Helm {
+                message: format!(
+                    "cannot read the cluster's version and API list for the chart's \
+                     .Capabilities ({e}); set helm.kube_version and helm.api_versions to render \
+                     without the cluster"
+                ),
+            }),
+            (caps, _) => Ok(caps),
         }
     }
 }
@@ -93,6 +145,9 @@ pub enum RenderError {
     },
     #[error("kustomize: {message}")]
     Kustomize { message: String },
+    /// `helm template` (or a dependency fetch) failed; Helm's message names the template.
+    #[error("helm: {message}")]
+    Helm { message: String },
     #[error("git: {0}")]
     Git(String),
 }
@@ -125,7 +180,35 @@ pub fn render(
     namespace: &str,
     limits: &Limits,
 ) -> Result<Rendered, RenderError> {
-    let app_path = clean_app_path(app_path)?;
+    let helm = HelmOptions::default();
+    render_source(
+        repo,
+        commit,
+        &Source {
+            app: "",
+            path: app_path,
+            namespace,
+            source: None,
+            helm: &helm,
+            capabilities: None,
+            capabilities_error: None,
+        },
+        limits,
+    )
+}
+
+/// Renders `source` as of `commit`: as [`render`], with the source type detected (or given)
+/// and a Helm chart rendered through `helm template` (see [`helm`]).
+///
+/// Errors: every [`RenderError`]; any error fails the whole render.
+pub fn render_source(
+    repo: &Repository,
+    commit: Oid,
+    source: &Source<'_>,
+    limits: &Limits,
+) -> Result<Rendered, RenderError> {
+    let app_path = clean_app_path(source.path)?;
+    let namespace = source.namespace;
     let root = repo.find_commit(commit)?.tree()?;
     let tree = if app_path.as_os_str().is_empty() {
         root.clone()
@@ -142,27 +225,109 @@ pub fn render(
         }
         repo.find_tree(entry.id())?
     };
-    let mut docs: Vec<(String, usize, Value)> = Vec::new();
-    if ["kustomization.yaml", "kustomization.yml", "Kustomization"]
+    let is_kustomize = ["kustomization.yaml", "kustomization.yml", "Kustomization"]
         .iter()
-        .any(|n| tree.get_name(n).is_some())
-    {
-        let text = kustomize::build(repo, &root, &app_path, limits)?;
-        parse_into(&text, "kustomize output", &mut docs)?;
-    } else {
-        let mut budget = Budget { files: 0, bytes: 0 };
-        read_tree(
-            repo,
-            &root,
-            &tree,
-            &app_path,
-            &app_path,
-            limits,
-            &mut budget,
-            &mut docs,
-        )?;
+        .any(|n| tree.get_name(n).is_some());
+    let kind = source
+        .source
+        .unwrap_or(if tree.get_name("Chart.yaml").is_some() {
+            SourceType::Helm
+        } else if is_kustomize {
+            SourceType::Kustomize
+        } else {
+            SourceType::Directory
+        });
+    let mut docs: Vec<(String, usize, Value)> = Vec::new();
+    match kind {
+        SourceType::Helm => {
+            if tree.get_name("Chart.yaml").is_none() {
+                return Err(RenderError::MissingPath {
+                    path: format!("{}/Chart.yaml", app_path.display()),
+                });
+            }
+            source.chart_capabilities()?;
+            let text =
+                kustomize::helm_checkout_and_template(repo, &root, &app_path, source, limits)?;
+            parse_helm_output(&text, &mut docs)?;
+        }
+        SourceType::Kustomize => {
+            let text = kustomize::build(repo, &root, &app_path, limits)?;
+            parse_into(&text, "kustomize output", &mut docs)?;
+        }
+        SourceType::Directory => {
+            let mut budget = Budget { files: 0, bytes: 0 };
+            read_tree(
+                repo,
+                &root,
+                &tree,
+                &app_path,
+                &app_path,
+                limits,
+                &mut budget,
+                &mut docs,
+            )?;
+        }
     }
     finish(docs, limits, namespace)
+}
+
+/// Renders a chart archive fetched from a chart repository (see [`helm`]).
+///
+/// Errors: every [`RenderError`] (Helm's own as [`RenderError::Helm`]).
+pub fn render_chart_archive(
+    archive: &Path,
+    source: &Source<'_>,
+    limits: &Limits,
+) -> Result<Rendered, RenderError> {
+    if !source.helm.values_files.is_empty() {
+        return Err(RenderError::Helm {
+            message: "values_files need a chart in Git; a chart from a chart repository takes \
+                      inline `values`, `set` and `set_string`"
+                .into(),
+        });
+    }
+    source.chart_capabilities()?;
+    let text = helm::template(
+        helm::ChartInput::Archive(archive),
+        &[],
+        source.helm,
+        source.app,
+        source.namespace,
+        source.capabilities,
+        limits,
+    )?;
+    let mut docs = Vec::new();
+    parse_helm_output(&text, &mut docs)?;
+    finish(docs, limits, source.namespace)
+}
+
+/// Reads `helm template`'s output, each document named by its `# Source:` template, leaving
+/// out test hooks and delete/rollback hooks ([`helm::left_out`]).
+fn parse_helm_output(
+    text: &str,
+    docs: &mut Vec<(String, usize, Value)>,
+) -> Result<(), RenderError> {
+    let mut all = Vec::new();
+    parse_into(text, "helm template output", &mut all)?;
+    // Name each document by the template it came from, for duplicate errors.
+    let sources: Vec<&str> = text
+        .split("\n---")
+        .map(|d| {
+            d.lines()
+                .find_map(|l| l.strip_prefix("# Source: "))
+                .unwrap_or("helm template output")
+        })
+        .collect();
+    for (file, doc, obj) in all {
+        if helm::left_out(&obj) {
+            continue;
+        }
+        let named = sources
+            .get(doc.saturating_sub(1))
+            .map_or(file, |s| (*s).to_owned());
+        docs.push((named, doc, obj));
+    }
+    Ok(())
 }
 
 /// Reads one manifest text (multi-document YAML or JSON, `kind: List` flattened) as a render:
@@ -191,6 +356,17 @@ pub fn checkout(
     limits: &Limits,
 ) -> Result<(), RenderError> {
     kustomize::checkout_into(repo, tree, dest, limits).map(|_| ())
+}
+
+/// The Helm binary `program` names (a path, or the first binary of that name on `PATH`).
+///
+/// Errors: [`RenderError::Helm`] when none is found.
+pub fn resolve_helm(program: &str) -> Result<PathBuf, RenderError> {
+    kustomize::resolve_binary(program).map_err(|_| RenderError::Helm {
+        message: format!(
+            "no `{program}` binary found; install Helm 4 (scripts/setup.sh) or set git.helm_command"
+        ),
+    })
 }
 
 /// Normalises the configured path: relative, no `..`, no `.` segments.

@@ -62,15 +62,15 @@ impl Store {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO applications (name, project, repository, path, target_revision, cluster, namespace,
-                 sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, source, created_at, updated_at, retired_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, 'api', $12, $12, NULL)
+                 sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options, source, created_at, updated_at, retired_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16, 'api', $12, $12, NULL)
              ON CONFLICT (name) DO UPDATE SET project = excluded.project, repository = excluded.repository,
                  path = excluded.path, target_revision = excluded.target_revision, cluster = excluded.cluster,
                  namespace = excluded.namespace, sync_policy = excluded.sync_policy, self_heal = excluded.self_heal,
                  prune = excluded.prune, ignore_rules = excluded.ignore_rules,
                  approval_policy = excluded.approval_policy, compare_options = excluded.compare_options,
-                 require_signed = excluded.require_signed, updated_at = excluded.updated_at,
-                 retired_at = NULL",
+                 require_signed = excluded.require_signed, render_options = excluded.render_options,
+                 updated_at = excluded.updated_at, retired_at = NULL",
         )
         .bind(&app.name)
         .bind(&app.project)
@@ -87,6 +87,7 @@ impl Store {
         .bind(serde_json::to_string(&app.approvals).unwrap_or_else(|_| "{}".into()))
         .bind(serde_json::to_string(&app.compare).unwrap_or_else(|_| "{}".into()))
         .bind(i64::from(app.require_signed))
+        .bind(super::RenderOptions::of(app))
         .execute(&mut *tx)
         .await?;
         super::append_audit(&mut tx, audit).await?;
@@ -133,15 +134,15 @@ impl Store {
         for app in declared.applications {
             sqlx::query(
                 "INSERT INTO applications (name, project, repository, path, target_revision,
-                     cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, source, created_at, updated_at, retired_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, $13, $14, $15, 'config', $9, $9, NULL)
+                     cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options, source, created_at, updated_at, retired_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $10, $11, $12, $13, $14, $15, $16, 'config', $9, $9, NULL)
                  ON CONFLICT (name) DO UPDATE SET project = excluded.project,
                      repository = excluded.repository, path = excluded.path,
                      target_revision = excluded.target_revision, cluster = excluded.cluster,
                      namespace = excluded.namespace, sync_policy = excluded.sync_policy,
                      self_heal = excluded.self_heal, prune = excluded.prune, ignore_rules = excluded.ignore_rules,
                      approval_policy = excluded.approval_policy, compare_options = excluded.compare_options,
-                     require_signed = excluded.require_signed, source = 'config', updated_at = excluded.updated_at, retired_at = NULL",
+                     require_signed = excluded.require_signed, render_options = excluded.render_options, source = 'config', updated_at = excluded.updated_at, retired_at = NULL",
             )
             .bind(&app.name)
             .bind(&app.project)
@@ -158,6 +159,7 @@ impl Store {
             .bind(serde_json::to_string(&app.approvals).unwrap_or_else(|_| "{}".into()))
             .bind(serde_json::to_string(&app.compare).unwrap_or_else(|_| "{}".into()))
             .bind(i64::from(app.require_signed))
+            .bind(super::RenderOptions::of(app))
             .execute(&mut *tx)
             .await?;
         }

@@ -138,6 +138,29 @@ pub struct AppSource {
     /// Only verified (signed by a trusted key) revisions are synced: the application's own
     /// `require_signed` or its project's.
     pub require_signed: bool,
+    /// How the path is rendered (`None`: detected) and the Helm options.
+    pub render: RenderOptions,
+}
+
+/// How an application is rendered, as stored in `applications.render_options`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct RenderOptions {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<crate::domain::source::SourceType>,
+    #[serde(skip_serializing_if = "crate::domain::source::HelmOptions::is_default")]
+    pub helm: crate::domain::source::HelmOptions,
+}
+
+impl RenderOptions {
+    /// The options of a configured (or API-declared) application, as a JSON text.
+    pub fn of(app: &crate::config::ApplicationSettings) -> String {
+        serde_json::to_string(&RenderOptions {
+            source: app.source,
+            helm: app.helm.clone(),
+        })
+        .unwrap_or_else(|_| "{}".into())
+    }
 }
 
 fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
@@ -176,11 +199,18 @@ fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
         },
         require_signed: r.try_get::<i64, _>("require_signed")? != 0
             || r.try_get::<i64, _>("project_require_signed")? != 0,
+        render: {
+            let options: String = r.try_get("render_options")?;
+            serde_json::from_str(&options).map_err(|_| StoreError::Corrupt {
+                column: "applications.render_options",
+                value: options,
+            })?
+        },
     })
 }
 
 const APP_SOURCE_COLUMNS: &str =
-    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed,
+    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options,
      COALESCE((SELECT pp.require_signed FROM project_policies pp WHERE pp.project = applications.project), 0) AS project_require_signed";
 
 impl Store {

@@ -31,7 +31,9 @@ pub use audit::{
 };
 pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use changes::Change;
-pub use git::{AppGitState, AppSource, CommitInfo, IngestReport, StoredCommit, TimelineEntry};
+pub use git::{
+    AppGitState, AppSource, CommitInfo, IngestReport, RenderOptions, StoredCommit, TimelineEntry,
+};
 pub use identity::{LoginReservation, TokenRecord, UserRecord};
 pub use notify::{Delivery, DeliveryRecord, NotificationEvent};
 pub use pins::{KnownGood, Pin};

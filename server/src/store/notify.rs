@@ -209,7 +209,7 @@ impl Store {
             .await?
             .rows_affected();
             if claimed == 1 {
-                let short = revision.get(..7).unwrap_or(&revision);
+                let short = app::model::short_revision(&revision);
                 let message = format!(
                     "pinned to {short} for {} by {by} ({reason}); new revisions are not deployed until someone unpins",
                     crate::clock::duration_text(now - pinned_at)

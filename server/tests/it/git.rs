@@ -341,6 +341,8 @@ fn settings_for(repo: &GitRepo, db: &TestDb, cache: &Path) -> Settings {
         approvals: Default::default(),
         compare: Default::default(),
         require_signed: false,
+        source: None,
+        helm: Default::default(),
     }];
     s
 }

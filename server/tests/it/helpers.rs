@@ -127,6 +127,8 @@ pub fn catalog(settings: &mut Settings) {
             approvals: Default::default(),
             compare: Default::default(),
             require_signed: false,
+            source: None,
+            helm: Default::default(),
         })
         .collect();
 }

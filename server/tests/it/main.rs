@@ -9,6 +9,7 @@ mod cli;
 mod cluster;
 mod deploy;
 pub mod git;
+mod helm;
 mod helpers;
 mod http;
 mod kubectl;

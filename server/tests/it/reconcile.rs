@@ -191,6 +191,8 @@ async fn fixture_on(
         approvals,
         compare: Default::default(),
         require_signed: false,
+        source: None,
+        helm: Default::default(),
     }];
     let store = db.store().await;
     // Shown with a failing test's output: which backend it ran on.
