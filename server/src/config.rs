@@ -554,6 +554,10 @@ pub struct RepositorySettings {
     /// with `helm.chart`; one entry per chart, so each chart has its own version history).
     #[serde(default)]
     pub chart: Option<String>,
+    /// An `oci://` registry served over plain HTTP (Helm's `--plain-http`; a registry on the
+    /// same host or network without TLS). Default: HTTPS.
+    #[serde(default)]
+    pub plain_http: bool,
 }
 
 /// What a `[[repositories]]` entry is.
@@ -587,6 +591,7 @@ impl RepositorySettings {
             trusted_keys: Vec::new(),
             kind: RepositoryKind::Git,
             chart: None,
+            plain_http: false,
         }
     }
 

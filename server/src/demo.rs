@@ -3,7 +3,8 @@
 //!
 //! - `repo/`: a Git repository made with the `git` CLI: `guestbook` (plain YAML, manual, two
 //!   approvals), `podinfo` (Kustomize base + overlay, manual, one approval) and `frontend`
-//!   (auto-sync + self-heal), each with a history of about ten commits;
+//!   (auto-sync + self-heal), each with a history of about ten commits, and `shop` (the Helm
+//!   chart `charts/shop` with per-environment values in `envs/`, auto-sync);
 //! - `sandbox.json`: the sandbox cluster's state (served on 127.0.0.1:6443);
 //! - `tidemark.db`: the SQLite database; `credentials.json`: the demo accounts' passwords;
 //!   `story-done`: written when the first start's story has played.
@@ -174,6 +175,45 @@ fn frontend(tag: &str, replicas: u32) -> String {
     ])
 }
 
+/// The demo's Helm chart (`charts/shop`): a namespace, a Deployment, a ConfigMap and a
+/// pre-upgrade migration Job (a Helm hook, applied before the rest).
+const SHOP_CHART: [(&str, &str); 6] = [
+    (
+        "charts/shop/Chart.yaml",
+        "apiVersion: v2\nname: shop\ndescription: The demo's shop, a Helm chart rendered by helm template\nversion: 0.1.0\nappVersion: \"1.0\"\n",
+    ),
+    (
+        "charts/shop/values.yaml",
+        "# Defaults; each environment overrides them in envs/<env>/shop.yaml.\nreplicas: 1\nimage:\n  repository: nginx\n  tag: \"1.27\"\nbanner: Welcome\n",
+    ),
+    (
+        "charts/shop/templates/namespace.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {{ .Release.Namespace }}\n",
+    ),
+    (
+        "charts/shop/templates/deployment.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {{ .Release.Name }}-web\n  labels: {app.kubernetes.io/name: shop, helm.sh/chart: {{ printf \"%s-%s\" .Chart.Name .Chart.Version | quote }}}\nspec:\n  replicas: {{ .Values.replicas }}\n  selector: {matchLabels: {app.kubernetes.io/name: shop}}\n  template:\n    metadata: {labels: {app.kubernetes.io/name: shop}}\n    spec:\n      containers:\n      - name: web\n        image: {{ printf \"%s:%s\" .Values.image.repository .Values.image.tag | quote }}\n",
+    ),
+    (
+        "charts/shop/templates/configmap.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-banner\ndata:\n  banner: {{ required \"banner is required\" .Values.banner | quote }}\n",
+    ),
+    (
+        "charts/shop/templates/migrate.yaml",
+        "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-migrate\n  annotations:\n    helm.sh/hook: pre-install,pre-upgrade\n    helm.sh/hook-weight: \"-1\"\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: migrate, image: \"busybox:1.36\", command: [\"true\"]}]\n",
+    ),
+];
+
+/// Per-environment values of the shop chart (`envs/<env>/shop.yaml`).
+fn shop_values(replicas: u32, tag: &str, banner: &str) -> String {
+    lines(&[
+        &format!("replicas: {replicas}"),
+        "image:",
+        &format!("  tag: \"{tag}\""),
+        &format!("banner: \"{banner}\""),
+    ])
+}
+
 /// The older history: written with dates in the past, never deployed.
 fn seed_repository(repo: &Path) -> Result<(), DemoError> {
     std::fs::create_dir_all(repo).map_err(io("creating the demo repository"))?;
@@ -181,7 +221,15 @@ fn seed_repository(repo: &Path) -> Result<(), DemoError> {
     write(
         repo,
         "README.md",
-        "# Tidemark demo\n\nThree applications under apps/. Edit, commit, and watch Tidemark's timeline.\n",
+        "# Tidemark demo\n\nThree applications under apps/ and a Helm chart under charts/shop (values per\nenvironment in envs/). Edit, commit, and watch Tidemark's timeline.\n",
+    )?;
+    for (path, content) in SHOP_CHART {
+        write(repo, path, content)?;
+    }
+    write(
+        repo,
+        "envs/staging/shop.yaml",
+        &shop_values(1, "1.27", "Staging: not for customers"),
     )?;
     write(
         repo,
@@ -198,7 +246,7 @@ fn seed_repository(repo: &Path) -> Result<(), DemoError> {
         "apps/podinfo/overlays/demo/namespace.yaml",
         "apiVersion: v1\nkind: Namespace\nmetadata: {name: podinfo}\n",
     )?;
-    let steps: [(&str, String, &str); 21] = [
+    let steps: [(&str, String, &str); 24] = [
         (
             "apps/guestbook/app.yaml",
             guestbook("gcr.io/google-samples/gb-frontend:v4", 1, "Guestbook"),
@@ -320,6 +368,21 @@ fn seed_repository(repo: &Path) -> Result<(), DemoError> {
             frontend("1.26", 3),
             "frontend: three replicas",
         ),
+        (
+            "envs/demo/shop.yaml",
+            shop_values(1, "1.27", "Welcome to the demo shop"),
+            "shop: demo values",
+        ),
+        (
+            "envs/demo/shop.yaml",
+            shop_values(2, "1.27", "Welcome to the demo shop"),
+            "shop: two replicas",
+        ),
+        (
+            "envs/demo/shop.yaml",
+            shop_values(2, "1.27.3", "Winter sale"),
+            "shop: nginx 1.27.3, winter banner",
+        ),
     ];
     let total = u32::try_from(steps.len()).unwrap_or(u32::MAX);
     for (i, (path, content, message)) in steps.iter().enumerate() {
@@ -410,6 +473,14 @@ impl Demo {
                 helm: Default::default(),
             }
         };
+        let mut shop = app(
+            "shop",
+            "charts/shop",
+            app::model::SyncPolicy::Auto,
+            false,
+            0,
+        );
+        shop.helm.values_files = vec!["../../envs/demo/shop.yaml".into()];
         settings.applications = vec![
             app(
                 "guestbook",
@@ -432,6 +503,7 @@ impl Demo {
                 true,
                 0,
             ),
+            shop,
         ];
         // Notifications: every trigger, signed, to a receiver inside the demo process that
         // appends them to notifications.jsonl.
@@ -515,13 +587,17 @@ impl Demo {
             &format!("    deployer2  {}", c.deployer2),
             "",
             "Applications: guestbook (manual, 2 approvals), podinfo (Kustomize, manual, 1 approval),",
-            "frontend (auto-sync + self-heal). The repository is polled every 5 s.",
+            "frontend (auto-sync + self-heal), shop (a Helm chart with per-environment values, auto-sync).",
+            "The repository is polled every 5 s.",
             "",
             "Create drift (guestbook shows it; frontend heals itself):",
             &format!("    kubectl --server=http://{s} -n guestbook scale deployment frontend --replicas=5"),
             "",
             "Make a new revision:",
             &format!("    sed -i 's/replicas: 3/replicas: 4/' {repo}/apps/guestbook/app.yaml && git -C {repo} -c user.name=You -c user.email=you@example.com commit -qam \"guestbook: four replicas\""),
+            "",
+            "Change the chart's values for the demo environment (helm template renders it):",
+            &format!("    sed -i 's/replicas: 2/replicas: 3/' {repo}/envs/demo/shop.yaml && git -C {repo} -c user.name=You -c user.email=you@example.com commit -qam \"shop: three replicas\""),
             "",
             &format!("Notifications (signed webhooks) land in {dir}/notifications.jsonl; admins see the"),
             "deliveries under Audit → Notifications.",
@@ -828,6 +904,22 @@ impl Storyteller {
             fe,
             &frontend("1.27.1", 3),
             "frontend: nginx 1.27.1",
+        )
+        .await?;
+        // The Helm chart: two deploys of new values, rendered by `helm template`.
+        let shop = "envs/demo/shop.yaml";
+        self.auto(
+            "shop",
+            shop,
+            &shop_values(3, "1.27.3", "Winter sale"),
+            "shop: three replicas for the sale",
+        )
+        .await?;
+        self.auto(
+            "shop",
+            shop,
+            &shop_values(3, "1.27.4", "Winter sale: last days"),
+            "shop: nginx 1.27.4, new banner",
         )
         .await?;
         Ok(())

@@ -147,6 +147,8 @@ pub struct ChartRepository {
     dir: PathBuf,
     helm_command: String,
     timeout: Duration,
+    /// `--plain-http` for an OCI registry without TLS.
+    plain_http: bool,
     /// Serialises Helm runs on this entry's homes.
     pub(crate) lock: tokio::sync::Mutex<()>,
 }
@@ -169,6 +171,7 @@ impl ChartRepository {
             dir: cache_dir.join("helm-repositories").join(&repo.name),
             helm_command: limits.helm_command.clone(),
             timeout: limits.helm_timeout,
+            plain_http: repo.plain_http,
             lock: tokio::sync::Mutex::new(()),
         }
     }
@@ -206,6 +209,11 @@ impl ChartRepository {
         write_private(&config.join("repositories.yaml"), &repos).map_err(io)?;
         let binary = crate::render::resolve_helm(&self.helm_command)
             .map_err(|e| self.fetch_err(&e.to_string(), secret))?;
+        let plain: &[&str] = if self.plain_http && self.is_oci() {
+            &["--plain-http"]
+        } else {
+            &[]
+        };
         let mut cmd = Command::new("timeout");
         cmd.env_clear()
             .env("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -219,6 +227,7 @@ impl ChartRepository {
             .args(["--kill-after=2", &self.timeout.as_secs().max(1).to_string()])
             .arg(binary)
             .args(args)
+            .args(plain)
             .current_dir(&self.dir)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -240,12 +249,25 @@ impl ChartRepository {
             ));
         }
         if !out.status.success() {
+            // Helm names the cause before its final `Error:` line (`helm repo update` on
+            // stdout: a 401, a TLS or DNS error).
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let cause = stdout
+                .split_once("...Unable")
+                .map(|(_, rest)| format!("Unable{rest}"))
+                .unwrap_or_default();
             let stderr = String::from_utf8_lossy(&out.stderr);
-            let first = stderr
-                .trim()
-                .strip_prefix("Error: ")
-                .unwrap_or(stderr.trim());
-            return Err(self.fetch_err(first.lines().next().unwrap_or("helm failed"), secret));
+            let both = format!("{cause}\n{stderr}");
+            let lines: Vec<&str> = both
+                .lines()
+                .map(|l| l.trim().trim_start_matches("Error: "))
+                .filter(|l| !l.is_empty())
+                .collect();
+            let mut message: String = lines.join(" ").chars().take(1024).collect();
+            if message.is_empty() {
+                message = "helm failed".into();
+            }
+            return Err(self.fetch_err(&message, secret));
         }
         Ok(out)
     }

@@ -633,8 +633,14 @@ impl GitSources {
                 Ok(result) => out.push((app.name.clone(), result)),
                 Err(SyncError::Git(e)) => {
                     let message = e.to_string();
-                    if matches!(e, GitError::Fetch { .. } | GitError::Credential { .. }) {
-                        fetch_error.get_or_insert(message.clone());
+                    match &e {
+                        GitError::Fetch { message, .. } => {
+                            fetch_error.get_or_insert(message.clone());
+                        }
+                        GitError::Credential { .. } => {
+                            fetch_error.get_or_insert(message.clone());
+                        }
+                        _ => {}
                     }
                     let previous = self.store.app_git_state(&app.name).await?.last_error;
                     self.store

@@ -143,6 +143,11 @@ pub async fn observe(
     let mut live = BTreeMap::new();
     let mut out = Vec::with_capacity(desired.len());
     for o in desired {
+        // Helm hooks run on each sync and are not part of the compared state (as in Argo CD):
+        // a finished migration Job is neither drift nor health.
+        if crate::render::helm::hook_phase(o).is_some() {
+            continue;
+        }
         let object = ObjectRef::of(o);
         let found = match cluster.get(o).await {
             Ok(found) => found,
@@ -523,6 +528,8 @@ async fn record_status(
 ) -> Result<(&'static str, Health), ReconcileError> {
     let assessments: Vec<(ObjectRef, Assessment)> = desired_objects
         .iter()
+        // Hooks are not part of the application's health (see `observe`).
+        .filter(|o| crate::render::helm::hook_phase(o).is_none())
         .map(|o| {
             (
                 ObjectRef::of(o),

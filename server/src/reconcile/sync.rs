@@ -23,6 +23,7 @@ use super::{
 use crate::clock;
 use crate::cluster::client::{sync_order, ClusterClient, ClusterError};
 use crate::diff::ObjectRef;
+use crate::render::helm::{hook_phase, HookPhase};
 use crate::store::{Actor, AppSource, NewSync, Store, SyncStatus};
 
 pub use crate::domain::tracking::TRACKING_ANNOTATION;
@@ -385,10 +386,37 @@ pub async fn sync(
     let mut others = Others::new(store, cluster, app);
     let scopes = declared_scopes(desired);
     let mut crds: Vec<(usize, &Value)> = Vec::new();
+    // PreSync hooks applied and not yet finished: the rest waits for them (Argo CD's phases).
+    let mut pre_hooks: Vec<&Value> = Vec::new();
     for obj in sync_order(desired) {
         let object = describe(obj);
         if !crds.is_empty() && !is_crd(obj) && obj["kind"] != "Namespace" {
             establish(cluster, &mut crds, &mut results).await;
+        }
+        let phase = hook_phase(obj).map(|(p, _)| p);
+        if phase != Some(HookPhase::PreSync) && !pre_hooks.is_empty() {
+            if let Err((hook, message)) = wait_for_hooks(cluster, &mut pre_hooks).await {
+                results.push(ResourceResult {
+                    object: hook,
+                    action: "failed",
+                    message: Some(format!(
+                        "{message}; the sync stopped before the application's other objects"
+                    )),
+                });
+                break;
+            }
+        }
+        if phase.is_some() && recreated_before_sync(obj) {
+            // Helm's (and Argo CD's) default `before-hook-creation`: a hook runs anew on every
+            // sync, so its previous object is deleted first (a Job's template is immutable).
+            if let Err(e) = recreate(cluster, obj).await {
+                results.push(ResourceResult {
+                    object,
+                    action: "failed",
+                    message: Some(format!("cannot delete the previous hook object: {e}")),
+                });
+                continue;
+            }
         }
         let claim = match claim(&mut others, cluster, app, obj).await {
             Ok(c) => c,
@@ -433,6 +461,9 @@ pub async fn sync(
         match outcome {
             Ok(_) => {
                 applied.push(item_of(obj));
+                if phase == Some(HookPhase::PreSync) {
+                    pre_hooks.push(obj);
+                }
                 results.push(ResourceResult {
                     object,
                     action: "applied",
@@ -634,6 +665,80 @@ async fn prune_stale(
         }
     }
     store.remove_from_inventory(&app.name, &done).await?;
+    Ok(())
+}
+
+/// Longest a sync waits for its PreSync hooks (a migration Job) to finish.
+pub const HOOK_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Whether a hook's previous object is deleted before it is applied: Helm's
+/// `helm.sh/hook-delete-policy` includes `before-hook-creation`, or is not set (Helm's and Argo
+/// CD's default).
+fn recreated_before_sync(obj: &Value) -> bool {
+    obj["metadata"]["annotations"]["helm.sh/hook-delete-policy"]
+        .as_str()
+        .is_none_or(|p| p.split(',').any(|p| p.trim() == "before-hook-creation"))
+}
+
+/// Deletes `obj`'s live counterpart and waits (up to 60 s) until the API server no longer
+/// has it.
+async fn recreate(cluster: &ClusterClient, obj: &Value) -> Result<(), ClusterError> {
+    if cluster.get_direct(obj).await?.is_none() {
+        return Ok(());
+    }
+    cluster.delete(obj).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if cluster.get_direct(obj).await?.is_none() {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Err(ClusterError::Api {
+        object: describe(obj),
+        code: 0,
+        reason: "Timeout".into(),
+        message: "still being deleted after 60 s".into(),
+    })
+}
+
+/// Waits until every hook in `hooks` is healthy (a Job complete, a Pod succeeded; other kinds
+/// as their health rules say), then empties the list. `Err((object, why))` for the first that
+/// fails (Degraded) or is not finished within [`HOOK_TIMEOUT`].
+async fn wait_for_hooks(
+    cluster: &ClusterClient,
+    hooks: &mut Vec<&Value>,
+) -> Result<(), (String, String)> {
+    let deadline = Instant::now() + HOOK_TIMEOUT;
+    for hook in hooks.drain(..) {
+        loop {
+            let live = cluster
+                .get_direct(hook)
+                .await
+                .map_err(|e| (describe(hook), format!("PreSync hook: {e}")))?;
+            let assessment = crate::cluster::health::assess(live.as_ref());
+            match assessment.health {
+                crate::cluster::health::Health::Healthy => break,
+                crate::cluster::health::Health::Degraded => {
+                    return Err((
+                        describe(hook),
+                        format!("PreSync hook failed: {}", assessment.message),
+                    ))
+                }
+                _ if Instant::now() >= deadline => {
+                    return Err((
+                        describe(hook),
+                        format!(
+                            "PreSync hook not finished after {} s ({})",
+                            HOOK_TIMEOUT.as_secs(),
+                            assessment.message
+                        ),
+                    ))
+                }
+                _ => tokio::time::sleep(Duration::from_millis(500)).await,
+            }
+        }
+    }
     Ok(())
 }
 

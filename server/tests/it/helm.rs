@@ -60,7 +60,7 @@ spec:
   template:
     spec:
       restartPolicy: Never
-      containers: [{name: migrate, image: "busybox:1.36", command: [true]}]
+      containers: [{name: migrate, image: {{ .Values.migrateImage | default "busybox:1.36" | quote }}, command: ["true"]}]
 "#,
     )
     .unwrap();
@@ -371,11 +371,56 @@ async fn chart_in_git_renders_with_values_files_inline_values_set_capabilities_a
         kube::Api::namespaced(f.cluster_guard.client.clone(), "shop");
     assert_eq!(deployments.get("web").await.unwrap().spec.replicas, Some(3));
 
+    let jobs: kube::Api<k8s_openapi::api::batch::v1::Job> =
+        kube::Api::namespaced(f.cluster_guard.client.clone(), "shop");
+    let job_image = || async {
+        let job = serde_json::to_value(jobs.get("web-migrate").await.unwrap()).unwrap();
+        job["spec"]["template"]["spec"]["containers"][0]["image"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(job_image().await, "busybox:1.36");
+    // A sync with a new migration image: the hook runs anew (its Job, whose template is
+    // immutable, is deleted and created again before the rest is applied). As in Argo CD, a
+    // change to hooks alone is no drift: hooks run when a sync does.
+    f.repo.write(
+        "envs/prod/values.yaml",
+        "replicaCount: 2\nteam: from-file\nmigrateImage: busybox:1.37\n",
+    );
+    f.repo.commit("new migration image");
+    git.sync_repository("demo").await.unwrap();
+    f.settle("shop").await;
+    assert_eq!(job_image().await, "busybox:1.37");
+    // A failing PreSync hook stops the sync before the Deployment changes.
+    f.repo.write(
+        "envs/prod/values.yaml",
+        "replicaCount: 4\nteam: from-file\nmigrateImage: busybox:broken\n",
+    );
+    f.repo.commit("broken migration");
+    git.sync_repository("demo").await.unwrap();
+    let source = f.store.app_source("shop").await.unwrap().unwrap();
+    let outcome = reconcile::reconcile_app(&f.store, &f.cluster, &source)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome.synced, Some((_, server::store::SyncStatus::Failed))),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        deployments.get("web").await.unwrap().spec.replicas,
+        Some(2),
+        "the Deployment waits for the PreSync hook"
+    );
+    let syncs = f.store.syncs("shop", 1).await.unwrap();
+    let results = format!("{:?}", f.store.sync_results(syncs[0].id).await.unwrap());
+    assert!(results.contains("PreSync hook failed"), "{results}");
+
     // A template error: on the timeline with Helm's message and the template file; the
     // deployed revision stays.
     f.repo.write(
         "envs/prod/values.yaml",
-        "replicaCount: 3\nteam: from-file\nbroken: true\n",
+        "replicaCount: 3\nteam: from-file\nmigrateImage: busybox:broken\nbroken: true\n",
     );
     f.repo.commit("break it");
     git.sync_repository("demo").await.unwrap();
@@ -672,4 +717,207 @@ async fn chart_repository_versions_are_revisions_and_a_removed_version_still_rol
         .await
         .unwrap();
     assert_eq!(resp.status(), 409);
+}
+
+/// A CNCF Distribution registry (`distribution-registry`, built by scripts/setup.sh) on a free
+/// loopback port, storing under `dir`; killed on drop.
+struct Registry {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn registry(dir: &Path) -> Registry {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\nlog:\n  level: error\n",
+            dir.join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("distribution-registry")
+        .args(["serve", config.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("distribution-registry is installed (scripts/setup.sh)");
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(&addr).is_ok() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Registry { child, addr }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oci_chart_versions_resolve_through_helm_and_stay_in_the_history() {
+    let mut f = fixture().await;
+    let reg_dir = tempfile::tempdir().unwrap();
+    let reg = registry(reg_dir.path()).await;
+    let work = tempfile::tempdir().unwrap();
+    helm(f.home.path(), work.path(), &["create", "web"]);
+    let chart = work.path().join("web");
+    let push = |f: &HelmFixture, version: &str, replicas: u32| {
+        f.publish(&chart, version, replicas);
+        let archive = f.charts.path().join(format!("web-{version}.tgz"));
+        helm(
+            f.home.path(),
+            work.path(),
+            &[
+                "push",
+                archive.to_str().unwrap(),
+                &format!("oci://{}/charts", reg.addr),
+                "--plain-http",
+            ],
+        );
+    };
+    push(&f, "1.0.0", 1);
+    push(&f, "1.1.0", 2);
+    push(&f, "2.0.0", 4);
+    let url = format!("oci://{}/charts", reg.addr);
+    let mut declared = RepositorySettings::new("registry", url.clone());
+    declared.kind = server::config::RepositoryKind::Helm;
+    declared.plain_http = true;
+    f.settings.repositories.push(declared);
+    let app = application(
+        "shop",
+        "",
+        HelmOptions {
+            chart: Some("web".into()),
+            repo_url: Some(url),
+            version: Some("~1.0 || ~1.1".into()),
+            ..Default::default()
+        },
+    );
+    let git = f.declare(vec![app]).await;
+    let repository = f.settings.applications[0].repository.clone();
+    git.sync_repository(&repository).await.unwrap();
+    let (rev, objects) = f.target_objects("shop").await;
+    assert_eq!(rev, "1.1.0");
+    assert_eq!(
+        find(&objects, "Deployment", "shop-web").unwrap()["spec"]["replicas"],
+        2
+    );
+    push(&f, "1.1.1", 3);
+    git.sync_repository(&repository).await.unwrap();
+    assert_eq!(f.target_objects("shop").await.0, "1.1.1");
+    // A registry lists no history: the versions seen stay in it.
+    let (history, _) = f.store.app_commits("shop", None, 50).await.unwrap();
+    let versions: Vec<&str> = history.iter().map(|c| c.sha.as_str()).collect();
+    assert!(
+        versions.contains(&"1.1.1") && versions.contains(&"1.1.0"),
+        "{versions:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_repository_credentials_come_from_a_file_and_never_reach_an_error() {
+    let mut f = fixture().await;
+    let work = tempfile::tempdir().unwrap();
+    helm(f.home.path(), work.path(), &["create", "web"]);
+    f.publish(&work.path().join("web"), "1.0.0", 1);
+    // The same files behind basic auth (user `ci`, password `s3cret-Token`).
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let served = f.charts.path().to_path_buf();
+    // The index names archives by the open server's URL: re-index for this one.
+    helm(
+        f.home.path(),
+        &served,
+        &["repo", "index", ".", "--url", &url],
+    );
+    let guard = axum::middleware::from_fn(
+        |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            use base64::Engine;
+            let want = format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode("ci:s3cret-Token")
+            );
+            if req
+                .headers()
+                .get("authorization")
+                .is_some_and(|h| h.as_bytes() == want.as_bytes())
+            {
+                next.run(req).await
+            } else {
+                axum::http::StatusCode::UNAUTHORIZED.into_response()
+            }
+        },
+    );
+    use axum::response::IntoResponse;
+    let app = axum::Router::new()
+        .fallback_service(tower_http::services::ServeDir::new(&served))
+        .layer(guard);
+    tokio::spawn(async move {
+        axum::serve(listener, app).await.unwrap();
+    });
+    let secrets = tempfile::tempdir().unwrap();
+    let password_file = secrets.path().join("password");
+    std::fs::write(&password_file, "wrong-Passw0rd\n").unwrap();
+    let mut declared = RepositorySettings::new("private", url.clone());
+    declared.kind = server::config::RepositoryKind::Helm;
+    declared.username = Some("ci".into());
+    declared.password_file = Some(password_file.clone());
+    f.settings.repositories.push(declared);
+    let app = application(
+        "shop",
+        "",
+        HelmOptions {
+            chart: Some("web".into()),
+            repo_url: Some(url),
+            ..Default::default()
+        },
+    );
+    let git = f.declare(vec![app]).await;
+    let repository = f.settings.applications[0].repository.clone();
+    let err = git
+        .sync_repository(&repository)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("401") || err.contains("nauthorized"), "{err}");
+    assert!(!err.contains("wrong-Passw0rd"), "{err}");
+    let stored = f
+        .store
+        .repository_error(&repository)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(!stored.contains("wrong-Passw0rd"), "{stored}");
+    let timeline = f.store.timeline("shop", 10).await.unwrap();
+    assert!(
+        timeline.iter().all(|(_, m)| !m.contains("wrong-Passw0rd")),
+        "{timeline:?}"
+    );
+    // The right password (read from the file at fetch time): the chart deploys.
+    std::fs::write(&password_file, "s3cret-Token\n").unwrap();
+    git.sync_repository(&repository).await.unwrap();
+    assert_eq!(f.target_objects("shop").await.0, "1.0.0");
+    // Helm's homes hold the password only in a file only Tidemark's user can read.
+    let repos_file = f
+        .settings
+        .git
+        .cache_dir
+        .join("helm-repositories")
+        .join(&repository)
+        .join("config/repositories.yaml");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&repos_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "{mode:o}");
 }
