@@ -171,6 +171,11 @@ pub struct AppSummary {
     pub repository: String,
     pub repo_url: String,
     pub path: String,
+    /// Where the manifests come from, worded on the server: `examples / apps/guestbook`,
+    /// `demo / charts/shop · Helm chart, values from ../../envs/demo/shop.yaml`, `Helm chart web
+    /// from https://charts.example`.
+    #[serde(default)]
+    pub source: String,
     pub target_revision: String,
     pub cluster: String,
     pub namespace: String,
@@ -226,6 +231,7 @@ mod tests {
             repository: "examples".into(),
             repo_url: "https://git.example/examples.git".into(),
             path: "apps/guestbook".into(),
+            source: "examples / apps/guestbook".into(),
             target_revision: "main".into(),
             cluster: "sandbox".into(),
             namespace: "web".into(),

@@ -162,7 +162,7 @@ fn Header(detail: AppDetail) -> impl IntoView {
                 }}
             </div>
             <dl class="facts">
-                <div><dt>"Source"</dt><dd><span class="mono" title=app.repo_url.clone()>{format!("{} / {}", app.repository, app.path)}</span></dd></div>
+                <div><dt>"Source"</dt><dd><span class="mono" title=app.repo_url.clone()>{app.source.clone()}</span></dd></div>
                 <div><dt>"Target"</dt><dd>
                     <span class="mono">{app.target_revision.clone()}</span>
                     {app.target_sha.clone().map(|s| view! { " " <Sha sha=s /> })}

@@ -186,6 +186,26 @@ pub async fn applications(
     )
 }
 
+/// An application's Helm options as the API shows them: inline values, `set` and `set_string`
+/// by key only (values may hold secrets). `null` when none are set.
+fn helm_shown(helm: &crate::domain::source::HelmOptions) -> serde_json::Value {
+    if helm.is_default() {
+        return serde_json::Value::Null;
+    }
+    let mut shown = helm.clone();
+    let hidden = serde_json::Value::String("(hidden)".into());
+    shown.values = shown
+        .values
+        .map(|m| m.into_iter().map(|(k, _)| (k, hidden.clone())).collect());
+    for v in shown.set.values_mut() {
+        *v = hidden.clone();
+    }
+    for v in shown.set_string.values_mut() {
+        *v = "(hidden)".into();
+    }
+    serde_json::to_value(shown).unwrap_or(serde_json::Value::Null)
+}
+
 /// `GET /api/v1/applications/{name}`: the application with its last comparison and open drift.
 pub async fn application(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let result = async {
@@ -207,6 +227,8 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
             "open_drift": drift.map(|d| json!({"id": d.id, "since": d.opened_at})),
             "pinned": state.store.pin_of(&name).await.map_err(|e| internal_error(&e))?,
             "require_signed": source.require_signed,
+            "source": source.render.source,
+            "helm": helm_shown(&source.render.helm),
             "target_signature": target_signature,
             "held_back": held_back,
         }))

@@ -287,6 +287,16 @@ pub fn render_chart_archive(
         });
     }
     source.chart_capabilities()?;
+    let size = std::fs::metadata(archive)
+        .map(|m| m.len())
+        .map_err(|e| RenderError::Helm {
+            message: format!("chart archive: {e}"),
+        })?;
+    if size > limits.max_total_bytes {
+        return Err(RenderError::TooLarge {
+            limit: limits.max_total_bytes,
+        });
+    }
     let text = helm::template(
         helm::ChartInput::Archive(archive),
         &[],

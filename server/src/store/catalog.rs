@@ -326,7 +326,7 @@ impl Store {
 
 /// The columns of an application summary, up to the WHERE clause.
 /// The columns of an application summary (`a` is the application).
-const SUMMARY_COLUMNS: &str = "a.name, a.project, a.repository, r.url AS repo_url, a.path, a.target_revision,
+const SUMMARY_COLUMNS: &str = "a.name, a.project, a.repository, r.url AS repo_url, a.path, a.render_options, a.target_revision,
                     a.cluster, a.namespace, a.sync_policy, g.target_sha,
                     COALESCE(rs.last_error, g.last_error) AS git_error,
                     st.sync_status, st.health, st.health_message,
@@ -346,17 +346,52 @@ const SUMMARY_JOINS: &str = "JOIN repositories r ON r.name = a.repository
              LEFT JOIN users u ON u.id = ls.requested_by
              LEFT JOIN sync_requests sr ON sr.application = a.name AND sr.status = 'pending'";
 
+/// Where an application's manifests come from, as its page says it (see
+/// `AppSummary::source`). Inline values are not shown (they may hold secrets).
+fn source_label(repository: &str, url: &str, path: &str, o: &super::RenderOptions) -> String {
+    use crate::domain::source::SourceType;
+    if let Some(chart) = &o.helm.chart {
+        return format!("Helm chart {chart} from {url}");
+    }
+    let at = if path.is_empty() {
+        repository.to_owned()
+    } else {
+        format!("{repository} / {path}")
+    };
+    let helm = o.source == Some(SourceType::Helm) || !o.helm.is_default();
+    match o.source {
+        _ if helm && !o.helm.values_files.is_empty() => format!(
+            "{at} · Helm chart, values from {}",
+            o.helm.values_files.join(", ")
+        ),
+        _ if helm => format!("{at} · Helm chart"),
+        Some(SourceType::Kustomize) => format!("{at} · Kustomize"),
+        Some(SourceType::Directory) => format!("{at} · plain manifests"),
+        _ => at,
+    }
+}
+
 fn summary_from(row: &sqlx::any::AnyRow) -> Result<AppSummary, StoreError> {
     let policy: String = row.try_get("sync_policy")?;
     let deploy_by: Option<String> = row.try_get("deploy_by")?;
     let deploy_by_name: Option<String> = row.try_get("deploy_by_name")?;
     let request: Option<i64> = row.try_get("request_id")?;
+    let repository: String = row.try_get("repository")?;
+    let repo_url: String = row.try_get("repo_url")?;
+    let path: String = row.try_get("path")?;
+    let options: String = row.try_get("render_options")?;
+    let options: super::RenderOptions =
+        serde_json::from_str(&options).map_err(|_| StoreError::Corrupt {
+            column: "applications.render_options",
+            value: options,
+        })?;
     Ok(AppSummary {
         name: row.try_get("name")?,
         project: row.try_get("project")?,
-        repository: row.try_get("repository")?,
-        repo_url: row.try_get("repo_url")?,
-        path: row.try_get("path")?,
+        source: source_label(&repository, &repo_url, &path, &options),
+        repository,
+        repo_url,
+        path,
         target_revision: row.try_get("target_revision")?,
         cluster: row.try_get("cluster")?,
         namespace: row.try_get("namespace")?,

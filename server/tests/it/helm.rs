@@ -921,3 +921,80 @@ async fn chart_repository_credentials_come_from_a_file_and_never_reach_an_error(
     );
     assert_eq!(mode & 0o077, 0, "{mode:o}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_options_over_rest_are_checked_stored_rendered_and_shown_without_values() {
+    let mut f = fixture().await;
+    make_chart(f.home.path(), f.repo.path(), "charts/web");
+    f.repo.write("envs/qa.yaml", "replicaCount: 2\n");
+    f.repo.commit("web chart");
+    f.declare(Vec::new()).await;
+    let server = crate::helpers::TestServer::start(f.settings.clone()).await;
+    let admin = crate::helpers::bearer_client(&server.token(app::model::Role::Admin, None).await);
+    let url = format!("{}/api/v1/applications", server.base);
+    let body = |helm: Value| {
+        json!({"name": "qa", "project": "demo", "repository": "demo", "path": "charts/web",
+               "cluster": "sandbox", "namespace": "qa", "helm": helm})
+    };
+    // Refused with the field named, nothing stored.
+    for (helm, field) in [
+        (
+            json!({"values_files": ["/etc/passwd"]}),
+            "helm.values_files",
+        ),
+        (
+            json!({"chart": "web", "repo_url": "ftp://x"}),
+            "helm.repo_url",
+        ),
+        (
+            json!({"chart": "web", "repo_url": "https://charts.example"}),
+            "helm.chart",
+        ),
+        (json!({"unknown": true}), "unknown"),
+    ] {
+        let resp = admin
+            .post(&url)
+            .json(&body(helm.clone()))
+            .send()
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        assert!(status == 400 || status == 422, "{helm}: {status} {text}");
+        assert!(text.contains(field), "{helm}: {text}");
+    }
+    assert!(f.store.app_source("qa").await.unwrap().is_none());
+    let helm = json!({"values_files": ["../../envs/qa.yaml"], "values": {"team": "qa-secret-team"},
+                      "set": {"image.tag": "1.27.9"}});
+    let resp = admin.post(&url).json(&body(helm)).send().await.unwrap();
+    assert!(resp.status().is_success(), "{}", resp.text().await.unwrap());
+    let source = f.store.app_source("qa").await.unwrap().unwrap();
+    assert_eq!(source.render.helm.values_files, ["../../envs/qa.yaml"]);
+    GitSources::new(f.store.clone(), &f.settings)
+        .sync_repository("demo")
+        .await
+        .unwrap();
+    let (_, objects) = f.target_objects("qa").await;
+    let deploy = find(&objects, "Deployment", "qa-web").unwrap();
+    assert_eq!(deploy["spec"]["replicas"], 2);
+    assert_eq!(
+        deploy["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27.9"
+    );
+    let shown: Value = admin
+        .get(format!("{url}/qa"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(shown["helm"]["values_files"], json!(["../../envs/qa.yaml"]));
+    assert_eq!(shown["helm"]["values"], json!({"team": "(hidden)"}));
+    assert_eq!(shown["helm"]["set"], json!({"image.tag": "(hidden)"}));
+    assert_eq!(
+        shown["application"]["source"],
+        "demo / charts/web · Helm chart, values from ../../envs/qa.yaml"
+    );
+    assert!(!shown.to_string().contains("qa-secret-team"));
+}
