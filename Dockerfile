@@ -37,6 +37,23 @@ RUN set -eux; \
     chmod 0755 /usr/local/bin/kubectl; \
     /usr/local/bin/kubectl version --client
 
+# --- helm: renders Helm chart applications (`helm template`, `helm dependency build`, `helm
+#     pull`). Helm's official release binary, checked against its published SHA-256.
+FROM debian:bookworm-slim AS helm
+ARG HELM_VERSION=v4.1.4
+ARG TARGETARCH
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates curl \
+ && rm -rf /var/lib/apt/lists/*
+RUN set -eux; \
+    arch="${TARGETARCH:-$(dpkg --print-architecture)}"; \
+    tarball="helm-${HELM_VERSION}-linux-${arch}.tar.gz"; \
+    curl -fsSLo "/tmp/${tarball}" "https://get.helm.sh/${tarball}"; \
+    echo "$(curl -fsSL "https://get.helm.sh/${tarball}.sha256sum" | awk '{print $1}')  /tmp/${tarball}" | sha256sum -c -; \
+    tar -xzf "/tmp/${tarball}" -C /tmp; \
+    install -m 0755 "/tmp/linux-${arch}/helm" /usr/local/bin/helm; \
+    /usr/local/bin/helm version --short
+
 # --- builder: the release binary and target/site.
 FROM rust:${RUST_VERSION}-bookworm AS builder
 ARG CARGO_LEPTOS_VERSION=0.3.10
@@ -77,12 +94,13 @@ FROM debian:bookworm-slim
 # OpenSSL (kube, git2, e-mail); bubblewrap: the Kustomize sandbox (`git.kustomize_sandbox =
 # "bwrap"`, where the container may create user namespaces; see deploy/kubernetes/configmap.yaml);
 # coreutils' `timeout` (in the base image) bounds each render. No `git` binary: Tidemark reads
-# repositories with libgit2, built into the binary. No helm: Tidemark renders plain YAML and
-# Kustomize only. gpgv and openssh-client (ssh-keygen -Y) check commit signatures.
+# repositories with libgit2, built into the binary. helm renders charts (in the same sandbox).
+# gpgv and openssh-client (ssh-keygen -Y) check commit signatures.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates libssl3 bubblewrap gpgv openssh-client \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=kubectl /usr/local/bin/kubectl /usr/local/bin/kubectl
+COPY --from=helm /usr/local/bin/helm /usr/local/bin/helm
 COPY --from=builder /out/tidemark /usr/local/bin/tidemark
 COPY --from=builder /out/site /usr/share/tidemark/site
 # A directory the non-root user owns for state (git.cache_dir, a SQLite file when run without

@@ -117,6 +117,38 @@ test.describe.serial("the README walkthrough on the demo", () => {
     await expect(two.locator(".flash")).toContainText("synced");
   });
 
+  test("5b. the Helm chart application: its timeline, a diff between chart renders and a rollback", async ({ page }) => {
+    await signIn(page, "admin");
+    await page.goto("/applications/shop");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    await expect(page.locator(".app-head .facts")).toContainText("demo / charts/shop · Helm chart, values from ../../envs/demo/shop.yaml");
+    const timeline = page.getByTestId("timeline");
+    await expect(timeline).toContainText("shop: nginx 1.27.4, new banner");
+    await expect(timeline).toContainText("shop: three replicas for the sale");
+    await page.screenshot({ path: shot("helm-timeline"), fullPage: true });
+    // The earlier render: what rolling back changes (rendered by helm template, stored).
+    await page.getByTestId("rollback-open").click();
+    const dialog = page.getByTestId("rollback-dialog");
+    await dialog.locator("[data-revision] a", { hasText: "shop: three replicas for the sale" }).click();
+    const diff = dialog.getByTestId("diff");
+    await expect(diff).toContainText("nginx:1.27.4");
+    await expect(diff).toContainText("nginx:1.27.3");
+    await expect(diff).toContainText("Winter sale: last days");
+    await dialog.getByLabel("Reason (recorded in the audit ledger)").fill("1.27.4 breaks checkout");
+    await page.screenshot({ path: shot("helm-rollback"), fullPage: true });
+    await dialog.getByTestId("rollback-confirm").click();
+    await expect(page.getByTestId("pinned-banner")).toContainText("1.27.4 breaks checkout");
+    await expect
+      .poll(
+        () =>
+          execFileSync("kubectl", [`--server=${sandbox}`, "-n", "shop", "get", "deployment", "shop-web", "-o", "jsonpath={.spec.template.spec.containers[0].image}"], {
+            encoding: "utf8",
+          }),
+        { timeout: 30_000 },
+      )
+      .toBe("nginx:1.27.3");
+  });
+
   test("6. the audit ledger lists all of it", async ({ page }) => {
     await signIn(page, "admin");
     await page.goto("/audit?application=guestbook");
