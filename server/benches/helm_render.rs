@@ -53,7 +53,15 @@ fn main() {
     run(
         repo,
         "git",
-        &["-c", "user.name=b", "-c", "user.email=b@x", "commit", "-qm", "chart"],
+        &[
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@x",
+            "commit",
+            "-qm",
+            "chart",
+        ],
     );
     let git = git2::Repository::open(repo).unwrap();
     let head = git.head().unwrap().peel_to_commit().unwrap().id();

@@ -223,14 +223,7 @@ fn seed_repository(repo: &Path) -> Result<(), DemoError> {
         "README.md",
         "# Tidemark demo\n\nThree applications under apps/ and a Helm chart under charts/shop (values per\nenvironment in envs/). Edit, commit, and watch Tidemark's timeline.\n",
     )?;
-    for (path, content) in SHOP_CHART {
-        write(repo, path, content)?;
-    }
-    write(
-        repo,
-        "envs/staging/shop.yaml",
-        &shop_values(1, "1.27", "Staging: not for customers"),
-    )?;
+
     write(
         repo,
         "apps/podinfo/base/deployment.yaml",
@@ -371,7 +364,7 @@ fn seed_repository(repo: &Path) -> Result<(), DemoError> {
         (
             "envs/demo/shop.yaml",
             shop_values(1, "1.27", "Welcome to the demo shop"),
-            "shop: demo values",
+            "shop: a Helm chart, with values per environment",
         ),
         (
             "envs/demo/shop.yaml",
@@ -386,6 +379,17 @@ fn seed_repository(repo: &Path) -> Result<(), DemoError> {
     ];
     let total = u32::try_from(steps.len()).unwrap_or(u32::MAX);
     for (i, (path, content, message)) in steps.iter().enumerate() {
+        // The chart arrives with its first values (its own commit in its history).
+        if *path == "envs/demo/shop.yaml" && !repo.join("charts/shop").exists() {
+            for (file, text) in SHOP_CHART {
+                write(repo, file, text)?;
+            }
+            write(
+                repo,
+                "envs/staging/shop.yaml",
+                &shop_values(1, "1.27", "Staging: not for customers"),
+            )?;
+        }
         write(repo, path, content)?;
         git(repo, &["add", "-A"], i, None)?;
         let age = (total - u32::try_from(i).unwrap_or(0)) * 6;

@@ -66,29 +66,44 @@ pub fn touching(
     path: &str,
     hide: Option<Oid>,
 ) -> Result<Vec<CommitInfo>, git2::Error> {
+    touching_any(repo, tip, &[path], hide)
+}
+
+/// [`touching`] for several paths, as `git log <rev> -- <path>...` lists them: a commit is
+/// listed when it changes any of them (a chart directory and its values files elsewhere).
+pub fn touching_any(
+    repo: &Repository,
+    tip: Oid,
+    paths: &[&str],
+    hide: Option<Oid>,
+) -> Result<Vec<CommitInfo>, git2::Error> {
     // On a fast-forward only the new range is walked (libgit2 stops early when hiding).
     let range: Option<HashSet<Oid>> = match hide {
         Some(h) => Some(range(repo, tip, h)?),
         None => None,
     };
-    let path = path.trim_matches('/');
-    let mut path_ids: HashMap<Oid, Option<Oid>> = HashMap::new();
-    let mut path_id = |c: &Commit<'_>| -> Result<Option<Oid>, git2::Error> {
-        if let Some(id) = path_ids.get(&c.id()) {
-            return Ok(*id);
+    let paths: Vec<&str> = paths.iter().map(|p| p.trim_matches('/')).collect();
+    // Per commit, the object id at each path (`None`: absent); equal lists mean TREESAME.
+    let mut path_ids: HashMap<Oid, Vec<Option<Oid>>> = HashMap::new();
+    let mut path_id = |c: &Commit<'_>| -> Result<Vec<Option<Oid>>, git2::Error> {
+        if let Some(ids) = path_ids.get(&c.id()) {
+            return Ok(ids.clone());
         }
         let tree = c.tree()?;
-        let id = if path.is_empty() {
-            Some(tree.id())
-        } else {
-            match tree.get_path(std::path::Path::new(path)) {
-                Ok(entry) => Some(entry.id()),
-                Err(e) if e.code() == git2::ErrorCode::NotFound => None,
-                Err(e) => return Err(e),
-            }
-        };
-        path_ids.insert(c.id(), id);
-        Ok(id)
+        let mut ids = Vec::with_capacity(paths.len());
+        for path in &paths {
+            ids.push(if path.is_empty() {
+                Some(tree.id())
+            } else {
+                match tree.get_path(std::path::Path::new(path)) {
+                    Ok(entry) => Some(entry.id()),
+                    Err(e) if e.code() == git2::ErrorCode::NotFound => None,
+                    Err(e) => return Err(e),
+                }
+            });
+        }
+        path_ids.insert(c.id(), ids.clone());
+        Ok(ids)
     };
 
     let mut out = Vec::new();
@@ -113,7 +128,7 @@ pub fn touching(
         let mine = path_id(&commit)?;
         let parents: Vec<Commit<'_>> = commit.parents().collect();
         if parents.is_empty() {
-            if mine.is_some() {
+            if mine.iter().any(Option::is_some) {
                 out.push(CommitInfo::from_commit(&commit));
             }
             continue;

@@ -100,6 +100,29 @@ impl Trust {
 /// keys are re-evaluated this many at a time, newest first.
 const RECHECK_BATCH: i64 = 200;
 
+/// The paths whose commits are the application's history: its path, and for a chart the values
+/// files it names elsewhere in the repository (resolved from the chart directory as written;
+/// one that would climb above the repository is left out, its render fails anyway).
+fn watched_paths(app: &AppSource) -> Vec<String> {
+    let mut out = vec![app.path.clone()];
+    for file in &app.render.helm.values_files {
+        let mut at: Vec<&str> = app.path.split('/').filter(|s| !s.is_empty()).collect();
+        let mut inside = !file.starts_with('/');
+        for part in file.split('/') {
+            match part {
+                "" | "." => {}
+                ".." => inside &= at.pop().is_some(),
+                p => at.push(p),
+            }
+        }
+        let joined = at.join("/");
+        if inside && !joined.is_empty() && !out.contains(&joined) {
+            out.push(joined);
+        }
+    }
+    out
+}
+
 /// Chart versions kept in an application's history per poll (newest first).
 const CHART_HISTORY: usize = 200;
 
@@ -471,8 +494,10 @@ impl GitSources {
                     .and_then(|p| Oid::from_str(&p).ok())
                     .filter(|old| repo.graph_descendant_of(tip, *old).unwrap_or(false));
                 let full = hide.is_none();
+                let watched = watched_paths(&a);
+                let watched: Vec<&str> = watched.iter().map(String::as_str).collect();
                 (
-                    history::touching(&repo, tip, &a.path, hide).map_err(git)?,
+                    history::touching_any(&repo, tip, &watched, hide).map_err(git)?,
                     full,
                 )
             };
@@ -886,5 +911,53 @@ impl GitSources {
             self.store.publish_target(&app.name).await?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app(path: &str, files: &[&str]) -> AppSource {
+        let mut render = crate::store::RenderOptions::default();
+        render.helm.values_files = files.iter().map(|f| (*f).to_owned()).collect();
+        AppSource {
+            name: "a".into(),
+            repository: "r".into(),
+            path: path.into(),
+            revision: "main".into(),
+            cluster: "c".into(),
+            namespace: "n".into(),
+            auto_sync: false,
+            self_heal: false,
+            prune: false,
+            ignore: Vec::new(),
+            approvals: Default::default(),
+            project: "p".into(),
+            compare: Default::default(),
+            require_signed: false,
+            render,
+        }
+    }
+
+    #[test]
+    fn a_charts_history_watches_its_values_files_elsewhere() {
+        assert_eq!(
+            watched_paths(&app(
+                "charts/web",
+                &[
+                    "values-prod.yaml",
+                    "../../envs/prod/web.yaml",
+                    "../../../x.yaml",
+                    "/etc/x"
+                ]
+            )),
+            [
+                "charts/web",
+                "charts/web/values-prod.yaml",
+                "envs/prod/web.yaml"
+            ]
+        );
+        assert_eq!(watched_paths(&app("apps/a", &[])), ["apps/a"]);
     }
 }

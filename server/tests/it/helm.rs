@@ -392,6 +392,10 @@ async fn chart_in_git_renders_with_values_files_inline_values_set_capabilities_a
     git.sync_repository("demo").await.unwrap();
     f.settle("shop").await;
     assert_eq!(job_image().await, "busybox:1.37");
+    // The history holds commits to the values file too (it is outside the chart).
+    let (history, _) = f.store.app_commits("shop", None, 50).await.unwrap();
+    let titles: Vec<&str> = history.iter().map(|c| c.title.as_str()).collect();
+    assert_eq!(titles, ["new migration image", "web chart"]);
     // A failing PreSync hook stops the sync before the Deployment changes.
     f.repo.write(
         "envs/prod/values.yaml",
