@@ -935,6 +935,36 @@ impl ApplicationSettings {
                 "Helm options need `source = \"helm\"` (or none: detected)".into(),
             ));
         }
+        if let Some(r) = &self.helm.release_name {
+            if !dns_label(r) || r.len() > 53 {
+                return Err((
+                    "helm.release_name",
+                    format!("`{r}` must be lowercase letters, digits and `-` (at most 53)"),
+                ));
+            }
+        }
+        if let Some(ns) = &self.helm.namespace {
+            if !dns_label(ns) {
+                return Err((
+                    "helm.namespace",
+                    format!("`{ns}` is not a valid namespace name"),
+                ));
+            }
+        }
+        for (key, value) in [
+            (
+                "helm.kube_version",
+                self.helm.kube_version.iter().collect::<Vec<_>>(),
+            ),
+            ("helm.api_versions", self.helm.api_versions.iter().collect()),
+        ] {
+            if let Some(bad) = value
+                .iter()
+                .find(|v| v.starts_with('-') || v.contains(char::is_whitespace) || v.contains(','))
+            {
+                return Err((key, format!("`{bad}` is not a version")));
+            }
+        }
         for (i, f) in self.helm.values_files.iter().enumerate() {
             if f.starts_with('/') || f.trim().is_empty() {
                 return Err((

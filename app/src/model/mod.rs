@@ -10,11 +10,10 @@ pub use error::AppError;
 pub use signature::{SignatureBadgeView, SignatureVerdict};
 pub use status::{RequestStatus, SignatureStatus, SyncStatus};
 
-/// A revision as people read it: a Git commit SHA (40 or 64 hex digits) shortened to its first
+/// A revision as people read it: a Git commit SHA (more than seven hex digits) shortened to its first
 /// seven characters, anything else (a chart version such as `6.1.0`) whole.
 pub fn short_revision(revision: &str) -> &str {
-    let is_sha =
-        matches!(revision.len(), 40 | 64) && revision.bytes().all(|b| b.is_ascii_hexdigit());
+    let is_sha = revision.len() > 7 && revision.bytes().all(|b| b.is_ascii_hexdigit());
     if is_sha {
         &revision[..7]
     } else {

@@ -68,8 +68,11 @@ impl VersionRange {
                     );
                 } else if t.starts_with(|c: char| c.is_ascii_digit() || c == 'v' || c == 'V') {
                     let v = strip_v(t);
-                    if v.contains(['x', 'X', '*']) || v.split('.').count() < 3 {
+                    if v.contains(['x', 'X', '*']) {
                         comparators.push(v.to_owned());
+                    } else if v.split('.').count() < 3 {
+                        // Helm reads `6.1` as `6.1.x` (the semver crate as `^6.1`).
+                        comparators.push(format!("~{v}"));
                     } else {
                         comparators.push(format!("={v}"));
                     }
@@ -506,6 +509,8 @@ mod tests {
         assert!(m("6.1.0", "6.1.0"));
         assert!(!m("6.1.0", "6.1.1"));
         assert!(m("v6.1.0", "6.1.0"));
+        assert!(m("6.1", "6.1.4"));
+        assert!(!m("6.1", "6.9.0"));
         assert!(m("^6.0", "6.9.2"));
         assert!(!m("^6.0", "7.0.0"));
         assert!(m("~1.2", "1.2.9"));

@@ -593,7 +593,11 @@ async fn record_status(
             .mark_known_good(&app.name, now, KNOWN_GOOD_TIMEOUT_MS)
             .await?
         {
-            let short = &revision[..revision.len().min(12)];
+            let short = if revision.contains('.') {
+                revision.as_str()
+            } else {
+                &revision[..revision.len().min(12)]
+            };
             let message = format!("{short} is known-good: synced and healthy");
             store
                 .add_timeline(

@@ -406,18 +406,6 @@ pub async fn sync(
                 break;
             }
         }
-        if phase.is_some() && recreated_before_sync(obj) {
-            // Helm's (and Argo CD's) default `before-hook-creation`: a hook runs anew on every
-            // sync, so its previous object is deleted first (a Job's template is immutable).
-            if let Err(e) = recreate(cluster, obj).await {
-                results.push(ResourceResult {
-                    object,
-                    action: "failed",
-                    message: Some(format!("cannot delete the previous hook object: {e}")),
-                });
-                continue;
-            }
-        }
         let claim = match claim(&mut others, cluster, app, obj).await {
             Ok(c) => c,
             Err(e) => Claim::Failed(format!("cannot tell which application keeps it: {e}")),
@@ -440,6 +428,19 @@ pub async fn sync(
                     object,
                     action: "failed",
                     message: Some(message),
+                });
+                continue;
+            }
+        }
+        if phase.is_some() && recreated_before_sync(obj) {
+            // Helm's (and Argo CD's) default `before-hook-creation`: a hook runs anew on every
+            // sync, so its previous object is deleted first (a Job's template is immutable) —
+            // only once the claim says the object is this application's.
+            if let Err(e) = recreate(cluster, obj).await {
+                results.push(ResourceResult {
+                    object,
+                    action: "failed",
+                    message: Some(format!("cannot delete the previous hook object: {e}")),
                 });
                 continue;
             }
@@ -517,7 +518,11 @@ pub async fn sync(
     store
         .finish_sync(id, status, &json!(results), message.as_deref(), now)
         .await?;
-    let short = &revision[..revision.len().min(12)];
+    let short = if revision.contains('.') {
+        revision
+    } else {
+        &revision[..revision.len().min(12)]
+    };
     let kept = results.iter().filter(|r| r.action == "kept").count();
     let kept_note = match kept {
         0 => String::new(),

@@ -106,39 +106,36 @@ pub(super) fn template(
     };
     let release = options.release_name.as_deref().unwrap_or(release);
     let namespace = options.namespace.as_deref().unwrap_or(namespace);
-    let mut args: Vec<String> = vec!["template".into(), release.into()];
-    args.push(match &input {
-        ChartInput::Checkout { chart, .. } => repo_root.join(chart).display().to_string(),
-        ChartInput::Archive(_) => input_root.join("chart.tgz").display().to_string(),
-    });
-    args.extend([
-        "--namespace".into(),
-        namespace.into(),
+    // Every value goes in as `--flag=value` and the positionals after `--`: nothing an option
+    // holds can be read as another flag.
+    let mut args: Vec<String> = vec![
+        "template".into(),
+        format!("--namespace={namespace}"),
         "--skip-tests".into(),
-    ]);
+    ];
     args.push(if options.skip_crds {
         "--skip-crds".into()
     } else {
         "--include-crds".into()
     });
     for f in values_files {
-        args.extend(["--values".into(), repo_root.join(f).display().to_string()]);
+        args.push(format!("--values={}", repo_root.join(f).display()));
     }
     if inline.is_some() {
-        args.extend([
-            "--values".into(),
-            input_root.join("values.json").display().to_string(),
-        ]);
+        args.push(format!(
+            "--values={}",
+            input_root.join("values.json").display()
+        ));
     }
     for (k, v) in &options.set {
         let v = match v {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         };
-        args.extend(["--set".into(), format!("{k}={}", escape_set(&v))]);
+        args.push(format!("--set={k}={}", escape_set(&v)));
     }
     for (k, v) in &options.set_string {
-        args.extend(["--set-string".into(), format!("{k}={}", escape_set(v))]);
+        args.push(format!("--set-string={k}={}", escape_set(v)));
     }
     let kube_version = options
         .kube_version
@@ -146,7 +143,7 @@ pub(super) fn template(
         .or_else(|| caps.map(|c| c.kube_version.clone()))
         .filter(|v| !v.is_empty());
     if let Some(v) = kube_version {
-        args.extend(["--kube-version".into(), v]);
+        args.push(format!("--kube-version={v}"));
     }
     let api_versions: &[String] = if options.api_versions.is_empty() {
         caps.map(|c| c.api_versions.as_slice()).unwrap_or(&[])
@@ -154,8 +151,14 @@ pub(super) fn template(
         &options.api_versions
     };
     if !api_versions.is_empty() {
-        args.extend(["--api-versions".into(), api_versions.join(",")]);
+        args.push(format!("--api-versions={}", api_versions.join(",")));
     }
+    args.push("--".into());
+    args.push(release.into());
+    args.push(match &input {
+        ChartInput::Checkout { chart, .. } => repo_root.join(chart).display().to_string(),
+        ChartInput::Archive(_) => input_root.join("chart.tgz").display().to_string(),
+    });
     let output = run(
         &args,
         limits,

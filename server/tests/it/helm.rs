@@ -955,6 +955,12 @@ async fn helm_options_over_rest_are_checked_stored_rendered_and_shown_without_va
             "helm.chart",
         ),
         (json!({"unknown": true}), "unknown"),
+        (
+            json!({"release_name": "--set-file=x=/etc/passwd"}),
+            "helm.release_name",
+        ),
+        (json!({"namespace": "--output-dir=/tmp"}), "helm.namespace"),
+        (json!({"kube_version": "--debug"}), "helm.kube_version"),
     ] {
         let resp = admin
             .post(&url)
