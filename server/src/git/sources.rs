@@ -546,7 +546,14 @@ impl GitSources {
                 .await?;
         }
         let rendered = self
-            .store_render(app, &tip, rendered, previous_digest, now)
+            .store_render(
+                app,
+                &tip,
+                rendered,
+                previous_digest,
+                state.last_error.clone(),
+                now,
+            )
             .await?;
         Ok(AppIngest {
             tip,
@@ -563,6 +570,7 @@ impl GitSources {
         tip: &str,
         rendered: Option<Result<render::Rendered, render::RenderError>>,
         previous_digest: Option<String>,
+        previous_error: Option<String>,
         now: clock::Millis,
     ) -> Result<Option<Result<String, String>>, SyncError> {
         Ok(match rendered {
@@ -616,8 +624,9 @@ impl GitSources {
                     "rendering {} failed: {e}",
                     tip.get(..12).filter(|_| tip.len() == 40).unwrap_or(tip)
                 );
-                // The same failure on every poll is one timeline entry, not one per poll.
-                let previous = self.store.app_git_state(&app.name).await?.last_error;
+                // The same failure on every poll is one timeline entry, not one per poll (the
+                // error as it was before this poll's ingest).
+                let previous = previous_error;
                 self.store
                     .record_app_error(&app.name, Some(&message), now)
                     .await?;
@@ -807,6 +816,7 @@ impl GitSources {
                 &tip.version,
                 rendered,
                 state.target_digest.clone(),
+                state.last_error.clone(),
                 now,
             )
             .await?;

@@ -261,8 +261,12 @@ pub(super) fn ensure_dependencies(
             )));
         }
         std::fs::create_dir_all(&cached).map_err(|e| helm_err(format!("dependency cache: {e}")))?;
-        std::fs::rename(work.path().join("charts"), &done)
-            .map_err(|e| helm_err(format!("dependency cache: {e}")))?;
+        // Another render of the same lock may have finished first: its result is as good.
+        if let Err(e) = std::fs::rename(work.path().join("charts"), &done) {
+            if !done.is_dir() {
+                return Err(helm_err(format!("dependency cache: {e}")));
+            }
+        }
     }
     // Into the checkout, through a handle: `charts` may not be a symlink out of it.
     let dir = cap_std::fs::Dir::open_ambient_dir(chart_dir, cap_std::ambient_authority())
