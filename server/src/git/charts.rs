@@ -381,36 +381,24 @@ impl ChartRepository {
         std::fs::create_dir_all(&dest)
             .map_err(|e| self.fetch_err(&format!("{}: {e}", dest.display()), secret))?;
         let dest_s = dest.display().to_string();
-        if self.is_oci() {
+        let reference = if self.is_oci() {
             self.oci_login(secret)?;
-            let reference = format!("{}/{}", self.url, self.chart);
-            self.helm(
-                &[
-                    "pull",
-                    &reference,
-                    "--version",
-                    &version.version,
-                    "--destination",
-                    &dest_s,
-                ],
-                secret,
-                None,
-            )?;
+            format!("{}/{}", self.url, self.chart)
         } else {
-            let reference = format!("{REPO_ALIAS}/{}", self.chart);
-            self.helm(
-                &[
-                    "pull",
-                    &reference,
-                    "--version",
-                    &version.version,
-                    "--destination",
-                    &dest_s,
-                ],
-                secret,
-                None,
-            )?;
-        }
+            format!("{REPO_ALIAS}/{}", self.chart)
+        };
+        self.helm(
+            &[
+                "pull",
+                &reference,
+                "--version",
+                &version.version,
+                "--destination",
+                &dest_s,
+            ],
+            secret,
+            None,
+        )?;
         if !archive.is_file() {
             return Err(self.fetch_err(
                 &format!(
