@@ -471,7 +471,25 @@ impl GitSources {
         let previous = state.ingested_tip.clone();
         let already_rendered = state.target_sha.clone();
         let previous_digest = state.target_digest.clone();
-        let caps = self.capabilities_for(app).await;
+        // The cluster is asked for `.Capabilities` only when a chart is about to be rendered.
+        let (m2, a2, rendered_sha) = (mirror.clone(), app.clone(), already_rendered.clone());
+        let renders_chart = tokio::task::spawn_blocking(move || {
+            let repo = m2.open().ok()?;
+            let tip = m2.resolve(&repo, &a2.revision).ok()?;
+            Some(
+                rendered_sha.as_deref() != Some(tip.to_string().as_str())
+                    && render::is_chart(&repo, tip, &a2.path, a2.render.source),
+            )
+        })
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false);
+        let caps = if renders_chart {
+            self.capabilities_for(app).await
+        } else {
+            None
+        };
         type Walk = (
             String,
             Vec<history::CommitInfo>,

@@ -197,6 +197,25 @@ pub fn render(
     )
 }
 
+/// Whether `path` at `commit` renders as a Helm chart: `explicit` says so, or (when `None`) the
+/// directory holds a `Chart.yaml`. `false` when the path or commit is missing (the render then
+/// reports that). Lets callers ask the cluster for `.Capabilities` only for charts.
+pub fn is_chart(repo: &Repository, commit: Oid, path: &str, explicit: Option<SourceType>) -> bool {
+    if let Some(kind) = explicit {
+        return kind == SourceType::Helm;
+    }
+    let Ok(app_path) = clean_app_path(path) else {
+        return false;
+    };
+    let Ok(root) = repo.find_commit(commit).and_then(|c| c.tree()) else {
+        return false;
+    };
+    if app_path.as_os_str().is_empty() {
+        return root.get_name("Chart.yaml").is_some();
+    }
+    root.get_path(&app_path.join("Chart.yaml")).is_ok()
+}
+
 /// Renders `source` as of `commit`: as [`render`], with the source type detected (or given)
 /// and a Helm chart rendered through `helm template` (see [`helm`]).
 ///

@@ -20,8 +20,15 @@ async fn a_failing_application_backs_off_and_its_page_says_when_it_retries() {
     let mut settings = db.settings();
     catalog(&mut settings);
     settings.repositories = vec![RepositorySettings::new("examples", repo.url())];
-    // Nothing listens on the discard port: every compare fails with a connection error.
-    settings.clusters[0].url = "http://127.0.0.1:9".into();
+    // A listener that closes every connection at once: every compare fails fast with a
+    // connection error (a closed port may instead be filtered and time out on some machines).
+    let refuser = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    settings.clusters[0].url = format!("http://{}", refuser.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = refuser.accept().await {
+            drop(conn);
+        }
+    });
     settings.applications.truncate(1);
     let server = TestServer::start(settings).await;
 
@@ -35,10 +42,16 @@ async fn a_failing_application_backs_off_and_its_page_says_when_it_retries() {
                         return (s, started.elapsed());
                     }
                 }
-                assert!(
-                    started.elapsed() < Duration::from_secs(120),
-                    "no attempt {attempt} within 120 s"
-                );
+                if started.elapsed() > Duration::from_secs(120) {
+                    let status = store.app_status("guestbook").await.unwrap();
+                    let git = store.app_git_state("guestbook").await.unwrap();
+                    panic!(
+                        "no attempt {attempt} within 120 s; status {:?}; target {:?}, error {:?}",
+                        status.map(|s| s.health_message),
+                        git.target_sha,
+                        git.last_error
+                    );
+                }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
