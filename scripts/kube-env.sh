@@ -326,7 +326,28 @@ EOF
     --authentication-kubeconfig="$DIR/scheduler.kubeconfig" \
     --authorization-kubeconfig="$DIR/scheduler.kubeconfig" \
     --bind-address=127.0.0.1 --secure-port="$sched_port" --leader-elect=false
+  # Pod logs: kwok's kubelet endpoint serves every container's log from one file (CRI log
+  # format, 50 lines; `follow` waits for more) — a ClusterLogs object matching every pod.
+  python3 - "$DIR/pod.log" <<'PY'
+import sys, datetime
+t = datetime.datetime(2026, 1, 1, tzinfo=datetime.timezone.utc)
+with open(sys.argv[1], "w") as f:
+    for n in range(1, 51):
+        at = (t + datetime.timedelta(seconds=n)).strftime("%Y-%m-%dT%H:%M:%S.000000000Z")
+        f.write(f"{at} stdout F kwok line {n}: GET /healthz 200\n")
+PY
+  cat >"$DIR/kwok-logs.yaml" <<YAML
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: ClusterLogs
+metadata: {name: every-pod}
+spec:
+  selector: {}
+  logs:
+  - logsFile: $DIR/pod.log
+    follow: true
+YAML
   start kwok "$BIN_kwok" --kubeconfig="$DIR/admin-files.kubeconfig" --config="$(kwok_stages)" \
+    --config="$DIR/kwok-logs.yaml" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
     --node-ip=127.0.0.1 --node-port="$kwok_port" --server-address="127.0.0.1:$kwok_port" \
     --cidr=10.244.0.0/16 --node-lease-duration-seconds=40

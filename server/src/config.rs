@@ -268,6 +268,9 @@ pub struct AuthSettings {
     pub bindings: Vec<RoleBinding>,
     /// Role of a signed-in person no binding matches (none by default: they see a 403 page).
     pub default_role: Option<app::model::Role>,
+    /// Role needed to read pod logs (`viewer`, `deployer` or `admin`; default `deployer`): logs
+    /// often hold what manifests do not (request bodies, tokens printed by mistake).
+    pub logs_role: app::model::Role,
     /// Sign out after this long without a request (minutes).
     pub session_idle_minutes: u64,
     /// Sign out this long after sign-in whatever happens (minutes).
@@ -287,6 +290,7 @@ impl Default for AuthSettings {
             oidc: None,
             bindings: Vec::new(),
             default_role: None,
+            logs_role: app::model::Role::Deployer,
             session_idle_minutes: 8 * 60,
             session_absolute_minutes: 24 * 60,
             max_failures_per_user: 5,

@@ -252,6 +252,13 @@ impl Application {
         );
         pollers.extend(scheduler.spawn());
         scheduler.enqueue_all(std::time::Duration::ZERO).await;
+        // Kubernetes Events about applications' objects go onto their timelines.
+        for cluster in self.clusters.values() {
+            pollers.push(crate::engine::kube_events::spawn(
+                self.store.clone(),
+                cluster.clone(),
+            ));
+        }
         // Notifications go out on their own task: a failing target never holds up the loop.
         pollers.push(self.notifier.spawn());
         // Expired sessions, old sign-in failures and finished notification deliveries older
@@ -267,6 +274,9 @@ impl Application {
                 }
                 if let Err(e) = store.purge_notifications(now - NOTIFICATIONS_KEPT_MS).await {
                     tracing::warn!(error = %e, "could not purge old notification deliveries");
+                }
+                if let Err(e) = store.forget_kube_events(now - 2 * 86_400_000).await {
+                    tracing::warn!(error = %e, "could not forget old Kubernetes events");
                 }
             }
         }));

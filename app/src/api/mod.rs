@@ -187,3 +187,52 @@ pub async fn login_options() -> Result<SignInOptions, AppError> {
 pub async fn audit_page(query: AuditQuery) -> Result<AuditView, AppError> {
     answer(async { ports::Ports::from_context()?.ledger.audit(query).await }.await)
 }
+
+/// The Tree tab as server-rendered HTML: the live resource tree (filtered by `kind` and
+/// `health`), and the live manifest of `node` (`apiVersion|kind|namespace|name`, with
+/// `managedFields` when `managed`) or the log of `logs` (`namespace/pod`, `container`).
+#[server(prefix = "/_fn", endpoint = "application_tree")]
+pub async fn application_tree(
+    name: String,
+    kind: String,
+    health: String,
+    node: String,
+    logs: String,
+    container: String,
+    managed: bool,
+) -> Result<String, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .catalog
+                .tree(&name, [kind, health, node, logs, container], managed)
+                .await
+        }
+        .await,
+    )
+}
+
+/// Restart a workload or delete a pod of the application's tree (a plain form on the Tree tab).
+#[server(prefix = "/_fn", endpoint = "resource_action")]
+pub async fn resource_action(
+    name: String,
+    action: String,
+    api_version: String,
+    kind: String,
+    namespace: String,
+    object: String,
+    reason: String,
+) -> Result<String, AppError> {
+    answer(
+        async {
+            ports::Ports::from_context()?
+                .workflow
+                .resource_action(
+                    &name,
+                    [action, api_version, kind, namespace, object, reason],
+                )
+                .await
+        }
+        .await,
+    )
+}

@@ -32,6 +32,10 @@ pub trait Catalog: Send + Sync + 'static {
     async fn revisions(&self, name: &str) -> Result<Vec<RevisionView>, AppError>;
     /// Sync requests waiting for a decision (or a "sync now"), across applications.
     async fn open_requests(&self) -> Result<RequestList, AppError>;
+    /// The Tree tab's HTML: `[kind, health, node, logs, container]` (see
+    /// `api::application_tree`).
+    async fn tree(&self, name: &str, query: [String; 5], managed: bool)
+        -> Result<String, AppError>;
 }
 
 /// Decisions people take: each one checked, recorded in the ledger, and answered with a
@@ -43,6 +47,8 @@ pub trait Workflow: Send + Sync + 'static {
     async fn sync_now(&self, request: i64) -> Result<String, AppError>;
     async fn rollback(&self, app: &str, revision: &str, reason: &str) -> Result<String, AppError>;
     async fn unpin(&self, app: &str) -> Result<String, AppError>;
+    /// `[action, apiVersion, kind, namespace, name, reason]` on an object of `app`'s tree.
+    async fn resource_action(&self, app: &str, form: [String; 6]) -> Result<String, AppError>;
 }
 
 /// Who is asking, and how people can sign in.

@@ -90,4 +90,15 @@
     // Pages the router renders later get the current density on their switch too.
     new MutationObserver(show).observe(document.body, { childList: true, subtree: true });
   });
+
+  // Pod logs: "Follow" streams new lines (Server-Sent Events) under the ones shown.
+  document.addEventListener("click", (e) => {
+    const b = e.target.closest && e.target.closest("[data-follow]");
+    if (!b) return;
+    const pre = document.querySelector('[data-testid="log-text"]');
+    if (b._es) { b._es.close(); b._es = null; b.textContent = "Follow"; return; }
+    const es = new EventSource(b.dataset.follow);
+    b._es = es; b.textContent = "Stop";
+    es.addEventListener("line", (m) => { pre.append(m.data + "\n"); pre.scrollTop = pre.scrollHeight; });
+  });
 })();

@@ -4,7 +4,7 @@
 //! the dialog are links and GET forms; decisions are `ActionForm`s: all of it works before the
 //! WASM loads.
 
-use leptos::either::{Either, EitherOf3};
+use leptos::either::{Either, EitherOf4};
 use leptos::prelude::*;
 use leptos_meta::Title;
 use leptos_router::hooks::{use_navigate, use_params_map, use_query_map};
@@ -66,12 +66,14 @@ pub fn ApplicationPage() -> impl IntoView {
         <nav class="tabs" aria-label="Application views">
             {tab_link("timeline", "Timeline")}
             {tab_link("resources", "Resources")}
+            {tab_link("tree", "Tree")}
             {tab_link("diff", "Diff")}
         </nav>
         {move || match tab.get().as_str() {
-            "resources" => EitherOf3::A(view! { <ResourcesTab detail /> }),
-            "diff" => EitherOf3::B(view! { <DiffTab name /> }),
-            _ => EitherOf3::C(view! { <TimelineTab name live /> }),
+            "resources" => EitherOf4::A(view! { <ResourcesTab detail /> }),
+            "diff" => EitherOf4::B(view! { <DiffTab name /> }),
+            "tree" => EitherOf4::D(view! { <TreeTab name live /> }),
+            _ => EitherOf4::C(view! { <TimelineTab name live /> }),
         }}
         {move || (dialog.get() == "rollback").then(|| view! { <RollbackDialog name detail /> })}
     }
@@ -504,6 +506,35 @@ fn Resources(name: String, resources: Vec<ResourceView>) -> impl IntoView {
             }).collect_view()}
         </div>
     })
+}
+
+/// The live resource tree, rendered by the server (plain HTML: works before the WASM loads).
+#[component]
+fn TreeTab(name: Memo<String>, live: RwSignal<u64>) -> impl IntoView {
+    let query = use_query_map();
+    let tree = Resource::new(
+        move || {
+            let q = |k: &str| query.with(|m| m.get(k).unwrap_or_default());
+            (
+                name.get(),
+                [q("kind"), q("health"), q("node"), q("logs"), q("container")],
+                q("managed") == "1",
+                live.get(),
+            )
+        },
+        |(n, [kind, health, node, logs, container], managed, _)| {
+            crate::api::application_tree(n, kind, health, node, logs, container, managed)
+        },
+    );
+    view! {
+        <Transition fallback=|| view! { <p class="muted">"Loading the tree…"</p> }>
+            <ErrorBoundary fallback=|errors| view! { <ErrorList errors /> }>
+                {move || Suspend::new(async move {
+                    tree.await.map(|html| view! { <div class="tree-tab" inner_html=html></div> })
+                })}
+            </ErrorBoundary>
+        </Transition>
+    }
 }
 
 #[component]

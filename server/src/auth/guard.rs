@@ -219,7 +219,7 @@ pub async fn authorize_in_project(
     path: &str,
     ip: &str,
 ) -> Result<(), AppError> {
-    let needed = action.role();
+    let needed = action.role_under(&state.settings.auth);
     let held = principal.role_in(&state.settings.auth, project);
     if held.is_some_and(|r| r >= needed) {
         return Ok(());

@@ -36,6 +36,10 @@ pub enum Action {
     ManageSettings,
     /// The Notifications page: targets and deliveries (error messages of other systems).
     ViewDeliveries,
+    /// Pod logs (role configurable: `auth.logs_role`, default deployer).
+    ReadLogs,
+    /// Restart a workload, delete a pod (resource actions on the live tree).
+    ResourceAction,
 }
 
 impl Action {
@@ -48,11 +52,21 @@ impl Action {
             | Action::Reject
             | Action::Rollback
             | Action::Pin
-            | Action::Unpin => Role::Deployer,
+            | Action::Unpin
+            | Action::ReadLogs
+            | Action::ResourceAction => Role::Deployer,
             Action::ManageApplications
             | Action::ManageTokens
             | Action::ManageSettings
             | Action::ViewDeliveries => Role::Admin,
+        }
+    }
+
+    /// The role this action needs under `auth` (pod logs: `auth.logs_role`; the rest fixed).
+    pub fn role_under(self, auth: &crate::config::AuthSettings) -> Role {
+        match self {
+            Action::ReadLogs => auth.logs_role,
+            other => other.role(),
         }
     }
 
@@ -71,6 +85,8 @@ impl Action {
             Action::ManageTokens => "Managing API tokens",
             Action::ManageSettings => "Changing settings",
             Action::ViewDeliveries => "Viewing notification deliveries",
+            Action::ReadLogs => "Reading pod logs",
+            Action::ResourceAction => "Restarting workloads and deleting pods",
         }
     }
 
@@ -88,6 +104,8 @@ impl Action {
             Action::ManageTokens => "manage_tokens",
             Action::ManageSettings => "manage_settings",
             Action::ViewDeliveries => "view_deliveries",
+            Action::ReadLogs => "read_logs",
+            Action::ResourceAction => "resource_action",
         }
     }
 }
@@ -124,6 +142,18 @@ const TABLE: &[(&str, &str, Rule)] = &[
     ("POST", "/_fn/sync_now", Rule::SignedIn),
     ("POST", "/_fn/rollback", Rule::SignedIn),
     ("POST", "/_fn/unpin", Rule::SignedIn),
+    ("POST", "/_fn/resource_action", Rule::SignedIn),
+    ("POST", "/_fn/application_tree", Rule::SignedIn),
+    (
+        "GET",
+        "/api/v1/applications/{name}/pods/{namespace}/{pod}/logs",
+        Rule::Act(Action::ReadLogs),
+    ),
+    (
+        "POST",
+        "/api/v1/applications/{name}/resources/actions",
+        Rule::Act(Action::ResourceAction),
+    ),
     ("POST", "/api/v1/webhooks/{provider}", Rule::Public),
     (
         "POST",

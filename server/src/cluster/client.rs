@@ -226,6 +226,11 @@ impl ClusterClient {
         Ok(caps)
     }
 
+    /// The underlying `kube` client (for watches of kinds Tidemark does not apply, e.g. Events).
+    pub fn client(&self) -> kube::Client {
+        self.client.clone()
+    }
+
     /// The applications whose objects the watches see change (added, modified, deleted), named
     /// by each object's tracking annotation (`tidemark.dev/tracking-id: <app>:…`); objects
     /// without one (pods, replica sets, hand-made objects) are not reported. A lagging receiver
@@ -235,7 +240,7 @@ impl ClusterClient {
     }
 
     /// The watch cache of a kind, started on first use (`None` if it cannot be watched).
-    async fn cache(&self, ar: &ApiResource) -> Option<Store<DynamicObject>> {
+    pub(super) async fn cache(&self, ar: &ApiResource) -> Option<Store<DynamicObject>> {
         let key = (ar.api_version.clone(), ar.kind.clone());
         let mut caches = self.caches.lock().await;
         if let Some(found) = caches.get(&key) {
@@ -469,6 +474,89 @@ impl ClusterClient {
             }
             Err(e) => Err(Self::api_error(obj, e)),
         }
+    }
+
+    /// Every object of a kind in the watch cache, all namespaces (empty when the cluster does
+    /// not serve the kind; read directly when it cannot be watched).
+    pub async fn cached_objects(&self, api_version: &str, kind: &str) -> Vec<Value> {
+        let Ok((ar, _)) = self.resolve(api_version, kind).await else {
+            return Vec::new();
+        };
+        match self.cache(&ar).await {
+            Some(cache) => cache
+                .state()
+                .iter()
+                .map(|o| serde_json::to_value(&**o).unwrap_or(Value::Null))
+                .collect(),
+            None => {
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
+                match api.list(&Default::default()).await {
+                    Ok(list) => list
+                        .items
+                        .into_iter()
+                        .map(|o| {
+                            let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
+                            v["apiVersion"] = ar.api_version.clone().into();
+                            v["kind"] = ar.kind.clone().into();
+                            v
+                        })
+                        .collect(),
+                    Err(_) => Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// Applies a JSON merge patch as field manager `manager` (resource actions).
+    pub async fn patch_as(
+        &self,
+        obj: &Value,
+        patch: &Value,
+        manager: &str,
+    ) -> Result<Value, ClusterError> {
+        let api = self.api_for(obj).await?;
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let params = PatchParams {
+            field_manager: Some(manager.to_owned()),
+            ..Default::default()
+        };
+        match api.patch(name, &params, &Patch::Merge(patch)).await {
+            Ok(o) => Ok(serde_json::to_value(o).unwrap_or(Value::Null)),
+            Err(e) => Err(Self::api_error(obj, e)),
+        }
+    }
+
+    /// A pod's log through the `pods/log` subresource: the last `tail` lines (all when `None`)
+    /// of `container` (the pod's only one when `None`), since `since_seconds` ago.
+    pub async fn pod_log(
+        &self,
+        namespace: &str,
+        pod: &str,
+        params: &kube::api::LogParams,
+    ) -> Result<String, ClusterError> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), namespace);
+        let obj =
+            serde_json::json!({"kind": "Pod", "metadata": {"namespace": namespace, "name": pod}});
+        api.logs(pod, params)
+            .await
+            .map_err(|e| Self::api_error(&obj, e))
+    }
+
+    /// A pod's log as it is written (`follow`), line by line.
+    pub async fn pod_log_stream(
+        &self,
+        namespace: &str,
+        pod: &str,
+        params: &kube::api::LogParams,
+    ) -> Result<impl futures_util::AsyncBufRead + Send + 'static, ClusterError> {
+        let api: Api<k8s_openapi::api::core::v1::Pod> =
+            Api::namespaced(self.client.clone(), namespace);
+        let obj =
+            serde_json::json!({"kind": "Pod", "metadata": {"namespace": namespace, "name": pod}});
+        api.log_stream(pod, params)
+            .await
+            .map_err(|e| Self::api_error(&obj, e))
     }
 
     /// Deletes the object; an object already gone is not an error.

@@ -5,3 +5,4 @@ pub mod client;
 pub mod health;
 pub mod predict;
 pub mod schema;
+pub mod tree;

@@ -6,6 +6,8 @@
 //! [`EngineError`]s, which the HTTP layer turns into responses in one place (`http::ports`).
 
 pub mod decisions;
+pub mod kube_events;
+pub mod live;
 pub mod scheduler;
 
 pub use decisions::Deps;

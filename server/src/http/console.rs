@@ -115,7 +115,7 @@ fn role_gap(
     action: Action,
     project: &str,
 ) -> Option<String> {
-    let needed = action.role();
+    let needed = action.role_under(&state.settings.auth);
     let held = principal.role_in(&state.settings.auth, Some(project));
     held.is_none_or(|r| r < needed).then(|| {
         format!(
@@ -602,6 +602,93 @@ impl Catalog for ConsoleCatalog {
         Ok(out)
     }
 
+    async fn tree(
+        &self,
+        name: &str,
+        [kind, health, node, logs, container]: [String; 5],
+        managed: bool,
+    ) -> Result<String, AppError> {
+        use super::tree_html::{self, Panel, Rights};
+        use crate::engine::live;
+        let state = &self.state;
+        let (principal, ip) = allowed(state, Action::View, Some(name)).await?;
+        let source = source(state, name).await?;
+        let cluster = state
+            .clusters
+            .get(&source.cluster)
+            .cloned()
+            .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
+        let nodes = live::tree(&state.store, &cluster, &source).await?;
+        let filter = super::live::TreeFilter { kind, health };
+        let shown = filter.apply(nodes.clone());
+        let rights = Rights {
+            act: role_gap(state, &principal, Action::ResourceAction, &source.project).is_none(),
+            logs: role_gap(state, &principal, Action::ReadLogs, &source.project).is_none(),
+        };
+        let panel = if !node.is_empty() {
+            let parts: Vec<&str> = node.splitn(4, '|').collect();
+            match parts.as_slice() {
+                [api_version, kind, namespace, object] => {
+                    let object = live::ObjectName {
+                        api_version: (*api_version).into(),
+                        kind: (*kind).into(),
+                        namespace: (*namespace).into(),
+                        name: (*object).into(),
+                    };
+                    match live::manifest(&state.store, &cluster, &source, &object, managed).await {
+                        Ok(m) => Panel::Manifest(m),
+                        Err(e) => Panel::Error(AppError::from(e).to_string()),
+                    }
+                }
+                _ => Panel::Error("node names an object as apiVersion|kind|namespace|name".into()),
+            }
+        } else if let Some((namespace, pod)) = logs.split_once('/') {
+            // Reading logs needs its own role; a denial is audited like every other.
+            allowed(state, Action::ReadLogs, Some(name)).await?;
+            let query = live::LogQuery {
+                container,
+                tail: Some(200),
+                ..Default::default()
+            };
+            match live::log_target(&state.store, &cluster, &source, namespace, pod, &query).await {
+                Ok((container, containers, params)) => {
+                    let event = principal.actor(&ip).event(
+                        "pod_logs",
+                        &format!("application:{name}"),
+                        "success",
+                        serde_json::json!({"pod": format!("{namespace}/{pod}"), "container": container,
+                                           "tail": 200, "follow": false}),
+                        crate::clock::now(),
+                    );
+                    state.store.audit(&event).await.map_err(store_error)?;
+                    match live::pod_log(&cluster, namespace, pod, &params).await {
+                        Ok(text) => Panel::Logs {
+                            namespace: namespace.into(),
+                            pod: pod.into(),
+                            container,
+                            containers,
+                            text,
+                        },
+                        Err(e) => Panel::Error(AppError::from(e).to_string()),
+                    }
+                }
+                Err(e) => Panel::Error(AppError::from(e).to_string()),
+            }
+        } else {
+            Panel::None
+        };
+        Ok(tree_html::tab(
+            name,
+            &shown,
+            &nodes,
+            &filter.kind,
+            &filter.health,
+            &panel,
+            rights,
+            crate::clock::now(),
+        ))
+    }
+
     async fn open_requests(&self) -> Result<RequestList, AppError> {
         let state = &self.state;
         let (principal, _) = allowed(state, Action::View, None).await?;
@@ -733,6 +820,31 @@ impl Workflow for ConsoleWorkflow {
             "Rolled back to {} (sync {status}); {app} is pinned there until someone unpins it.",
             short(revision)
         ))
+    }
+
+    async fn resource_action(&self, app: &str, form: [String; 6]) -> Result<String, AppError> {
+        let (who, ip) = allowed(&self.0, Action::ResourceAction, Some(app)).await?;
+        let [action, api_version, kind, namespace, name, reason] = form;
+        let action = match action.as_str() {
+            "restart" => crate::engine::live::ResourceAction::Restart,
+            "delete" => crate::engine::live::ResourceAction::Delete,
+            other => {
+                return Err(AppError::BadRequest(format!(
+                    "unknown action {other:?}: restart or delete"
+                )))
+            }
+        };
+        let body = super::live::ActionBody {
+            action,
+            object: crate::engine::live::ObjectName {
+                api_version,
+                kind,
+                namespace,
+                name,
+            },
+            reason,
+        };
+        super::live::run_action(&self.0, &who, &ip, app, &body).await
     }
 
     async fn unpin(&self, app: &str) -> Result<String, AppError> {

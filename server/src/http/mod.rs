@@ -5,9 +5,11 @@ mod audit;
 mod auth;
 mod console;
 mod fold;
+mod live;
 mod ports;
 mod requests;
 mod rest;
+mod tree_html;
 pub mod webhooks;
 
 use std::sync::Arc;
@@ -107,6 +109,16 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/applications/{name}/unpin", post(requests::unpin))
         .route("/api/v1/applications/{name}/events", get(console::events))
+        .route("/api/v1/applications/{name}/tree", get(live::tree))
+        .route("/api/v1/applications/{name}/live", get(live::manifest))
+        .route(
+            "/api/v1/applications/{name}/pods/{namespace}/{pod}/logs",
+            get(live::logs),
+        )
+        .route(
+            "/api/v1/applications/{name}/resources/actions",
+            post(live::action),
+        )
         .route("/api/v1/sync-requests", get(requests::list))
         .route(
             "/api/v1/sync-requests/{id}/approve",

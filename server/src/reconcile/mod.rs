@@ -564,18 +564,23 @@ async fn record_status(
     let previous = store.app_status(&app.name).await?;
     let health_name = format!("{app_health:?}");
     if previous.as_ref().is_some_and(|p| p.health != health_name) {
-        let message = format!(
+        // The resource that made it so: "Healthy → Degraded: Deployment/web:
+        // ProgressDeadlineExceeded …" (none when it became Healthy).
+        let cause = assessments
+            .iter()
+            .find(|(_, a)| a.health == app_health && app_health != Health::Healthy);
+        let mut message = format!(
             "health changed: {} → {health_name}",
             previous.as_ref().map(|p| p.health.as_str()).unwrap_or("?")
         );
+        let mut detail = json!({"health": app_health});
+        if let Some((o, a)) = cause {
+            message.push_str(&format!(": {}/{}: {}", o.kind, o.name, a.message));
+            detail["cause"] = json!({"kind": o.kind, "namespace": o.namespace, "name": o.name,
+                                     "message": a.message});
+        }
         store
-            .add_timeline(
-                &app.name,
-                "health",
-                &message,
-                &json!({"health": app_health}),
-                now,
-            )
+            .add_timeline(&app.name, "health", &message, &detail, now)
             .await?;
     }
     let status = AppStatus {

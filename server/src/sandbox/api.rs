@@ -330,6 +330,9 @@ fn parse_body(req: &Request) -> Result<Value, ApiError> {
 }
 
 async fn handle(sb: Sandbox, t: Target, req: Request) -> Response {
+    if t.sub.as_deref() == Some("log") && t.rt.kind == "Pod" && t.rt.group.is_empty() {
+        return pod_log(&sb, &t, &req);
+    }
     let result = if req.method == Method::GET && t.name.is_none() && flag(&req.query, "watch") {
         return watch(sb, t, req).await;
     } else {
@@ -615,4 +618,73 @@ async fn watch(sb: Sandbox, t: Target, req: Request) -> Response {
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from_stream(stream))
         .unwrap_or_else(|_| error(ApiError::bad_request("cannot start watch")))
+}
+
+/// Lines the sandbox's pods have logged before anyone asks.
+const LOG_LINES: i64 = 50;
+
+/// `GET …/pods/{name}/log`: synthetic lines — `<RFC 3339 time> <container> line <n>: GET
+/// /healthz 200` — so pod logs work without a kubelet. `container` must be one of the pod's
+/// (required when it has several, as the API server requires), `tailLines` keeps the last
+/// lines, `follow=true` then writes one more line per second until the client goes.
+fn pod_log(sb: &Sandbox, t: &Target, req: &Request) -> Response {
+    if req.method != Method::GET {
+        return error(ApiError::bad_request("pods/log supports GET only"));
+    }
+    let ns = t.namespace.clone().unwrap_or_default();
+    let name = t.name.clone().unwrap_or_default();
+    let pod = match sb.world().get(&t.rt, &ns, &name) {
+        Ok(p) => p,
+        Err(e) => return error(e),
+    };
+    let containers: Vec<String> = pod["spec"]["containers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|c| c["name"].as_str().map(str::to_owned))
+        .collect();
+    let container = match req.query.get("container") {
+        Some(c) if containers.contains(c) => c.clone(),
+        Some(c) => {
+            return error(ApiError::bad_request(format!(
+                "container {c} is not valid for pod {name}"
+            )))
+        }
+        None if containers.len() == 1 => containers[0].clone(),
+        None => {
+            return error(ApiError::bad_request(format!(
+                "a container name must be specified for pod {name}, choose one of: [{}]",
+                containers.join(" ")
+            )))
+        }
+    };
+    let tail = req
+        .query
+        .get("tailLines")
+        .and_then(|v| v.parse::<i64>().ok())
+        .unwrap_or(LOG_LINES)
+        .clamp(0, LOG_LINES);
+    let line = move |n: i64| {
+        format!(
+            "{} {container} line {n}: GET /healthz 200\n",
+            clock::rfc3339(clock::now())
+        )
+    };
+    let history: String = (LOG_LINES - tail + 1..=LOG_LINES).map(&line).collect();
+    let text = [(header::CONTENT_TYPE, "text/plain; charset=utf-8")];
+    if !flag(&req.query, "follow") {
+        return (StatusCode::OK, text, history).into_response();
+    }
+    let stream = futures_util::stream::unfold(0i64, move |n| {
+        let (line, history) = (line.clone(), history.clone());
+        async move {
+            if n > 0 {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                Some((Ok::<_, Infallible>(Bytes::from(line(LOG_LINES + n))), n + 1))
+            } else {
+                Some((Ok(Bytes::from(history.clone())), 1))
+            }
+        }
+    });
+    (StatusCode::OK, text, Body::from_stream(stream)).into_response()
 }

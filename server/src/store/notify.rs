@@ -487,3 +487,52 @@ impl Store {
             .collect()
     }
 }
+
+impl Store {
+    /// Records that Kubernetes Event `event_uid` (with its `count`) is on `app`'s timeline and,
+    /// only when it is news (an unknown uid or a higher count), adds the timeline entry — in one
+    /// transaction, so two replicas watching the same event write it once. Returns whether the
+    /// entry was added.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn add_kube_event(
+        &self,
+        app: &str,
+        event_uid: &str,
+        count: i64,
+        kind: &str,
+        message: &str,
+        detail: &serde_json::Value,
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.write_tx().await?;
+        let changed = sqlx::query(
+            "INSERT INTO kube_events (application, event_uid, count, seen_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (application, event_uid) DO UPDATE SET count = excluded.count, seen_at = excluded.seen_at
+             WHERE kube_events.count < excluded.count",
+        )
+        .bind(app)
+        .bind(event_uid)
+        .bind(count)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if changed == 0 {
+            return Ok(false);
+        }
+        insert_event(&mut tx, app, kind, message, detail, now).await?;
+        super::changes::notify_in(&mut tx, self.backend, app).await?;
+        tx.commit().await?;
+        self.changes.committed(app);
+        Ok(true)
+    }
+
+    /// Forgets recorded Kubernetes Events last seen before `before` (the timeline keeps them).
+    pub async fn forget_kube_events(&self, before: Millis) -> Result<u64, StoreError> {
+        Ok(sqlx::query("DELETE FROM kube_events WHERE seen_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?
+            .rows_affected())
+    }
+}

@@ -13,6 +13,7 @@ mod helm;
 mod helpers;
 mod http;
 mod kubectl;
+mod live;
 mod manifests;
 mod notify;
 mod reconcile;
