@@ -50,6 +50,21 @@ test.describe.serial("on a real control plane", () => {
     expect(kubectl("get", "pods", "-l", "app=web", "-o", "name").trim().split("\n")).toHaveLength(2);
     await second.screenshot({ path: "artifacts/kube-application.png", fullPage: true });
 
+    // The Tree tab: the ReplicaSet and Pods the real controllers made, pod logs through the API
+    // server (kwok serves them), and the controllers' Events on the timeline.
+    await second.goto("/applications/web?tab=tree");
+    const tree = second.getByTestId("resource-tree");
+    await expect(tree.locator('.node[data-kind="ReplicaSet"]')).toHaveCount(1);
+    await expect(tree.locator('.node[data-kind="Pod"][data-health="Healthy"]')).toHaveCount(2);
+    await second.screenshot({ path: "../docs/tree-kube.png", fullPage: true });
+    await second.getByTestId("logs-link").first().click();
+    await expect(second.getByTestId("log-text")).toContainText("kwok line 50: GET /healthz 200");
+    await second.goto("/applications/web?tab=timeline&kinds=kubernetes");
+    await expect(second.locator('[data-kind="kube_event"]', { hasText: "ScalingReplicaSet Deployment/web" }).first()).toBeVisible({ timeout: 30_000 });
+    await second.screenshot({ path: "artifacts/kube-events.png", fullPage: true });
+    await second.goto("/applications/web");
+    await hydrated(second);
+
     // A hand edit with kubectl is drift, with its diff.
     kubectl("patch", "deployment", "web", "--type=merge", "-p", '{"spec":{"replicas":5}}');
     await expect(second.getByTestId("drift-badge")).toBeVisible({ timeout: 30_000 });

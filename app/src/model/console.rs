@@ -266,6 +266,11 @@ pub const TIMELINE_GROUPS: &[(&str, &str, &[&str])] = &[
             "application",
         ],
     ),
+    (
+        "kubernetes",
+        "Kubernetes events",
+        &["kube_event", "kube_warning", "resource_action"],
+    ),
 ];
 
 /// How a timeline kind is shown: an icon (decorative), a label (always shown, so meaning never
@@ -298,6 +303,9 @@ pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) 
         "webhook" => ("↯", "Webhook", "unknown"),
         "refresh" => ("↻", "Refresh", "unknown"),
         "application" => ("✎", "Application", "unknown"),
+        "kube_event" => ("☸", "Kubernetes event", "unknown"),
+        "kube_warning" => ("⚠", "Kubernetes warning", "bad"),
+        "resource_action" => ("⚙", "Resource action", "warn"),
         _ => ("•", "Event", "unknown"),
     }
 }

@@ -728,7 +728,9 @@ impl World {
                     .cloned()
                     .collect()
             }
-            _ => Vec::new(),
+            // Garbage collection of what a simulated controller made (Deployment → ReplicaSets
+            // → Pods), as the real garbage collector does in the background.
+            _ => self.owned_by(old["metadata"]["uid"].as_str().unwrap_or_default()),
         };
         for dep in dependents {
             if let Some(obj) = self.objects.remove(&dep) {
@@ -739,7 +741,14 @@ impl World {
             self.unregister_crd(&old);
         }
         self.objects.remove(&key);
-        Ok(as_version(&self.commit_delete(key, old), rt))
+        let gone = as_version(&self.commit_delete(key, old.clone()), rt);
+        // A deleted pod of a simulated ReplicaSet is replaced, as its controller would.
+        if rt.group.is_empty() && rt.kind == "Pod" {
+            if let Some(deployment) = self.deployment_of_pod(&old) {
+                self.simulate_deployment(&deployment, ctx.now);
+            }
+        }
+        Ok(gone)
     }
 
     /// Marks a simulated workload ready once its delay has passed (if still at `generation`).
@@ -756,6 +765,9 @@ impl World {
         }
         if new != old {
             self.commit(key.clone(), new, EventType::Modified);
+        }
+        if key.group == "apps" && key.plural == "deployments" {
+            self.simulate_deployment(key, now);
         }
     }
 
@@ -1010,6 +1022,9 @@ impl World {
             EventType::Added
         };
         let created = as_version(&self.commit(key.clone(), new, kind), rt);
+        if rt.group == "apps" && rt.kind == "Deployment" {
+            self.simulate_deployment(&key, ctx.now);
+        }
         if is_crd && old.is_none() {
             self.establish(rt, key, &created, ctx);
         }
@@ -1550,4 +1565,229 @@ fn strategic_list(
     }
     out.extend(live_only.map(|(_, l)| l.clone()));
     Value::Array(out)
+}
+
+// ---- simulated Deployment controller --------------------------------------------------------
+
+impl World {
+    /// Keys of the objects whose ownerReferences name `uid`, and theirs (depth first).
+    fn owned_by(&self, uid: &str) -> Vec<ObjKey> {
+        if uid.is_empty() {
+            return Vec::new();
+        }
+        let direct: Vec<(ObjKey, String)> = self
+            .objects
+            .iter()
+            .filter(|(_, o)| {
+                o["metadata"]["ownerReferences"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|r| r["uid"] == uid))
+            })
+            .map(|(k, o)| {
+                (
+                    k.clone(),
+                    o["metadata"]["uid"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect();
+        let mut out = Vec::new();
+        for (k, child_uid) in direct {
+            out.extend(self.owned_by(&child_uid));
+            out.push(k);
+        }
+        out
+    }
+
+    fn type_of(&self, group: &str, kind: &str) -> Option<ResourceType> {
+        self.types
+            .iter()
+            .find(|t| t.group == group && t.version == "v1" && t.kind == kind)
+            .cloned()
+    }
+
+    /// The Deployment owning `pod` through its ReplicaSet, if the simulation made them.
+    fn deployment_of_pod(&self, pod: &Value) -> Option<ObjKey> {
+        let ns = pod["metadata"]["namespace"].as_str().unwrap_or_default();
+        let rs_name = pod["metadata"]["ownerReferences"]
+            .as_array()?
+            .iter()
+            .find(|r| r["kind"] == "ReplicaSet")?["name"]
+            .as_str()?;
+        let rs_t = self.type_of("apps", "ReplicaSet")?;
+        let rs = self.objects.get(&ObjKey::new(&rs_t, ns, rs_name))?;
+        let d_name = rs["metadata"]["ownerReferences"]
+            .as_array()?
+            .iter()
+            .find(|r| r["kind"] == "Deployment")?["name"]
+            .as_str()?;
+        let d_t = self.type_of("apps", "Deployment")?;
+        let key = ObjKey::new(&d_t, ns, d_name);
+        self.objects.contains_key(&key).then_some(key)
+    }
+
+    /// What the Deployment and ReplicaSet controllers, the scheduler and the kubelet would do
+    /// for Deployment `key`: one ReplicaSet per pod template (`<name>-<template hash>`, older ones
+    /// scaled to 0 and their pods removed) and `spec.replicas` Pods of the current one, Running —
+    /// Ready once the Deployment reports them ready, `CrashLoopBackOff` for an image tagged
+    /// `broken`. Enough for the live tree, pod logs and actions to have something real to show.
+    fn simulate_deployment(&mut self, key: &ObjKey, now: Millis) {
+        use sha2::Digest;
+        let (Some(d), Some(rs_t), Some(pod_t)) = (
+            self.objects.get(key).cloned(),
+            self.type_of("apps", "ReplicaSet"),
+            self.type_of("", "Pod"),
+        ) else {
+            return;
+        };
+        let ns = key.namespace.clone();
+        let d_uid = d["metadata"]["uid"].as_str().unwrap_or_default().to_owned();
+        let d_name = key.name.clone();
+        let replicas = d["spec"]["replicas"].as_i64().unwrap_or(1).max(0);
+        let template = d["spec"]["template"].clone();
+        let hash: String = hex_prefix(&sha2::Sha256::digest(template.to_string().as_bytes()), 5);
+        let rs_name = format!("{d_name}-{hash}");
+        let broken = status::is_broken(&d);
+        let ready = !broken && d["status"]["readyReplicas"].as_i64() == Some(replicas);
+        let stamp = rfc3339(now);
+        let owner = |api: &str, kind: &str, name: &str, uid: &str| {
+            json!([{"apiVersion": api, "kind": kind, "name": name, "uid": uid,
+                    "controller": true, "blockOwnerDeletion": true}])
+        };
+        // Older ReplicaSets: scaled to 0, their pods gone.
+        let old_sets: Vec<ObjKey> = self
+            .objects
+            .iter()
+            .filter(|(k, o)| {
+                k.plural == "replicasets"
+                    && k.namespace == ns
+                    && k.name != rs_name
+                    && o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|r| r["uid"] == d_uid.as_str()))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in old_sets {
+            let Some(old) = self.objects.get(&k).cloned() else {
+                continue;
+            };
+            for pod in self.owned_by(old["metadata"]["uid"].as_str().unwrap_or_default()) {
+                if let Some(p) = self.objects.remove(&pod) {
+                    self.commit_delete(pod, p);
+                }
+            }
+            let mut new = old.clone();
+            new["spec"]["replicas"] = json!(0);
+            new["status"] = json!({"replicas": 0, "observedGeneration": 1});
+            if new != old {
+                self.commit(k, new, EventType::Modified);
+            }
+        }
+        // The current ReplicaSet.
+        let rs_key = ObjKey::new(&rs_t, &ns, &rs_name);
+        let existing = self.objects.get(&rs_key).cloned();
+        let mut labels = template["metadata"]["labels"].clone();
+        if !labels.is_object() {
+            labels = json!({});
+        }
+        labels["pod-template-hash"] = json!(hash);
+        let rs_uid = existing
+            .as_ref()
+            .and_then(|o| o["metadata"]["uid"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let ready_count = if ready { replicas } else { 0 };
+        let rs = json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
+            "metadata": {"name": rs_name, "namespace": ns, "uid": rs_uid, "generation": 1,
+                "creationTimestamp": existing.as_ref().map_or(json!(stamp), |o| o["metadata"]["creationTimestamp"].clone()),
+                "labels": labels,
+                "ownerReferences": owner("apps/v1", "Deployment", &d_name, &d_uid)},
+            "spec": {"replicas": replicas, "selector": d["spec"]["selector"], "template": template},
+            "status": {"replicas": replicas, "readyReplicas": ready_count,
+                       "availableReplicas": ready_count, "observedGeneration": 1},
+        });
+        if existing.as_ref() != Some(&rs) {
+            let kind = if existing.is_some() {
+                EventType::Modified
+            } else {
+                EventType::Added
+            };
+            let mut rs = rs;
+            if let Some(e) = &existing {
+                rs["metadata"]["resourceVersion"] = e["metadata"]["resourceVersion"].clone();
+            }
+            self.commit(rs_key, rs, kind);
+        }
+        // Its pods.
+        let pods: Vec<ObjKey> = self
+            .objects
+            .iter()
+            .filter(|(k, o)| {
+                k.plural == "pods"
+                    && k.namespace == ns
+                    && o["metadata"]["ownerReferences"]
+                        .as_array()
+                        .is_some_and(|rs| rs.iter().any(|r| r["uid"] == rs_uid.as_str()))
+            })
+            .map(|(k, _)| k.clone())
+            .collect();
+        let want = usize::try_from(replicas).unwrap_or(0);
+        for extra in pods.iter().skip(want) {
+            if let Some(p) = self.objects.remove(extra) {
+                self.commit_delete(extra.clone(), p);
+            }
+        }
+        let containers: Vec<Value> = template["spec"]["containers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let pod_status = |started: &Value| {
+            let statuses: Vec<Value> = containers
+                .iter()
+                .map(|c| {
+                    let state = if broken {
+                        json!({"waiting": {"reason": "CrashLoopBackOff",
+                               "message": "back-off 5m0s restarting failed container"}})
+                    } else {
+                        json!({"running": {"startedAt": started}})
+                    };
+                    json!({"name": c["name"], "image": c["image"], "ready": ready,
+                           "restartCount": if broken { 5 } else { 0 }, "state": state})
+                })
+                .collect();
+            json!({"phase": "Running", "startTime": started,
+                   "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                   "containerStatuses": statuses})
+        };
+        for (i, pod_key) in pods.iter().take(want).enumerate() {
+            let _ = i;
+            let Some(old) = self.objects.get(pod_key).cloned() else {
+                continue;
+            };
+            let mut new = old.clone();
+            new["status"] = pod_status(&old["metadata"]["creationTimestamp"]);
+            if new != old {
+                self.commit(pod_key.clone(), new, EventType::Modified);
+            }
+        }
+        for _ in pods.len()..want {
+            let suffix = &uuid::Uuid::new_v4().simple().to_string()[..5];
+            let name = format!("{rs_name}-{suffix}");
+            let mut pod_labels = labels.clone();
+            pod_labels["pod-template-hash"] = json!(hash);
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"name": name, "namespace": ns, "uid": uuid::Uuid::new_v4().to_string(),
+                    "generation": 1, "creationTimestamp": stamp, "labels": pod_labels,
+                    "ownerReferences": owner("apps/v1", "ReplicaSet", &rs_name, &rs_uid)},
+                "spec": template["spec"],
+                "status": pod_status(&json!(stamp)),
+            });
+            self.commit(ObjKey::new(&pod_t, &ns, &name), pod, EventType::Added);
+        }
+    }
+}
+
+fn hex_prefix(bytes: &[u8], n: usize) -> String {
+    bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }

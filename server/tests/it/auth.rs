@@ -407,13 +407,17 @@ async fn the_rbac_matrix_holds_for_every_role_action_and_entry_point() {
             "/api/v1/applications/{name}/rollback" => {
                 json!({"revision": "0000000", "reason": "matrix"})
             }
+            "/api/v1/applications/{name}/resources/actions" => {
+                json!({"action": "restart", "apiVersion": "apps/v1", "kind": "Deployment",
+                       "namespace": "guestbook", "name": "web"})
+            }
             _ => json!({"dry_run": true}),
         }
     };
     let routes: Vec<(&str, &str, Action)> = policy::mutating_routes()
         .filter(|(_, p, _)| p.starts_with("/api/v1/applications"))
         .collect();
-    assert_eq!(routes.len(), 6, "{routes:?}");
+    assert_eq!(routes.len(), 7, "{routes:?}");
 
     let mut checked = 0;
     for (role, user) in [
@@ -483,7 +487,7 @@ async fn the_rbac_matrix_holds_for_every_role_action_and_entry_point() {
             assert_eq!(f.status(), 403);
         }
     }
-    assert_eq!(checked, 6 * 7);
+    assert_eq!(checked, 7 * 7);
     // Denied requests changed nothing and were recorded.
     let apps = server.store.list_applications().await.unwrap();
     assert!(
@@ -491,7 +495,7 @@ async fn the_rbac_matrix_holds_for_every_role_action_and_entry_point() {
         "admins created it"
     );
     let denials = audit_rows(&server, "access_denied").await;
-    assert_eq!(denials.len(), 6 + 2 * 6 + 2 * 2 + 2, "{denials:?}");
+    assert_eq!(denials.len(), 7 + 2 * 7 + 2 * 2 + 2, "{denials:?}");
 
     // A deployer bound to another project may look but not act on this one.
     let pete = server.browser_signed_in("pete", "pete-password").await;

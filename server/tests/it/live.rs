@@ -1,13 +1,13 @@
 //! The live resource tree, live manifests, Kubernetes Events on the timeline, pod logs and
 //! resource actions, through a running Tidemark. On the real control plane (`make test-kube`,
-//! `live::` in KUBE_TESTS) the controllers make the ReplicaSets, Pods and Events; on a sandbox,
-//! which runs no controllers, the test makes a ReplicaSet and a Pod owned as a controller would
-//! own them. Pod logs are tested on the sandbox only: kwok's nodes have no kubelet to serve
-//! `pods/log` (the API server answers that it cannot reach the node).
+//! `live::` in KUBE_TESTS) the controllers make the ReplicaSets, Pods and Events, and kwok serves
+//! pod logs from a file (scripts/kube-env.sh); on a sandbox, its simulated Deployment controller
+//! makes the ReplicaSets and Pods and it writes synthetic log lines. Events come only from real
+//! controllers: those assertions run on the control plane.
 
 use std::time::{Duration, Instant};
 
-use kube::api::{Api, DynamicObject, PostParams};
+use kube::api::{Api, DynamicObject};
 use serde_json::{json, Value};
 use server::config::{ApplicationSettings, ClusterSettings, RepositorySettings};
 
@@ -132,71 +132,21 @@ fn find<'a>(nodes: &'a Value, kind: &str) -> Vec<&'a Value> {
     out
 }
 
-/// A ReplicaSet and a Pod owned as the Deployment controller would own them (sandbox only).
-async fn make_descendants(l: &Live) {
-    let c = &l.cluster.client;
-    let deploy: Api<DynamicObject> = Api::namespaced_with(
-        c.clone(),
-        &l.ns,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "apps",
-            "v1",
-            "Deployment",
-        )),
-    );
-    let d = deploy.get("web").await.unwrap();
-    let owner = |api: &str, kind: &str, name: &str, uid: &str| json!([{"apiVersion": api, "kind": kind, "name": name, "uid": uid, "controller": true}]);
-    let rs_api: Api<DynamicObject> = Api::namespaced_with(
-        c.clone(),
-        &l.ns,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "apps",
-            "v1",
-            "ReplicaSet",
-        )),
-    );
-    let rs: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "apps/v1", "kind": "ReplicaSet",
-        "metadata": {"name": "web-5d4f", "namespace": l.ns,
-                     "ownerReferences": owner("apps/v1", "Deployment", "web", d.metadata.uid.as_deref().unwrap())},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-                 "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}
-    }))
-    .unwrap();
-    let rs = rs_api.create(&PostParams::default(), &rs).await.unwrap();
-    let pods: Api<DynamicObject> = Api::namespaced_with(
-        c.clone(),
-        &l.ns,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("", "v1", "Pod")),
-    );
-    let pod: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "web-5d4f-x2k", "namespace": l.ns, "labels": {"app": "web"},
-                     "ownerReferences": owner("apps/v1", "ReplicaSet", "web-5d4f", rs.metadata.uid.as_deref().unwrap())},
-        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}, {"name": "proxy", "image": "envoy:1"}]}
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked_and_audited() {
     let l = start("").await;
     let base = format!("{}/api/v1/applications/shop", l.server.base);
     let real = l.cluster.sandbox.is_none();
-    if !real {
-        make_descendants(&l).await;
-    }
     // Deployment → ReplicaSet → Pods, from the watch caches (kwok runs the pods on a real
     // control plane).
-    let want_pods = if real { 2 } else { 1 };
+    let want_pods = 2;
     let started = Instant::now();
     let tree = loop {
         let (code, body) = get_json(&l.server.client, &format!("{base}/tree")).await;
         assert_eq!(code, 200, "{body}");
         let running = find(&body["nodes"], "Pod")
             .iter()
-            .filter(|p| !real || (p["status"] == "Running" && p["health"] == "Healthy"))
+            .filter(|p| p["status"] == "Running" && p["health"] == "Healthy")
             .count();
         if running == want_pods {
             break body;
@@ -433,32 +383,22 @@ async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked
     // Pod logs — the sandbox writes synthetic lines, kwok serves a file of 50 lines through the
     // real API server's pods/log proxy (kube-env.sh's ClusterLogs): viewers are refused,
     // deployers read, every read audited; tail, container choice, download and follow.
-    let (log_pod, other_container, has) = if real {
-        let started = Instant::now();
-        let name = loop {
-            let (_, t) = get_json(&l.server.client, &format!("{base}/tree")).await;
-            if let Some(p) = find(&t["nodes"], "Pod")
-                .iter()
-                .find(|p| p["status"] == "Running")
-            {
-                break p["name"].as_str().unwrap().to_owned();
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "a running pod: {t}"
-            );
-            tokio::time::sleep(Duration::from_millis(300)).await;
-        };
-        (name, "web", "it has: web")
-    } else {
-        let (_, tree) = get_json(&l.server.client, &format!("{base}/tree")).await;
+    let started = Instant::now();
+    let log_pod = loop {
+        let (_, t) = get_json(&l.server.client, &format!("{base}/tree")).await;
+        if let Some(p) = find(&t["nodes"], "Pod")
+            .iter()
+            .find(|p| p["status"] == "Running")
+        {
+            break p["name"].as_str().unwrap().to_owned();
+        }
         assert!(
-            find(&tree["nodes"], "Pod").is_empty(),
-            "the pod was deleted"
+            started.elapsed() < Duration::from_secs(60),
+            "a running pod: {t}"
         );
-        make_logs_pod(&l).await;
-        ("web-5d4f-y7z".to_owned(), "proxy", "it has: web, proxy")
+        tokio::time::sleep(Duration::from_millis(300)).await;
     };
+    let (other_container, has) = ("web", "it has: web");
     let logs = format!("{base}/pods/{}/{log_pod}/logs", l.ns);
     let r = viewer
         .get(format!("{logs}?container=web"))
@@ -528,46 +468,6 @@ async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked
         .filter(|r| r.event.action == "pod_logs" && r.event.outcome == "success")
         .count();
     assert!(reads >= 3, "every read is audited ({reads})");
-}
-
-/// Another pod of the ReplicaSet (the first was deleted; no controller replaces it here).
-async fn make_logs_pod(l: &Live) {
-    let c = &l.cluster.client;
-    let rs_api: Api<DynamicObject> = Api::namespaced_with(
-        c.clone(),
-        &l.ns,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "apps",
-            "v1",
-            "ReplicaSet",
-        )),
-    );
-    let rs = rs_api.get("web-5d4f").await.unwrap();
-    let pods: Api<DynamicObject> = Api::namespaced_with(
-        c.clone(),
-        &l.ns,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk("", "v1", "Pod")),
-    );
-    let pod: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "web-5d4f-y7z", "namespace": l.ns,
-                     "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "web-5d4f",
-                                          "uid": rs.metadata.uid, "controller": true}]},
-        "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}, {"name": "proxy", "image": "envoy:1"}]}
-    }))
-    .unwrap();
-    pods.create(&PostParams::default(), &pod).await.unwrap();
-    // The tree reads the watch cache: wait until it shows the pod.
-    let base = format!("{}/api/v1/applications/shop", l.server.base);
-    wait(
-        Duration::from_secs(20),
-        "the new pod in the tree",
-        || async {
-            let (_, t) = get_json(&l.server.client, &format!("{base}/tree")).await;
-            find(&t["nodes"], "Pod").len() == 1
-        },
-    )
-    .await;
 }
 
 /// On the real control plane: pods that cannot be scheduled give Warning events on the

@@ -397,9 +397,15 @@ async fn project_scoped_callers_read_only_their_projects_through_every_route() {
             "/api/v1/applications/{name}/diff",
             "/api/v1/applications/{name}/revisions",
             "/api/v1/applications/{name}/events",
+            "/api/v1/applications/{name}/tree",
+            "/api/v1/applications/{name}/live",
+            "/api/v1/applications/{name}/pods/{namespace}/{pod}/logs",
         ];
         for route in per_app {
-            let path = route.replace("{name}", "podinfo");
+            let path = route
+                .replace("{name}", "podinfo")
+                .replace("{namespace}", "podinfo")
+                .replace("{pod}", "web-1");
             let resp = scoped
                 .get(format!("{}{path}", server.base))
                 .send()
