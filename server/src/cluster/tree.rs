@@ -43,7 +43,7 @@ pub struct TreeNode {
     /// Why it has that health ("2 of 3 pods available", "CrashLoopBackOff").
     pub message: String,
     /// A short status word for summaries: a Pod's phase or its container's waiting/terminated
-    /// reason, a ReplicaSet's "ready/desired"; else the health.
+    /// reason, a workload's "ready/desired"; empty for other kinds.
     pub status: String,
     /// `metadata.creationTimestamp` (RFC 3339), empty when missing.
     pub created: String,
@@ -94,7 +94,11 @@ pub fn status_word(obj: &Value, health: Health) -> String {
             status["readyReplicas"].as_i64().unwrap_or(0),
             obj["spec"]["replicas"].as_i64().unwrap_or(1)
         ),
-        _ => format!("{health:?}"),
+        // Nothing to add to the health for other kinds.
+        _ => {
+            let _ = health;
+            String::new()
+        }
     }
 }
 
@@ -186,9 +190,14 @@ pub fn build(roots: &[(Value, Option<Value>)], pool: &[Value]) -> Vec<TreeNode> 
 pub fn summarize(kind: &str, nodes: &[&TreeNode]) -> String {
     let mut counts: Vec<(String, usize)> = Vec::new();
     for n in nodes {
-        match counts.iter_mut().find(|(s, _)| *s == n.status) {
+        let status = if n.status.is_empty() {
+            format!("{:?}", n.health)
+        } else {
+            n.status.clone()
+        };
+        match counts.iter_mut().find(|(s, _)| *s == status) {
             Some((_, c)) => *c += 1,
-            None => counts.push((n.status.clone(), 1)),
+            None => counts.push((status, 1)),
         }
     }
     counts.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));

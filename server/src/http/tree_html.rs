@@ -105,11 +105,15 @@ fn node_line(out: &mut String, app: &str, n: &TreeNode, now_ms: i64, rights: Rig
     let href = format!("/applications/{}?tab=tree&node={}", q(app), q(&node_key(n)));
     let _ = write!(
         out,
-        r#"<span class="node" data-kind="{kind}" data-name="{name}" data-health="{health:?}"><span class="status {cls}" title="{health:?}"><span aria-hidden="true">{icon} </span>{health:?}</span> <span class="kind">{kind}</span> <a class="mono" href="{href}">{name}</a> <span class="chip">{status}</span>"#,
+        r#"<span class="node" data-kind="{kind}" data-name="{name}" data-health="{health:?}"><span class="status {cls}" title="{health:?}"><span aria-hidden="true">{icon} </span>{health:?}</span> <span class="kind">{kind}</span> <a class="mono" href="{href}">{name}</a>{status}"#,
         kind = esc(&n.kind),
         name = esc(&n.name),
         health = n.health,
-        status = esc(&n.status),
+        status = if n.status.is_empty() {
+            String::new()
+        } else {
+            format!(r#" <span class="chip">{}</span>"#, esc(&n.status))
+        },
     );
     let age = age(&n.created, now_ms);
     if !age.is_empty() {
