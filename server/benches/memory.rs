@@ -1,6 +1,8 @@
 //! Resident memory of a running Tidemark managing 1,000 applications with 10,000 objects in the
-//! sandbox (target: <= 150 MB). The sandbox runs in this process; Tidemark is the real binary,
-//! measured from /proc once every application is Synced.
+//! sandbox — each application 9 ConfigMaps and a Deployment of 2 replicas, whose ReplicaSet and
+//! 2 Pods (3,000 descendants, made by the sandbox's simulated controller) Tidemark watches for
+//! the live tree — (target: <= 150 MB). The sandbox runs in this process; Tidemark is the real
+//! binary, measured from /proc once every application is Synced and 100 trees were read.
 //!
 //! `cargo bench -p server --bench memory` (`MEMORY_APPS` changes the number of applications).
 
@@ -30,6 +32,8 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1000);
+    // MEMORY_DESCENDANTS=0: ConfigMaps only (no Deployment, no descendants), the baseline.
+    let with_deployments = std::env::var("MEMORY_DESCENDANTS").map_or(true, |v| v != "0");
     let work = tempfile::tempdir().unwrap();
     let repo = work.path().join("repo");
     std::fs::create_dir_all(&repo).unwrap();
@@ -46,7 +50,12 @@ async fn main() {
     git(&["init", "-q", "-b", "main"]);
     for a in 0..apps {
         let mut docs = String::new();
-        for o in 0..OBJECTS_PER_APP {
+        if with_deployments {
+            docs.push_str(&format!(
+            "---\napiVersion: apps/v1\nkind: Deployment\nmetadata: {{name: app-{a}-web}}\nspec:\n  replicas: 2\n  selector: {{matchLabels: {{app: app-{a}}}}}\n  template:\n    metadata: {{labels: {{app: app-{a}}}}}\n    spec: {{containers: [{{name: web, image: 'nginx:1.27'}}]}}\n"
+        ));
+        }
+        for o in usize::from(with_deployments)..OBJECTS_PER_APP {
             docs.push_str(&format!(
                 "---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: app-{a}-cm-{o}, labels: {{app: app-{a}}}}}\ndata: {{key: value-{o}, owner: app-{a}}}\n"
             ));
@@ -161,14 +170,36 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let took = started.elapsed();
+    let rss_synced = rss_kib(child.id(), "VmRSS:");
+    // Read 100 trees (each: the Deployment, its ReplicaSet and 2 Pods, plus 9 ConfigMaps).
+    let tree_started = Instant::now();
+    let mut nodes = 0;
+    for a in 0..apps.min(100) {
+        let tree: serde_json::Value = client
+            .get(format!("{base}/api/v1/applications/app-{a}/tree"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        nodes += tree["count"].as_u64().unwrap_or(0);
+    }
+    let tree_took = tree_started.elapsed();
     let pid = child.id();
     let (rss, peak) = (rss_kib(pid, "VmRSS:"), rss_kib(pid, "VmHWM:"));
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(synced, apps, "not every application reached Synced");
     println!(
-        "{apps} applications, {} objects in the sandbox, all Synced after {took:.1?}",
-        apps * OBJECTS_PER_APP
+        "{apps} applications, {} objects from Git and {} descendants in the sandbox, all Synced after {took:.1?}",
+        apps * OBJECTS_PER_APP,
+        if with_deployments { apps * 3 } else { 0 }
+    );
+    println!(
+        "{} trees read ({nodes} nodes) in {tree_took:.1?}; resident memory before them: {:.1} MB",
+        apps.min(100),
+        rss_synced as f64 / 1024.0
     );
     println!(
         "tidemark resident memory: {:.1} MB now, {:.1} MB peak (target <= 150 MB)",

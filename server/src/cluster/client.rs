@@ -272,6 +272,7 @@ impl ClusterClient {
                     if o.types.is_none() {
                         o.types = Some(types.clone());
                     }
+                    super::tree::trim_descendant(o);
                 }),
         );
         let events = self.events.clone();
@@ -473,37 +474,6 @@ impl ClusterClient {
                 Ok(patched)
             }
             Err(e) => Err(Self::api_error(obj, e)),
-        }
-    }
-
-    /// Every object of a kind in the watch cache, all namespaces (empty when the cluster does
-    /// not serve the kind; read directly when it cannot be watched).
-    pub async fn cached_objects(&self, api_version: &str, kind: &str) -> Vec<Value> {
-        let Ok((ar, _)) = self.resolve(api_version, kind).await else {
-            return Vec::new();
-        };
-        match self.cache(&ar).await {
-            Some(cache) => cache
-                .state()
-                .iter()
-                .map(|o| serde_json::to_value(&**o).unwrap_or(Value::Null))
-                .collect(),
-            None => {
-                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
-                match api.list(&Default::default()).await {
-                    Ok(list) => list
-                        .items
-                        .into_iter()
-                        .map(|o| {
-                            let mut v = serde_json::to_value(o).unwrap_or(Value::Null);
-                            v["apiVersion"] = ar.api_version.clone().into();
-                            v["kind"] = ar.kind.clone().into();
-                            v
-                        })
-                        .collect(),
-                    Err(_) => Vec::new(),
-                }
-            }
         }
     }
 

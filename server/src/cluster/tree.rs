@@ -4,7 +4,7 @@
 //! per page view. Descendants are the kinds in [`CHILD_KINDS`], watched cluster-wide from the
 //! first use (the event recorder starts them at start-up).
 //!
-//! The tree is built by [`build`], a pure function; [`ClusterClient::descendant_pool`] gathers
+//! The tree is built by [`build`], a pure function; [`ClusterClient::descendants_of`] gathers
 //! its input and [`ClusterClient::application_of`] walks the other way (an object up to the
 //! application whose tracking annotation one of its owners carries).
 
@@ -211,18 +211,101 @@ pub fn summarize(kind: &str, nodes: &[&TreeNode]) -> String {
     )
 }
 
+/// Keeps in the watch cache only what the tree, health, logs and owner walks read of an object
+/// a controller made (a descendant kind without Tidemark's tracking annotation): no
+/// `managedFields`, a Pod's spec cut to its containers' names and images and its node, a
+/// ControllerRevision without its `data`. Objects Git declares (tracked) are kept whole — the
+/// compare reads them. The live manifest is read from the API server, never from here.
+pub fn trim_descendant(o: &mut kube::api::DynamicObject) {
+    let Some(kind) = o.types.as_ref().map(|t| t.kind.clone()) else {
+        return;
+    };
+    if !CHILD_KINDS.iter().any(|(_, k)| *k == kind) {
+        return;
+    }
+    let tracked = o
+        .metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(crate::domain::tracking::TRACKING_ANNOTATION));
+    if tracked {
+        return;
+    }
+    o.metadata.managed_fields = None;
+    if let Some(a) = o.metadata.annotations.as_mut() {
+        a.remove("kubectl.kubernetes.io/last-applied-configuration");
+    }
+    match kind.as_str() {
+        "Pod" => {
+            let containers = |list: &Value| -> Value {
+                Value::Array(
+                    list.as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|c| json!({"name": c["name"], "image": c["image"]}))
+                        .collect(),
+                )
+            };
+            let spec = &o.data["spec"];
+            let trimmed = json!({
+                "containers": containers(&spec["containers"]),
+                "initContainers": containers(&spec["initContainers"]),
+                "nodeName": spec["nodeName"],
+            });
+            o.data["spec"] = trimmed;
+        }
+        "ReplicaSet" | "Job" => {
+            // The pod template is the bulk; the tree reads replicas and status.
+            if let Some(spec) = o.data["spec"].as_object_mut() {
+                spec.remove("template");
+            }
+        }
+        "ControllerRevision" => {
+            if let Some(d) = o.data.as_object_mut() {
+                d.remove("data");
+            }
+        }
+        _ => {}
+    }
+}
+
 impl ClusterClient {
-    /// Every cached object of the kinds in [`CHILD_KINDS`] that has an owner (starting their
-    /// watches on first use; kinds the cluster does not serve are skipped).
-    pub async fn descendant_pool(&self) -> Vec<Value> {
-        let mut out = Vec::new();
+    /// The cached descendants of the objects with uids `roots`: objects of the kinds in
+    /// [`CHILD_KINDS`] whose ownerReferences name one of them, then theirs, to [`MAX_DEPTH`]
+    /// (starting the watches on first use; kinds the cluster does not serve are skipped). Only
+    /// the matches are copied out of the caches.
+    pub async fn descendants_of(&self, roots: &[String]) -> Vec<Value> {
+        let mut states = Vec::new();
         for (api_version, kind) in CHILD_KINDS {
-            out.extend(
-                self.cached_objects(api_version, kind)
-                    .await
-                    .into_iter()
-                    .filter(|o| o["metadata"]["ownerReferences"].is_array()),
-            );
+            if let Ok((ar, _)) = self.resolve(api_version, kind).await {
+                if let Some(cache) = self.cache(&ar).await {
+                    states.push(cache.state());
+                }
+            }
+        }
+        let mut wanted: HashSet<&str> = roots.iter().map(String::as_str).collect();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut out = Vec::new();
+        for _ in 0..MAX_DEPTH {
+            let mut next: HashSet<&str> = HashSet::new();
+            for obj in states.iter().flatten() {
+                let owned = obj
+                    .metadata
+                    .owner_references
+                    .as_ref()
+                    .is_some_and(|refs| refs.iter().any(|r| wanted.contains(r.uid.as_str())));
+                let Some(uid) = obj.metadata.uid.as_deref() else {
+                    continue;
+                };
+                if owned && seen.insert(uid.to_owned()) {
+                    next.insert(uid);
+                    out.push(serde_json::to_value(&**obj).unwrap_or(Value::Null));
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            wanted = next;
         }
         out
     }

@@ -94,7 +94,12 @@ pub async fn tree(
         let live = cluster.get(&obj).await.map_err(cluster_error)?;
         roots.push((obj, live));
     }
-    let pool = cluster.descendant_pool().await;
+    let uids: Vec<String> = roots
+        .iter()
+        .filter_map(|(_, live)| live.as_ref())
+        .filter_map(|l| l["metadata"]["uid"].as_str().map(str::to_owned))
+        .collect();
+    let pool = cluster.descendants_of(&uids).await;
     Ok(tree::build(&roots, &pool))
 }
 
