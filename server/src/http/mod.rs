@@ -9,7 +9,7 @@ mod live;
 mod ports;
 mod requests;
 mod rest;
-mod tree_html;
+pub mod tree_html;
 pub mod webhooks;
 
 use std::sync::Arc;
