@@ -99,6 +99,9 @@
     if (b._es) { b._es.close(); b._es = null; b.textContent = "Follow"; return; }
     const es = new EventSource(b.dataset.follow);
     b._es = es; b.textContent = "Stop";
-    es.addEventListener("line", (m) => { pre.append(m.data + "\n"); pre.scrollTop = pre.scrollHeight; });
+    es.addEventListener("line", (m) => {
+      if (!pre.isConnected) { es.close(); return; }
+      pre.append(m.data + "\n"); pre.scrollTop = pre.scrollHeight;
+    });
   });
 })();

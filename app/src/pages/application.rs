@@ -515,11 +515,14 @@ fn TreeTab(name: Memo<String>, live: RwSignal<u64>) -> impl IntoView {
     let tree = Resource::new(
         move || {
             let q = |k: &str| query.with(|m| m.get(k).unwrap_or_default());
+            // An open log is not re-read on every change (each read is an audit row).
+            let logs = q("logs");
+            let bump = if logs.is_empty() { live.get() } else { 0 };
             (
                 name.get(),
-                [q("kind"), q("health"), q("node"), q("logs"), q("container")],
+                [q("kind"), q("health"), q("node"), logs, q("container")],
                 q("managed") == "1",
-                live.get(),
+                bump,
             )
         },
         |(n, [kind, health, node, logs, container], managed, _)| {

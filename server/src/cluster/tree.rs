@@ -212,23 +212,38 @@ pub fn summarize(kind: &str, nodes: &[&TreeNode]) -> String {
 }
 
 /// Keeps in the watch cache only what the tree, health, logs and owner walks read of an object
-/// a controller made (a descendant kind without Tidemark's tracking annotation): no
+/// a controller made (a descendant kind with a controller owner and without Tidemark's tracking
+/// annotation): no
 /// `managedFields`, a Pod's spec cut to its containers' names and images and its node, a
 /// ControllerRevision without its `data`. Objects Git declares (tracked) are kept whole — the
 /// compare reads them. The live manifest is read from the API server, never from here.
 pub fn trim_descendant(o: &mut kube::api::DynamicObject) {
-    let Some(kind) = o.types.as_ref().map(|t| t.kind.clone()) else {
+    let Some((api_version, kind)) = o
+        .types
+        .as_ref()
+        .map(|t| (t.api_version.clone(), t.kind.clone()))
+    else {
         return;
     };
-    if !CHILD_KINDS.iter().any(|(_, k)| *k == kind) {
+    if !CHILD_KINDS
+        .iter()
+        .any(|(v, k)| *v == api_version && *k == kind)
+    {
         return;
     }
+    // Only what a controller made: a controller owner and no tracking annotation. An object
+    // Git declares (tracked, or unmarked before its first sync) is kept whole for the compare.
     let tracked = o
         .metadata
         .annotations
         .as_ref()
         .is_some_and(|a| a.contains_key(crate::domain::tracking::TRACKING_ANNOTATION));
-    if tracked {
+    let controlled = o
+        .metadata
+        .owner_references
+        .as_ref()
+        .is_some_and(|refs| refs.iter().any(|r| r.controller == Some(true)));
+    if tracked || !controlled {
         return;
     }
     o.metadata.managed_fields = None;
@@ -327,10 +342,20 @@ impl ClusterClient {
     pub async fn application_of(&self, obj: &Value) -> Option<String> {
         let mut current = self.get(obj).await.ok()??;
         for _ in 0..MAX_DEPTH {
-            if let Some(app) = current["metadata"]["annotations"]
-                [crate::domain::tracking::TRACKING_ANNOTATION]
+            // The annotation counts only on the object it names (a copy on another object, or
+            // one written by hand for someone else's application, does not).
+            let m = &current["metadata"];
+            if let Some(app) = m["annotations"][crate::domain::tracking::TRACKING_ANNOTATION]
                 .as_str()
-                .and_then(crate::domain::tracking::application_of)
+                .and_then(|v| {
+                    crate::domain::tracking::application_of_object(
+                        v,
+                        current["apiVersion"].as_str().unwrap_or_default(),
+                        current["kind"].as_str().unwrap_or_default(),
+                        m["namespace"].as_str().unwrap_or_default(),
+                        m["name"].as_str().unwrap_or_default(),
+                    )
+                })
             {
                 return Some(app.to_owned());
             }

@@ -89,6 +89,9 @@ impl Recorder {
         let Some(app) = cluster.application_of(&reference).await else {
             return Ok(());
         };
+        if self.known.len() > 10_000 {
+            self.known.clear();
+        }
         let ours = match self.known.get(&app) {
             Some((ours, at)) if at.elapsed() < Duration::from_secs(60) => *ours,
             _ => {
@@ -103,10 +106,16 @@ impl Recorder {
         if !ours {
             return Ok(());
         }
-        let object_uid = involved
-            .uid
-            .clone()
-            .unwrap_or_else(|| format!("{kind}/{namespace}/{name}"));
+        // Rate limited per object and reason: a different reason (Scheduled, then Failed) is
+        // never held back by the one before.
+        let object_uid = format!(
+            "{}/{}",
+            involved
+                .uid
+                .clone()
+                .unwrap_or_else(|| format!("{kind}/{namespace}/{name}")),
+            event.reason.as_deref().unwrap_or_default()
+        );
         if self
             .last_entry
             .get(&object_uid)
@@ -133,7 +142,7 @@ impl Recorder {
 
 /// The timeline entry of an Event: `(kind, message, detail, when)`. The message reads
 /// "Warning BackOff Pod/web-7c9-x2k: Back-off restarting failed container (×4)"; the time is the
-/// Event's last occurrence (else now).
+/// Event's latest occurrence (else now).
 pub fn describe(
     event: &Event,
     kind: &str,
@@ -150,10 +159,14 @@ pub fn describe(
     let text = event.message.as_deref().unwrap_or("").trim();
     let times = count_suffix(count);
     let message = format!("{type_} {reason} {kind}/{name}: {text}{times}");
+    // The latest occurrence: a series' last observation (events.k8s.io), else lastTimestamp
+    // (core/v1), else when it first happened.
     let when = event
-        .last_timestamp
+        .series
         .as_ref()
+        .and_then(|s| s.last_observed_time.as_ref())
         .map(|t| t.0)
+        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0))
         .or_else(|| event.event_time.as_ref().map(|t| t.0))
         .or_else(|| event.first_timestamp.as_ref().map(|t| t.0));
     let at = when

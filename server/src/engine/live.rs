@@ -19,6 +19,9 @@ use crate::store::{AppSource, Store};
 /// What stands for a Secret's value in every live view.
 pub const REDACTED: &str = "(redacted)";
 
+/// The status word of a declared object that exists but is not this application's.
+pub const NOT_OURS: &str = "Not this application's";
+
 /// An object's identity as the tree, REST and forms name it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -90,9 +93,28 @@ pub async fn tree(
 ) -> Result<Vec<TreeNode>, EngineError> {
     let desired = desired(store, cluster, source).await?;
     let mut roots = Vec::with_capacity(desired.len());
+    let mut foreign = Vec::new();
     for obj in desired {
-        let live = cluster.get(&obj).await.map_err(cluster_error)?;
-        roots.push((obj, live));
+        let live = match cluster.get(&obj).await {
+            Ok(live) => live,
+            // A kind the cluster does not serve yet (its CRD comes later): missing.
+            Err(ClusterError::UnknownKind { .. }) => None,
+            Err(e) => return Err(cluster_error(e)),
+        };
+        // Only an object this application applied (its tracking annotation names this
+        // application and this object) is shown live — not one Git merely names: a render is
+        // not approved or deployed yet, and the object may be someone else's.
+        let id = crate::reconcile::tracking_id(&source.name, &crate::diff::ObjectRef::of(&obj));
+        let ours = live.as_ref().is_none_or(|l| {
+            l["metadata"]["annotations"][crate::domain::tracking::TRACKING_ANNOTATION].as_str()
+                == Some(id.as_str())
+        });
+        if !ours {
+            foreign.push(roots.len());
+            roots.push((obj, None));
+        } else {
+            roots.push((obj, live));
+        }
     }
     let uids: Vec<String> = roots
         .iter()
@@ -100,7 +122,14 @@ pub async fn tree(
         .filter_map(|l| l["metadata"]["uid"].as_str().map(str::to_owned))
         .collect();
     let pool = cluster.descendants_of(&uids).await;
-    Ok(tree::build(&roots, &pool))
+    let mut nodes = tree::build(&roots, &pool);
+    for i in foreign {
+        let n = &mut nodes[i];
+        n.health = crate::cluster::health::Health::Unknown;
+        n.status = NOT_OURS.into();
+        n.message = "exists, but was not applied by this application (its tracking annotation names another owner, or none): not shown until a sync takes it over".into();
+    }
+    Ok(nodes)
 }
 
 /// The node named `name` in `nodes` (depth first).
@@ -164,15 +193,20 @@ pub async fn manifest(
             && o["metadata"]["name"] == name.name.as_str()
             && o["metadata"]["namespace"].as_str().unwrap_or_default() == name.namespace
     });
-    if desired.is_none() {
-        let nodes = tree(store, cluster, source).await?;
-        if find(&nodes, name).is_none() {
-            return Err(EngineError::NotFound(format!(
-                "{} in application {}",
-                name.describe(),
-                source.name
-            )));
-        }
+    let nodes = tree(store, cluster, source).await?;
+    let Some(node) = find(&nodes, name) else {
+        return Err(EngineError::NotFound(format!(
+            "{} in application {}",
+            name.describe(),
+            source.name
+        )));
+    };
+    if node.status == NOT_OURS {
+        return Err(EngineError::Conflict(format!(
+            "{} exists, but was not applied by application {}: its live state is not shown",
+            name.describe(),
+            source.name
+        )));
     }
     let live = cluster
         .get_direct(&name.reference())
@@ -276,6 +310,8 @@ pub async fn log_target(
         container: Some(container.clone()).filter(|c| !c.is_empty()),
         tail_lines: Some(query.tail.unwrap_or(500).min(MAX_TAIL)),
         since_seconds: query.since_seconds,
+        // At most 4 MiB per answer (a follow stream is not limited).
+        limit_bytes: (!query.follow).then_some(4 << 20),
         follow: query.follow,
         ..Default::default()
     };

@@ -1570,9 +1570,19 @@ fn strategic_list(
 // ---- simulated Deployment controller --------------------------------------------------------
 
 impl World {
-    /// Keys of the objects whose ownerReferences name `uid`, and theirs (depth first).
+    /// Keys of the objects whose ownerReferences name `uid`, and theirs (depth first; an
+    /// ownership cycle is followed once).
     fn owned_by(&self, uid: &str) -> Vec<ObjKey> {
-        if uid.is_empty() {
+        let mut seen = std::collections::HashSet::new();
+        self.owned_by_seen(uid, &mut seen)
+    }
+
+    fn owned_by_seen(
+        &self,
+        uid: &str,
+        seen: &mut std::collections::HashSet<String>,
+    ) -> Vec<ObjKey> {
+        if uid.is_empty() || !seen.insert(uid.to_owned()) {
             return Vec::new();
         }
         let direct: Vec<(ObjKey, String)> = self
@@ -1592,8 +1602,10 @@ impl World {
             .collect();
         let mut out = Vec::new();
         for (k, child_uid) in direct {
-            out.extend(self.owned_by(&child_uid));
-            out.push(k);
+            out.extend(self.owned_by_seen(&child_uid, seen));
+            if !out.contains(&k) {
+                out.push(k);
+            }
         }
         out
     }

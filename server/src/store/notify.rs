@@ -489,7 +489,8 @@ impl Store {
 }
 
 impl Store {
-    /// Records that Kubernetes Event `event_uid` (with its `count`) is on `app`'s timeline and,
+    /// Records that Kubernetes Event `event_uid` (with its `count`) is on `app`'s timeline (at
+    /// `now`, the Event's own time; the row's `seen_at` is the wall clock) and,
     /// only when it is news (an unknown uid or a higher count), adds the timeline entry — in one
     /// transaction, so two replicas watching the same event write it once. Returns whether the
     /// entry was added.
@@ -513,7 +514,7 @@ impl Store {
         .bind(app)
         .bind(event_uid)
         .bind(count)
-        .bind(now)
+        .bind(crate::clock::now())
         .execute(&mut *tx)
         .await?
         .rows_affected();

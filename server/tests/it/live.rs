@@ -468,6 +468,50 @@ async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked
         .filter(|r| r.event.action == "pod_logs" && r.event.outcome == "success")
         .count();
     assert!(reads >= 3, "every read is audited ({reads})");
+
+    // An object Git names but this application did not apply (here: its tracking annotation
+    // rewritten to another application's) is not shown live, and nothing acts on it.
+    let cms: Api<DynamicObject> = Api::namespaced_with(
+        l.cluster.client.clone(),
+        &l.ns,
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "",
+            "v1",
+            "ConfigMap",
+        )),
+    );
+    cms.patch(
+        "settings",
+        &kube::api::PatchParams::default(),
+        &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+            "tidemark.dev/tracking-id": format!("payments:/ConfigMap:{}/settings", l.ns)}}})),
+    )
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let (_, t) = get_json(&l.server.client, &format!("{base}/tree")).await;
+        let cm = find(&t["nodes"], "ConfigMap");
+        if cm
+            .first()
+            .is_some_and(|c| c["status"] == "Not this application's")
+        {
+            assert_eq!(cm[0]["uid"], "", "{t}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20), "{t}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let (code, body) = get_json(
+        &l.server.client,
+        &format!(
+            "{base}/live?apiVersion=v1&kind=ConfigMap&namespace={}&name=settings",
+            l.ns
+        ),
+    )
+    .await;
+    assert_eq!(code, 409, "{body}");
+    assert!(!body.to_string().contains("fast"), "no live data: {body}");
 }
 
 /// On the real control plane: pods that cannot be scheduled give Warning events on the
