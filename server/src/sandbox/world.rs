@@ -1803,3 +1803,83 @@ impl World {
 fn hex_prefix(bytes: &[u8], n: usize) -> String {
     bytes.iter().take(n).map(|b| format!("{b:02x}")).collect()
 }
+
+#[cfg(test)]
+mod controller_tests {
+    use super::*;
+
+    fn ctx() -> WriteCtx {
+        WriteCtx {
+            manager: "test".into(),
+            dry_run: false,
+            now: 1_796_086_800_000,
+        }
+    }
+
+    fn deployment(image: &str) -> Value {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+               "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                        "template": {"metadata": {"labels": {"app": "web"}},
+                                     "spec": {"containers": [{"name": "web", "image": image}]}}}})
+    }
+
+    fn pods(world: &World) -> Vec<Value> {
+        let t = world.find_type("", "v1", "pods").unwrap();
+        world.list(
+            &t,
+            Some("default"),
+            &LabelSelector::parse("").unwrap(),
+            &FieldSelector::parse("").unwrap(),
+        )
+    }
+
+    #[test]
+    fn a_deployment_gets_a_replicaset_and_pods_replaced_on_a_new_template_and_deleted_with_it() {
+        let mut world = World::new(ctx().now);
+        let d = world.find_type("apps", "v1", "deployments").unwrap();
+        world
+            .create(&d, Some("default"), deployment("nginx:1.27"), &ctx())
+            .unwrap();
+        let first = pods(&world);
+        assert_eq!(first.len(), 2);
+        assert_eq!(first[0]["status"]["phase"], "Running");
+        assert_eq!(
+            first[0]["metadata"]["ownerReferences"][0]["kind"],
+            "ReplicaSet"
+        );
+        // A broken image: a new ReplicaSet whose pods crash-loop; the old pods are gone.
+        world
+            .replace(
+                &d,
+                "default",
+                "web",
+                deployment("nginx:broken"),
+                Part::Main,
+                &ctx(),
+            )
+            .unwrap();
+        let second = pods(&world);
+        assert_eq!(second.len(), 2);
+        assert!(second.iter().all(|p| !first
+            .iter()
+            .any(|f| f["metadata"]["name"] == p["metadata"]["name"])));
+        assert_eq!(
+            second[0]["status"]["containerStatuses"][0]["state"]["waiting"]["reason"],
+            "CrashLoopBackOff"
+        );
+        // Deleting the Deployment deletes its ReplicaSets and pods.
+        world
+            .delete(&d, "default", "web", &json!({}), &ctx())
+            .unwrap();
+        assert!(pods(&world).is_empty());
+        let rs = world.find_type("apps", "v1", "replicasets").unwrap();
+        assert!(world
+            .list(
+                &rs,
+                Some("default"),
+                &LabelSelector::parse("").unwrap(),
+                &FieldSelector::parse("").unwrap()
+            )
+            .is_empty());
+    }
+}
