@@ -383,14 +383,26 @@ async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked
     // Pod logs — the sandbox writes synthetic lines, kwok serves a file of 50 lines through the
     // real API server's pods/log proxy (kube-env.sh's ClusterLogs): viewers are refused,
     // deployers read, every read audited; tail, container choice, download and follow.
+    // After the restart and the deletion, wait until the rollout settled: exactly the two pods
+    // of the new ReplicaSet, Running, and the same on two reads a second apart (an old pod
+    // still shown while it terminates would be gone by the time its log is read).
     let started = Instant::now();
+    let mut previous: Vec<String> = Vec::new();
     let log_pod = loop {
         let (_, t) = get_json(&l.server.client, &format!("{base}/tree")).await;
-        if let Some(p) = find(&t["nodes"], "Pod")
+        let pods = find(&t["nodes"], "Pod");
+        let names: Vec<String> = pods
             .iter()
-            .find(|p| p["status"] == "Running")
-        {
-            break p["name"].as_str().unwrap().to_owned();
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect();
+        let settled = pods.len() == 2 && pods.iter().all(|p| p["status"] == "Running");
+        if settled && names == previous {
+            break names[0].clone();
+        }
+        previous = if settled { names } else { Vec::new() };
+        if settled {
+            tokio::time::sleep(Duration::from_millis(1000)).await;
+            continue;
         }
         assert!(
             started.elapsed() < Duration::from_secs(60),
