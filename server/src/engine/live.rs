@@ -92,9 +92,18 @@ pub async fn tree(
     source: &AppSource,
 ) -> Result<Vec<TreeNode>, EngineError> {
     let desired = desired(store, cluster, source).await?;
+    tree_of(cluster, source, &desired).await
+}
+
+/// [`tree`] over desired objects the caller has already read.
+async fn tree_of(
+    cluster: &ClusterClient,
+    source: &AppSource,
+    desired: &[Value],
+) -> Result<Vec<TreeNode>, EngineError> {
     let mut roots = Vec::with_capacity(desired.len());
     let mut foreign = Vec::new();
-    for obj in desired {
+    for obj in desired.iter().cloned() {
         let live = match cluster.get(&obj).await {
             Ok(live) => live,
             // A kind the cluster does not serve yet (its CRD comes later): missing.
@@ -187,13 +196,13 @@ pub async fn manifest(
     managed_fields: bool,
 ) -> Result<Manifest, EngineError> {
     let desired_objects = desired(store, cluster, source).await?;
+    let nodes = tree_of(cluster, source, &desired_objects).await?;
     let desired = desired_objects.into_iter().find(|o| {
         o["apiVersion"] == name.api_version.as_str()
             && o["kind"] == name.kind.as_str()
             && o["metadata"]["name"] == name.name.as_str()
             && o["metadata"]["namespace"].as_str().unwrap_or_default() == name.namespace
     });
-    let nodes = tree(store, cluster, source).await?;
     let Some(node) = find(&nodes, name) else {
         return Err(EngineError::NotFound(format!(
             "{} in application {}",
