@@ -52,9 +52,51 @@ pub struct Settings {
     pub notifications: NotificationSettings,
     #[serde(default)]
     pub secrets: SecretsSettings,
-    /// Per-project policy (`[[projects]]`): signed-commit requirement and trusted keys.
+    /// Per-project policy (`[[projects]]`): signed-commit requirement, trusted keys and what
+    /// Git may declare.
     #[serde(default)]
     pub projects: Vec<ProjectSettings>,
+    /// Directory generators (`[[generators]]`): one application per directory of a repository
+    /// matching a glob (see [`crate::git::generators`]).
+    #[serde(default)]
+    pub generators: Vec<GeneratorSettings>,
+}
+
+/// A directory generator (`[[generators]]`), Argo CD's ApplicationSet git directory generator:
+/// every directory of `repository` at `revision` matching `path_glob` becomes an application
+/// named after the directory, with the other fields from `template`. A directory that appears
+/// creates one, a directory that goes retires it (its history stays).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct GeneratorSettings {
+    /// The generator's name (audit actor `git:generator/NAME`).
+    pub name: String,
+    /// Project of every generated application; its bounds (`source_repositories`,
+    /// `destinations`) decide what may be generated.
+    #[serde(default = "default_project")]
+    pub project: String,
+    /// A `[[repositories]]` name (a Git repository).
+    pub repository: String,
+    #[serde(default = "default_revision")]
+    pub revision: String,
+    /// Slash-separated glob, one pattern per path component (`apps/*`, `envs/*/apps/*`).
+    pub path_glob: String,
+    /// Every other `[[applications]]` field (`cluster`, `namespace`, `sync_policy`,
+    /// `[template.helm]`…). In strings, `{{name}}` is the directory's name and `{{path}}` its
+    /// path.
+    #[serde(default)]
+    pub template: toml::Table,
+}
+
+/// Where a project's applications may be deployed (`[[projects.destinations]]`, Argo CD's
+/// AppProject destinations). `*` in a field matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DestinationBound {
+    /// A `[[clusters]]` name or pattern.
+    pub cluster: String,
+    /// A namespace name or pattern.
+    pub namespace: String,
 }
 
 /// What one project requires of every application in it (`[[projects]]`). Projects without an
@@ -70,6 +112,13 @@ pub struct ProjectSettings {
     /// `trusted_keys` (same forms).
     #[serde(default)]
     pub trusted_keys: Vec<String>,
+    /// Repositories (names or `*` patterns) that applications declared in Git (app of apps,
+    /// generators) may read from; empty: Git may declare no application in this project.
+    #[serde(default)]
+    pub source_repositories: Vec<String>,
+    /// Clusters and namespaces applications declared in Git may deploy to; empty: none.
+    #[serde(default)]
+    pub destinations: Vec<DestinationBound>,
 }
 
 /// Encryption at rest of the Secret data in stored renders (see [`crate::secrets`]). Without a
@@ -1049,6 +1098,9 @@ impl Settings {
             if let Err((field, message)) = app.check(&self.repositories, &self.clusters) {
                 return invalid(format!("applications[{i}].{field}"), message);
             }
+        }
+        if let Err((key, message)) = crate::git::generators::check_settings(self) {
+            return invalid(key, message);
         }
         for (i, b) in self.auth.bindings.iter().enumerate() {
             if b.group.is_some() == b.user.is_some() {

@@ -95,6 +95,16 @@ impl Application {
             )
             .await?;
         store.sync_project_policies(&settings.projects).await?;
+        // Applications of a generator that is no longer configured, or of a root that is no
+        // longer active, are retired (their history stays).
+        let generators: Vec<String> = settings
+            .generators
+            .iter()
+            .map(|g| crate::git::generators::generator_id(&g.name))
+            .collect();
+        store
+            .retire_orphaned_generated(&generators, crate::clock::now())
+            .await?;
 
         let generated_admin_password =
             crate::auth::local::bootstrap_admin(&store, &settings.auth, crate::clock::now())

@@ -2,6 +2,7 @@
 //! fetch per repository at a time; revision resolution and per-application history.
 
 pub mod charts;
+pub mod generators;
 pub mod history;
 pub mod signatures;
 pub mod sources;

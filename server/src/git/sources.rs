@@ -12,6 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::charts::{ChartRepository, VersionRange};
+use super::generators;
 use super::history;
 use super::signatures::{self, KeyError, TrustedKeys};
 use super::{GitError, Mirror};
@@ -19,7 +20,7 @@ use crate::clock;
 use crate::cluster::client::ClusterClient;
 use crate::config::{RepositoryKind, Settings};
 use crate::render::{self, Capabilities, Limits};
-use crate::store::{AppSource, IngestReport, SignatureRow, Store, StoreError};
+use crate::store::{AppSource, IngestReport, RefusedApp, SignatureRow, Store, StoreError};
 
 /// Why a sync of one repository stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +53,9 @@ pub struct GitSources {
     /// Trusted key entries per (repository, project), and the loaded keys (content-addressed
     /// on disk under the cache directory).
     trust: Trust,
+    /// What applications declared in Git are checked against (repositories, clusters, project
+    /// bounds) and the directory generators.
+    declaring: Arc<Settings>,
 }
 
 /// The trusted keys of each (repository, project), loaded once.
@@ -206,6 +210,7 @@ impl GitSources {
                 timeout: Duration::from_secs(settings.git.signature_timeout_secs.max(1)),
                 loaded: std::sync::Mutex::new(HashMap::new()),
             },
+            declaring: Arc::new(settings.clone()),
         })
     }
 
@@ -429,32 +434,46 @@ impl GitSources {
         }
         let recovered = self.store.repository_error(repository).await?.is_some();
         self.store.record_fetch(repository, None, now).await?;
+        self.run_generators(&mirror, repository).await?;
+        // Generators may have added applications of this repository.
+        let mut apps = self.store.apps_of_repository(repository).await?;
         let mut out = Vec::new();
-        for app in apps {
-            if recovered {
-                self.store
-                    .add_timeline(
-                        &app.name,
-                        "git_recovered",
-                        &format!("fetching {repository} works again"),
-                        &json!({}),
-                        now,
-                    )
-                    .await?;
+        let mut seen = std::collections::HashSet::new();
+        // An app of apps may declare applications of this repository while it is ingested:
+        // they are ingested in the same fetch (a few rounds, for roots declaring roots).
+        for _round in 0..4 {
+            apps.retain(|a| !seen.contains(&a.name));
+            if apps.is_empty() {
+                break;
             }
-            match self.ingest_app(&mirror, &app).await {
-                Ok(result) => out.push((app.name.clone(), result)),
-                Err(SyncError::Git(e)) => {
-                    let message = e.to_string();
+            for app in std::mem::take(&mut apps) {
+                seen.insert(app.name.clone());
+                if recovered {
                     self.store
-                        .record_app_error(&app.name, Some(&message), now)
-                        .await?;
-                    self.store
-                        .add_timeline(&app.name, "git_error", &message, &json!({}), now)
+                        .add_timeline(
+                            &app.name,
+                            "git_recovered",
+                            &format!("fetching {repository} works again"),
+                            &json!({}),
+                            now,
+                        )
                         .await?;
                 }
-                Err(e) => return Err(e),
+                match self.ingest_app(&mirror, &app).await {
+                    Ok(result) => out.push((app.name.clone(), result)),
+                    Err(SyncError::Git(e)) => {
+                        let message = e.to_string();
+                        self.store
+                            .record_app_error(&app.name, Some(&message), now)
+                            .await?;
+                        self.store
+                            .add_timeline(&app.name, "git_error", &message, &json!({}), now)
+                            .await?;
+                    }
+                    Err(e) => return Err(e),
+                }
             }
+            apps = self.store.apps_of_repository(repository).await?;
         }
         Ok(out)
     }
@@ -563,6 +582,9 @@ impl GitSources {
                 .add_timeline(&app.name, "force_push", &message, &json!({"tip": tip}), now)
                 .await?;
         }
+        if let Some(Ok(r)) = &rendered {
+            self.declare_from_root(app, &tip, &r.definitions).await?;
+        }
         let rendered = self
             .store_render(
                 app,
@@ -578,6 +600,195 @@ impl GitSources {
             report,
             rendered,
         })
+    }
+
+    /// The applications `root`'s render at `tip` declares (app of apps): created, updated,
+    /// retired; refusals on the root's timeline and in the audit ledger. A root that declares
+    /// nothing and never did writes nothing.
+    async fn declare_from_root(
+        &self,
+        root: &AppSource,
+        tip: &str,
+        definitions: &[(String, serde_json::Value)],
+    ) -> Result<(), SyncError> {
+        let id = generators::root_id(&root.name);
+        if definitions.is_empty()
+            && !self
+                .store
+                .generated_applications()
+                .await?
+                .iter()
+                .any(|(_, g)| *g == id)
+        {
+            return Ok(());
+        }
+        let mut accepted = Vec::new();
+        let mut refused = Vec::new();
+        for (origin, obj) in definitions {
+            match generators::from_definition(
+                obj,
+                origin,
+                &root.project,
+                &root.repository,
+                &self.declaring,
+            ) {
+                Ok(d) if d.settings.name == root.name => refused.push(RefusedApp {
+                    name: d.settings.name,
+                    origin: origin.clone(),
+                    reason: "an application cannot declare itself".into(),
+                }),
+                Ok(d) => accepted.push(d),
+                Err(r) => refused.push(r),
+            }
+        }
+        self.apply_declared(&id, tip, accepted, refused, Some(&root.name))
+            .await
+            .map(|_| ())
+    }
+
+    /// Applies one generator run: the catalog changes, then each refusal as an audit row by
+    /// the generator and, for an app of apps, a timeline entry on the root.
+    async fn apply_declared(
+        &self,
+        id: &str,
+        tip: &str,
+        accepted: Vec<crate::store::DeclaredApp>,
+        mut refused: Vec<RefusedApp>,
+        root: Option<&str>,
+    ) -> Result<crate::store::GeneratedChanges, SyncError> {
+        let now = clock::now();
+        let actor = generators::actor(id);
+        let mut changes = self
+            .store
+            .apply_generated(id, &actor, tip, &accepted, root, now)
+            .await?;
+        refused.append(&mut changes.refused);
+        for r in &refused {
+            let event = actor.event(
+                "application_declare",
+                &format!("application:{}", r.name),
+                "refused",
+                json!({"generator": id, "origin": r.origin, "revision": tip, "reason": r.reason}),
+                now,
+            );
+            self.store.audit(&event).await?;
+            if let Some(root) = root {
+                let message = format!(
+                    "refused {} from {} at {}: {}",
+                    if r.name.is_empty() {
+                        "a definition"
+                    } else {
+                        &r.name
+                    },
+                    r.origin,
+                    app::model::short_revision(tip),
+                    r.reason
+                );
+                self.store
+                    .add_timeline(
+                        root,
+                        "generator_refused",
+                        &message,
+                        &json!({"origin": r.origin, "revision": tip, "name": r.name}),
+                        now,
+                    )
+                    .await?;
+            }
+        }
+        changes.refused = refused;
+        Ok(changes)
+    }
+
+    /// Runs the directory generators reading `repository` whose revision or settings changed
+    /// since their last run.
+    async fn run_generators(
+        &self,
+        mirror: &Arc<Mirror>,
+        repository: &str,
+    ) -> Result<(), SyncError> {
+        let generators: Vec<_> = self
+            .declaring
+            .generators
+            .iter()
+            .filter(|g| g.repository == repository)
+            .cloned()
+            .collect();
+        for g in generators {
+            let settings_json = serde_json::to_string(&g).unwrap_or_default();
+            let (m, glob, revision) = (mirror.clone(), g.path_glob.clone(), g.revision.clone());
+            let walked =
+                tokio::task::spawn_blocking(move || -> Result<(String, Vec<String>), String> {
+                    let repo = m.open().map_err(|e| e.to_string())?;
+                    let tip = m.resolve(&repo, &revision).map_err(|e| e.to_string())?;
+                    let dirs = generators::matching_directories(&repo, tip, &glob)
+                        .map_err(|e| e.message().to_owned())?;
+                    Ok((tip.to_string(), dirs))
+                })
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+            let last = self.store.generator_run(&g.name).await?;
+            let mut run = crate::store::GeneratorRun {
+                name: g.name.clone(),
+                settings: settings_json,
+                updated_at: clock::now(),
+                ..Default::default()
+            };
+            match walked {
+                Err(error) => {
+                    run.error = Some(error);
+                    if let Some(last) = last {
+                        run.revision = last.revision;
+                        run.applications = last.applications;
+                        run.refused = last.refused;
+                    }
+                }
+                Ok((tip, dirs)) => {
+                    if last.as_ref().is_some_and(|l| {
+                        l.error.is_none()
+                            && l.revision.as_deref() == Some(tip.as_str())
+                            && l.settings == run.settings
+                    }) {
+                        continue;
+                    }
+                    let id = generators::generator_id(&g.name);
+                    if dirs.len() > generators::MAX_APPLICATIONS {
+                        run.error = Some(format!(
+                            "`{}` matches more than {} directories; nothing was changed",
+                            g.path_glob,
+                            generators::MAX_APPLICATIONS
+                        ));
+                        run.revision = Some(tip);
+                    } else {
+                        let mut accepted = Vec::new();
+                        let mut refused = Vec::new();
+                        for dir in &dirs {
+                            match generators::from_directory(dir, &g, &self.declaring) {
+                                Ok(d) => accepted.push(d),
+                                Err(r) => refused.push(r),
+                            }
+                        }
+                        let changes = self
+                            .apply_declared(&id, &tip, accepted, refused, None)
+                            .await?;
+                        if !changes.is_empty() {
+                            tracing::info!(generator = %g.name, created = ?changes.created, updated = ?changes.updated, retired = ?changes.retired, refused = changes.refused.len(), "generator ran");
+                        }
+                        run.applications = self
+                            .store
+                            .generated_applications()
+                            .await?
+                            .into_iter()
+                            .filter(|(_, gen)| *gen == id)
+                            .map(|(name, _)| name)
+                            .collect();
+                        run.refused = changes.refused;
+                        run.revision = Some(tip);
+                    }
+                }
+            }
+            self.store.record_generator_run(&run).await?;
+        }
+        Ok(())
     }
 
     /// Stores a render of `tip` (or records why it failed, once per message), tells a pinned

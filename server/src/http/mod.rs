@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/applications/{name}/resources/actions",
             post(live::action),
         )
+        .route("/api/v1/generators", get(rest::generators))
         .route("/api/v1/sync-requests", get(requests::list))
         .route(
             "/api/v1/sync-requests/{id}/approve",

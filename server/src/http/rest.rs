@@ -231,6 +231,7 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
             "helm": helm_shown(&source.render.helm),
             "target_signature": target_signature,
             "held_back": held_back,
+            "declared_by": state.store.generator_of(&name).await.map_err(|e| internal_error(&e))?,
         }))
     }
     .await;
@@ -435,6 +436,12 @@ async fn save_application(
                     app.name
                 )))
             }
+            (Some(crate::store::AppOrigin::Git(generator)), _) => {
+                return Err(AppError::Conflict(format!(
+                    "application {} is declared in Git by {generator}; change it there",
+                    app.name
+                )))
+            }
             (Some(_), true) => {
                 return Err(AppError::Conflict(format!(
                     "application {} already exists",
@@ -513,4 +520,60 @@ pub async fn update_application(
     }
     let path = format!("/api/v1/applications/{name}");
     save_application(&state, &principal, &ip, ("PUT", &path), app, false).await
+}
+
+/// `GET /api/v1/generators`: what declares applications in Git, in the caller's projects.
+/// `{"generators": [{name, project, repository, revision, path_glob, last_run}],
+/// "roots": [{root, applications}]}` — `last_run` (revision, applications, refused with
+/// reasons, error, updated_at in ms) is `null` before the first fetch; a root is an
+/// application whose definitions declare others.
+pub async fn generators(
+    State(state): State<AppState>,
+    Extension(visibility): Extension<Visibility>,
+) -> Response {
+    let result = async {
+        let visible = |project: &str| {
+            visibility
+                .projects()
+                .is_none_or(|p| p.iter().any(|v| v == project))
+        };
+        let mut out = Vec::new();
+        for g in &state.settings.generators {
+            if !visible(&g.project) {
+                continue;
+            }
+            let run = state
+                .store
+                .generator_run(&g.name)
+                .await
+                .map_err(|e| internal_error(&e))?;
+            out.push(json!({"name": g.name, "project": g.project, "repository": g.repository,
+                "revision": g.revision, "path_glob": g.path_glob, "last_run": run}));
+        }
+        let mut roots: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (name, generator) in state
+            .store
+            .generated_applications()
+            .await
+            .map_err(|e| internal_error(&e))?
+        {
+            if let Some(root) = generator.strip_prefix("application/") {
+                let project = state
+                    .store
+                    .application_project(root)
+                    .await
+                    .map_err(|e| internal_error(&e))?;
+                if project.as_deref().is_some_and(visible) {
+                    roots.entry(root.to_owned()).or_default().push(name);
+                }
+            }
+        }
+        let roots: Vec<_> = roots
+            .into_iter()
+            .map(|(root, applications)| json!({"root": root, "applications": applications}))
+            .collect();
+        Ok(json!({"generators": out, "roots": roots}))
+    }
+    .await;
+    respond(result)
 }

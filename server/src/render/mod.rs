@@ -164,6 +164,11 @@ pub struct Rendered {
     pub objects: Vec<Value>,
     pub canonical: String,
     pub digest: String,
+    /// Application definitions (`apiVersion: tidemark.dev/v1`, `kind: Application`) found in
+    /// the render, each with its origin (`file#document`): they declare applications (app of
+    /// apps, see [`crate::git::generators`]) and are never applied to a cluster, so they are
+    /// not in `objects`, `canonical` or `digest`.
+    pub definitions: Vec<(String, Value)>,
 }
 
 /// Renders the application at `app_path` as of `commit`. `namespace` is the application's
@@ -687,6 +692,7 @@ fn finish(
     let mut keyed: Vec<(ObjectKey, Value)> = Vec::with_capacity(docs.len());
     let mut seen: std::collections::HashMap<ObjectKey, String> =
         std::collections::HashMap::with_capacity(docs.len());
+    let mut definitions = Vec::new();
     for (file, doc, obj) in docs {
         let not_object = |reason: &str| RenderError::NotAnObject {
             file: file.clone(),
@@ -735,6 +741,11 @@ fn finish(
                 second: origin,
             });
         }
+        if crate::git::generators::is_definition(&obj) {
+            definitions.push((origin.clone(), obj));
+            seen.insert(placed, origin);
+            continue;
+        }
         seen.insert(placed, origin);
         keyed.push((key, obj));
     }
@@ -751,5 +762,6 @@ fn finish(
         objects,
         canonical,
         digest,
+        definitions,
     })
 }

@@ -16,10 +16,57 @@ pub struct DeclaredCatalog<'a> {
 }
 
 /// Whether an application name is free, declared in config, or created through the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AppOrigin {
     Config,
     Api,
+    /// Declared in Git by this generator (`application/ROOT`, `generator/NAME`).
+    Git(String),
+}
+
+/// Writes an application owned by the API (`generated: None`) or declared in Git by
+/// `generated = Some((generator, declared_spec))`, creating it or rewriting it (and bringing it
+/// back if it was retired). The caller has checked who may own the name.
+pub(super) async fn upsert_application(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    app: &ApplicationSettings,
+    generated: Option<(&str, &str)>,
+    now: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO applications (name, project, repository, path, target_revision, cluster, namespace,
+             sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options, source, generator, declared_spec, created_at, updated_at, retired_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16, 'api', $17, $18, $12, $12, NULL)
+         ON CONFLICT (name) DO UPDATE SET project = excluded.project, repository = excluded.repository,
+             path = excluded.path, target_revision = excluded.target_revision, cluster = excluded.cluster,
+             namespace = excluded.namespace, sync_policy = excluded.sync_policy, self_heal = excluded.self_heal,
+             prune = excluded.prune, ignore_rules = excluded.ignore_rules,
+             approval_policy = excluded.approval_policy, compare_options = excluded.compare_options,
+             require_signed = excluded.require_signed, render_options = excluded.render_options,
+             source = 'api', generator = excluded.generator, declared_spec = excluded.declared_spec,
+             updated_at = excluded.updated_at, retired_at = NULL",
+    )
+    .bind(&app.name)
+    .bind(&app.project)
+    .bind(&app.repository)
+    .bind(&app.path)
+    .bind(&app.revision)
+    .bind(&app.cluster)
+    .bind(&app.namespace)
+    .bind(app.sync_policy.as_str())
+    .bind(i64::from(app.self_heal))
+    .bind(i64::from(app.prune))
+    .bind(serde_json::to_string(&app.ignore).unwrap_or_else(|_| "[]".into()))
+    .bind(now)
+    .bind(serde_json::to_string(&app.approvals).unwrap_or_else(|_| "{}".into()))
+    .bind(serde_json::to_string(&app.compare).unwrap_or_else(|_| "{}".into()))
+    .bind(i64::from(app.require_signed))
+    .bind(super::RenderOptions::of(app))
+    .bind(generated.map(|g| g.0))
+    .bind(generated.map(|g| g.1))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 impl Store {
@@ -35,18 +82,16 @@ impl Store {
     }
 
     pub async fn app_origin(&self, name: &str) -> Result<Option<AppOrigin>, StoreError> {
-        let source: Option<String> = sqlx::query_scalar(
-            "SELECT source FROM applications WHERE name = $1 AND retired_at IS NULL",
+        let row: Option<(String, Option<String>)> = sqlx::query_as(
+            "SELECT source, generator FROM applications WHERE name = $1 AND retired_at IS NULL",
         )
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(source.map(|s| {
-            if s == "config" {
-                AppOrigin::Config
-            } else {
-                AppOrigin::Api
-            }
+        Ok(row.map(|(s, generator)| match generator {
+            Some(g) => AppOrigin::Git(g),
+            None if s == "config" => AppOrigin::Config,
+            None => AppOrigin::Api,
         }))
     }
 
@@ -60,36 +105,7 @@ impl Store {
         now: Millis,
     ) -> Result<(), StoreError> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO applications (name, project, repository, path, target_revision, cluster, namespace,
-                 sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options, source, created_at, updated_at, retired_at)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16, 'api', $12, $12, NULL)
-             ON CONFLICT (name) DO UPDATE SET project = excluded.project, repository = excluded.repository,
-                 path = excluded.path, target_revision = excluded.target_revision, cluster = excluded.cluster,
-                 namespace = excluded.namespace, sync_policy = excluded.sync_policy, self_heal = excluded.self_heal,
-                 prune = excluded.prune, ignore_rules = excluded.ignore_rules,
-                 approval_policy = excluded.approval_policy, compare_options = excluded.compare_options,
-                 require_signed = excluded.require_signed, render_options = excluded.render_options,
-                 updated_at = excluded.updated_at, retired_at = NULL",
-        )
-        .bind(&app.name)
-        .bind(&app.project)
-        .bind(&app.repository)
-        .bind(&app.path)
-        .bind(&app.revision)
-        .bind(&app.cluster)
-        .bind(&app.namespace)
-        .bind(app.sync_policy.as_str())
-        .bind(i64::from(app.self_heal))
-        .bind(i64::from(app.prune))
-        .bind(serde_json::to_string(&app.ignore).unwrap_or_else(|_| "[]".into()))
-        .bind(now)
-        .bind(serde_json::to_string(&app.approvals).unwrap_or_else(|_| "{}".into()))
-        .bind(serde_json::to_string(&app.compare).unwrap_or_else(|_| "{}".into()))
-        .bind(i64::from(app.require_signed))
-        .bind(super::RenderOptions::of(app))
-        .execute(&mut *tx)
-        .await?;
+        upsert_application(&mut tx, app, None, now).await?;
         super::append_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
@@ -142,7 +158,7 @@ impl Store {
                      namespace = excluded.namespace, sync_policy = excluded.sync_policy,
                      self_heal = excluded.self_heal, prune = excluded.prune, ignore_rules = excluded.ignore_rules,
                      approval_policy = excluded.approval_policy, compare_options = excluded.compare_options,
-                     require_signed = excluded.require_signed, render_options = excluded.render_options, source = 'config', updated_at = excluded.updated_at, retired_at = NULL",
+                     require_signed = excluded.require_signed, render_options = excluded.render_options, source = 'config', generator = NULL, declared_spec = NULL, updated_at = excluded.updated_at, retired_at = NULL",
             )
             .bind(&app.name)
             .bind(&app.project)

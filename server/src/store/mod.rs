@@ -6,6 +6,7 @@
 mod audit;
 mod catalog;
 mod changes;
+mod generated;
 mod git;
 mod identity;
 mod notify;
@@ -31,6 +32,7 @@ pub use audit::{
 };
 pub use catalog::{AppOrigin, DeclaredCatalog};
 pub use changes::Change;
+pub use generated::{DeclaredApp, GeneratedChanges, GeneratorRun, RefusedApp};
 pub use git::{
     AppGitState, AppSource, CommitInfo, IngestReport, RenderOptions, StoredCommit, TimelineEntry,
 };

@@ -53,7 +53,7 @@ pub struct DeliveryRecord {
 }
 
 /// Appends a timeline row and, when it fires a trigger, its outbox row, in `tx`.
-async fn insert_event(
+pub(super) async fn insert_event(
     tx: &mut Tx,
     app: &str,
     kind: &str,

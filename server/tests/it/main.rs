@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod cluster;
 mod deploy;
+mod generators;
 pub mod git;
 mod helm;
 mod helpers;

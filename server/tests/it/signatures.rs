@@ -354,7 +354,7 @@ async fn require_signed_deploys_only_verified_revisions_and_keeps_history_on_rot
         s.projects = vec![server::config::ProjectSettings {
             name: "demo".into(),
             require_signed: true,
-            trusted_keys: Vec::new(),
+            ..Default::default()
         }];
     })
     .await;
