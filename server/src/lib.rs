@@ -2,6 +2,7 @@
 //! and its adapters. `main.rs` is a thin CLI over [`startup::Application`].
 
 pub mod auth;
+pub mod client;
 pub mod clock;
 pub mod cluster;
 pub mod config;

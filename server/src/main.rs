@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use server::client;
 use server::config::Settings;
 use server::sandbox::{Sandbox, SandboxOptions};
 use server::startup::{shutdown_signal, Application};
@@ -59,10 +60,30 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
-    /// The audit ledger.
+    /// The audit ledger: `verify` checks the database this host is configured with;
+    /// `list`, `export` and `verify --remote` ask a running Tidemark (`--server`, `--token`).
     Audit {
+        #[command(flatten)]
+        remote: client::Remote,
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Applications on a running Tidemark over its REST API (`--server`/TIDEMARK_SERVER,
+    /// `--token`/TIDEMARK_TOKEN): list, get, diff, history, sync, refresh, approve, reject,
+    /// rollback, unpin, wait. Exit codes: 0 done, 1 error, 2 wait timed out, 3 unhealthy or
+    /// sync failed, 4 refused (401/403/409), 64 usage.
+    App {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: client::AppCommand,
+    },
+    /// Sync requests on a running Tidemark.
+    Request {
+        #[command(flatten)]
+        remote: client::Remote,
+        #[command(subcommand)]
+        command: client::RequestCommand,
     },
     /// Manage local accounts (sign-in with user name and password).
     User {
@@ -92,8 +113,37 @@ enum TokenCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain; exits 1 naming the first bad sequence number.
-    Verify,
+    /// Check the hash chain; exits 1 naming the first bad sequence number. With --remote,
+    /// the server checks its ledger.
+    Verify {
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Ledger rows, newest first (from a running Tidemark).
+    List {
+        #[arg(long)]
+        actor: Option<String>,
+        #[arg(long)]
+        action: Option<String>,
+        #[arg(long)]
+        app: Option<String>,
+        /// RFC 3339 time or milliseconds since the epoch.
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// Every row as JSON lines or CSV on standard output (from a running Tidemark).
+    Export {
+        #[arg(long, value_parser = ["jsonl", "csv"], default_value = "jsonl")]
+        format: String,
+        #[arg(long)]
+        since: Option<String>,
+        #[arg(long)]
+        until: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -111,8 +161,35 @@ enum UserCommand {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // Usage errors exit 64 (EX_USAGE): 2 is `tidemark app wait` timing out.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(64)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
     server::telemetry::init_logging();
+    if let Some(result) = client_command(&cli) {
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => return fail(&e),
+        };
+        return match runtime.block_on(result) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::from(e.exit_code())
+            }
+        };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -123,6 +200,60 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(e.as_ref()),
+    }
+}
+
+type ClientRun =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), client::ClientError>>>>;
+
+/// The commands that talk to a running Tidemark over REST (`None`: a local command).
+fn client_command(cli: &Cli) -> Option<ClientRun> {
+    match &cli.command {
+        Command::App { remote, command } => {
+            let (remote, command) = (remote.clone(), command.clone());
+            Some(Box::pin(async move { client::app(&remote, command).await }))
+        }
+        Command::Request { remote, command } => {
+            let (remote, command) = (remote.clone(), command.clone());
+            Some(Box::pin(
+                async move { client::request(&remote, command).await },
+            ))
+        }
+        Command::Audit { remote, command } => {
+            let command = match command {
+                AuditCommand::Verify { remote: false } => return None,
+                AuditCommand::Verify { remote: true } => client::AuditRemoteCommand::Verify,
+                AuditCommand::List {
+                    actor,
+                    action,
+                    app,
+                    since,
+                    until,
+                    limit,
+                } => client::AuditRemoteCommand::List {
+                    actor: actor.clone(),
+                    action: action.clone(),
+                    app: app.clone(),
+                    since: since.clone(),
+                    until: until.clone(),
+                    limit: *limit,
+                },
+                AuditCommand::Export {
+                    format,
+                    since,
+                    until,
+                } => client::AuditRemoteCommand::Export {
+                    format: format.clone(),
+                    since: since.clone(),
+                    until: until.clone(),
+                },
+            };
+            let remote = remote.clone();
+            Some(Box::pin(
+                async move { client::audit(&remote, command).await },
+            ))
+        }
+        _ => None,
     }
 }
 
@@ -163,7 +294,8 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             result?;
         }
         Command::Audit {
-            command: AuditCommand::Verify,
+            command: AuditCommand::Verify { .. },
+            ..
         } => {
             let settings = settings()?;
             let store = Store::connect(&settings.database).await?;
@@ -211,6 +343,10 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("Sandbox cluster listening on http://{listen}");
             println!("Try: kubectl --server=http://{listen} get namespaces");
             sandbox.serve(listener, shutdown_signal()).await?;
+        }
+        // Answered over REST by `client_command` before the runtime for local commands starts.
+        Command::App { .. } | Command::Request { .. } | Command::Audit { .. } => {
+            return Err("this command talks to a running Tidemark".into())
         }
     }
     Ok(())

@@ -547,8 +547,10 @@ pub async fn generators(
                 .generator_run(&g.name)
                 .await
                 .map_err(|e| internal_error(&e))?;
-            out.push(json!({"name": g.name, "project": g.project, "repository": g.repository,
-                "revision": g.revision, "path_glob": g.path_glob, "last_run": run}));
+            out.push(
+                json!({"name": g.name, "project": g.project, "repository": g.repository,
+                "revision": g.revision, "path_glob": g.path_glob, "last_run": run}),
+            );
         }
         let mut roots: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (name, generator) in state

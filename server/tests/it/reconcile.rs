@@ -5,6 +5,7 @@
 
 mod api;
 mod approvals;
+mod cli_client;
 mod compare;
 mod compare_more;
 mod crds;
