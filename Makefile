@@ -7,7 +7,7 @@ export PATH := $(CURDIR)/end2end/node_modules/.bin:$(HOME)/.cargo/bin:$(PATH)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 export TIDEMARK_BIN := $(TARGET_DIR)/release/tidemark
 
-.PHONY: help setup build run test lint test-rust e2e check-postgres wasm-size bench-ssr
+.PHONY: help setup build run test lint test-rust e2e check-postgres wasm-size bench-ssr api-fuzz
 .PHONY: kube-build kube-up kube-down kube-status test-kube e2e-kube
 
 help:
@@ -41,7 +41,7 @@ test-rust: check-postgres
 e2e: build
 	cd end2end && npx playwright test
 
-test: setup check-postgres lint test-rust test-kube e2e e2e-kube wasm-size bench-ssr
+test: setup check-postgres lint test-rust api-fuzz test-kube e2e e2e-kube wasm-size bench-ssr
 
 # Bytes the browser is sent for the release WASM: the precompressed brotli file the server
 # serves for `Accept-Encoding: br` (hashed name from target/release/hash.txt); fails above
@@ -55,6 +55,11 @@ wasm-size: build
 	[ "$$br" -le 420000 ] || { echo "the WASM the browser is sent is over 420 KB" >&2; exit 1; }
 
 # SSR of the Applications page at 10,000 applications under wrk, against a static handler.
+# schemathesis against /api/v1/openapi.json on a running server (scripts/api-fuzz.sh): no 5xx,
+# every answer as documented; 25 generated examples per operation, fixed seed.
+api-fuzz:
+	scripts/api-fuzz.sh $${API_FUZZ_EXAMPLES:-25}
+
 bench-ssr: build
 	SSR_SECONDS=$${SSR_SECONDS:-5} cargo bench -p server --bench ssr_pages
 

@@ -134,4 +134,13 @@ if ! python3 -c 'import aiosmtpd' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore aiosmtpd==1.4.6
 fi
 
+# 10. schemathesis (PyPI): the property-based run against the REST API's OpenAPI document
+#     (scripts/api-fuzz.sh, part of `make test`). Pinned: its checks and CLI change between
+#     releases.
+st_bin="$(python3 -c 'import sysconfig; print(sysconfig.get_path("scripts"))')/st"
+if ! "$st_bin" --version 2>/dev/null | grep -q '4\.32\.5'; then
+  say "installing schemathesis 4.32.5 (PyPI)"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore schemathesis==4.32.5
+fi
+
 say "toolchain ready (cargo-leptos $(cargo leptos --version | awk '{print $2}'), wasm-bindgen $want, wasm-opt $(end2end/node_modules/.bin/wasm-opt --version | awk '{print $3}'))"

@@ -55,6 +55,8 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:6443")]
         sandbox: SocketAddr,
     },
+    /// Print the REST API's OpenAPI 3.1 document (also served at /api/v1/openapi.json).
+    Openapi,
     /// Manage API tokens (`Authorization: Bearer`): shown once, stored hashed.
     Token {
         #[command(subcommand)]
@@ -277,6 +279,13 @@ async fn run(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
             println!("Tidemark is listening on {}", app.public_url());
             app.run_until_stopped(shutdown_signal()).await?;
             println!("Tidemark stopped.");
+        }
+        Command::Openapi => {
+            use utoipa::OpenApi;
+            println!(
+                "{}",
+                server::http::openapi::ApiDoc::openapi().to_pretty_json()?
+            );
         }
         Command::Migrate => {
             let settings = settings()?;

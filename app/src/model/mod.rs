@@ -24,6 +24,7 @@ pub fn short_revision(revision: &str) -> &str {
 use serde::{Deserialize, Serialize};
 
 /// How an application is brought in line with Git.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SyncPolicy {
@@ -163,6 +164,7 @@ pub struct AuditView {
 }
 
 /// One row of the Applications list.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AppSummary {
     pub name: String,
@@ -199,6 +201,7 @@ pub struct AppSummary {
     pub last_deploy_at: Option<i64>,
     /// The open sync request: its id, approvals so far and approvals needed.
     #[serde(default)]
+    #[cfg_attr(feature = "ssr", schema(value_type = Option<Vec<i64>>))]
     pub pending: Option<(i64, i64, i64)>,
     /// When the open drift episode began (live state differs from the last sync).
     #[serde(default)]

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use super::SignatureStatus;
 
 /// The verdict on one commit's signature (or on the signed tag that points at it).
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignatureVerdict {
     pub status: SignatureStatus,

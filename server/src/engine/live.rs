@@ -23,7 +23,7 @@ pub const REDACTED: &str = "(redacted)";
 pub const NOT_OURS: &str = "Not this application's";
 
 /// An object's identity as the tree, REST and forms name it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ObjectName {
     pub api_version: String,
@@ -341,7 +341,7 @@ pub async fn pod_log(
 }
 
 /// An action on a live object of the tree.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ResourceAction {
     /// `kubectl rollout restart` of a Deployment, StatefulSet or DaemonSet.

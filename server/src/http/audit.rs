@@ -6,7 +6,6 @@ use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::{internal_error, AppState};
 use crate::auth::visibility::Visibility;
@@ -87,6 +86,14 @@ fn csv_row(r: &AuditRow) -> String {
 /// newest first; the next page's cursor is in `next` (JSON) or the `X-Next-Cursor` header.
 ///
 /// A project-scoped caller gets only the rows about applications of its projects.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "audit",
+    params(("format" = Option<String>, Query, description = "json (default), jsonl or csv"),
+        ("cursor" = Option<String>, Query), ("limit" = Option<u32>, Query),
+        ("actor" = Option<String>, Query), ("action" = Option<String>, Query), ("application" = Option<String>, Query),
+        ("since" = Option<String>, Query, description = "RFC 3339 or ms since the epoch, inclusive"),
+        ("until" = Option<String>, Query, description = "RFC 3339 or ms since the epoch, exclusive")),
+    responses((status = 200, description = "Ledger rows, newest first (JSON lines or CSV with `format`; next cursor in `X-Next-Cursor`)",
+        content((crate::http::openapi::AuditPage = "application/json"), (String = "application/x-ndjson"), (String = "text/csv"))), crate::http::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(visibility): Extension<Visibility>,
@@ -121,7 +128,7 @@ pub async fn list(
         Err(e) => return e.into_response(),
     };
     let (content_type, body) = match q.format.as_deref().unwrap_or("json") {
-        "json" => return Json(json!({"items": rows, "next": next})).into_response(),
+        "json" => return Json(super::openapi::AuditPage { items: rows, next }).into_response(),
         "jsonl" => (
             "application/x-ndjson",
             rows.iter()
@@ -174,6 +181,8 @@ impl VerificationCache {
 
 /// `GET /api/v1/audit/verify`: `{"ok", "verified_through", "first_bad", "problem"}`. Only for
 /// callers who see every project: the check covers (and counts) every project's rows.
+#[utoipa::path(get, path = "/api/v1/audit/verify", tag = "audit",
+    responses((status = 200, description = "The hash chain checked", body = crate::store::AuditVerification), crate::http::openapi::Errors))]
 pub async fn verify(
     State(state): State<AppState>,
     Extension(visibility): Extension<Visibility>,

@@ -97,6 +97,10 @@ impl TreeFilter {
 }
 
 /// `GET /api/v1/applications/{name}/tree`
+#[utoipa::path(get, path = "/api/v1/applications/{name}/tree", tag = "applications",
+    params(("name" = String, Path, description = "Application name"), ("kind" = Option<String>, Query, description = "Keep nodes of this kind (and their ancestors)"),
+        ("health" = Option<String>, Query, description = "Keep nodes of this health")),
+    responses((status = 200, description = "Declared objects with their descendants", body = crate::http::openapi::TreeAnswer), crate::http::openapi::Errors))]
 pub async fn tree(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -107,9 +111,11 @@ pub async fn tree(
         let nodes = live::tree(&state.store, &cluster, &source).await?;
         let nodes = filter.apply(nodes);
         let count: usize = nodes.iter().map(TreeNode::count).sum();
-        Ok::<_, AppError>(Json(
-            json!({"application": name, "nodes": nodes, "count": count}),
-        ))
+        Ok::<_, AppError>(Json(super::openapi::TreeAnswer {
+            application: name,
+            nodes: serde_json::to_value(nodes).unwrap_or_default(),
+            count,
+        }))
     }
     .await;
     match result {
@@ -130,6 +136,10 @@ pub struct LiveQuery {
 }
 
 /// `GET /api/v1/applications/{name}/live`
+#[utoipa::path(get, path = "/api/v1/applications/{name}/live", tag = "applications",
+    params(("name" = String, Path, description = "Application name"), ("apiVersion" = String, Query), ("kind" = String, Query), ("namespace" = Option<String>, Query), ("name" = String, Query),
+        ("managed_fields" = Option<bool>, Query, description = "Keep metadata.managedFields")),
+    responses((status = 200, description = "The live object beside the desired one (Secret values redacted)", body = Object), crate::http::openapi::Errors))]
 pub async fn manifest(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -227,7 +237,7 @@ pub async fn logs(
 }
 
 /// Body of a resource action.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionBody {
     pub action: ResourceAction,
@@ -296,6 +306,9 @@ pub async fn run_action(
 }
 
 /// `POST /api/v1/applications/{name}/resources/actions`
+#[utoipa::path(post, path = "/api/v1/applications/{name}/resources/actions", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    request_body(content = ActionBody, description = "Restart a Deployment/StatefulSet/DaemonSet or delete a Pod of the tree"),
+    responses((status = 200, description = "Done", body = crate::http::openapi::ActionAnswer), crate::http::openapi::Errors))]
 pub async fn action(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -311,7 +324,11 @@ pub async fn action(
         .into_response();
     };
     match run_action(&state, &principal, &ip, &name, &body).await {
-        Ok(message) => (StatusCode::OK, Json(json!({"message": message}))).into_response(),
+        Ok(message) => (
+            StatusCode::OK,
+            Json(super::openapi::ActionAnswer { message }),
+        )
+            .into_response(),
         Err(e) => e.into_response(),
     }
 }

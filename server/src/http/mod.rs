@@ -6,6 +6,7 @@ mod auth;
 mod console;
 mod fold;
 mod live;
+pub mod openapi;
 mod ports;
 mod requests;
 mod rest;
@@ -120,6 +121,7 @@ pub fn router(state: AppState) -> Router {
             post(live::action),
         )
         .route("/api/v1/generators", get(rest::generators))
+        .route("/api/v1/openapi.json", get(openapi::openapi_json))
         .route("/api/v1/sync-requests", get(requests::list))
         .route(
             "/api/v1/sync-requests/{id}/approve",
@@ -148,6 +150,8 @@ pub fn router(state: AppState) -> Router {
             AppState,
             _,
         >(context, app::shell))
+        // Every error of /api/ is JSON (`{"error", "message"}`), axum's rejections too.
+        .layer(middleware::from_fn(openapi::json_errors))
         // Inner to outer: the guard sees the session, metrics see every answer.
         .layer(middleware::from_fn_with_state(
             state.clone(),

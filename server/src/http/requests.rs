@@ -5,7 +5,6 @@ use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use serde::Deserialize;
-use serde_json::json;
 
 use super::rest::respond;
 use super::{internal_error, AppState};
@@ -34,6 +33,11 @@ pub struct ListQuery {
 
 /// `GET /api/v1/sync-requests?status=pending&application=`: newest first, only requests of
 /// applications in the projects the caller may see.
+#[utoipa::path(get, path = "/api/v1/sync-requests", tag = "sync requests",
+    params(("status" = Option<String>, Query, description = "pending, approved, rejected, superseded, synced or failed"),
+        ("application" = Option<String>, Query, description = "Only this application's"),
+        ("limit" = Option<i64>, Query, description = "At most this many (default 100)")),
+    responses((status = 200, description = "Sync requests, newest first", body = crate::http::openapi::RequestList), crate::http::openapi::Errors))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(visibility): Extension<Visibility>,
@@ -58,12 +62,14 @@ pub async fn list(
                 q.limit.unwrap_or(100),
             )
             .await
-            .map(|items| json!({"items": items}))
+            .map(|items| super::openapi::RequestList { items })
             .map_err(|e| internal_error(&e)),
     )
 }
 
 /// `POST /api/v1/sync-requests/{id}/approve`
+#[utoipa::path(post, path = "/api/v1/sync-requests/{id}/approve", tag = "sync requests", params(("id" = i64, Path, description = "Sync request id")),
+    responses((status = 200, description = "The request after the approval (synced when it was the last one needed)", body = crate::store::SyncRequest), crate::http::openapi::Errors))]
 pub async fn approve(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -77,13 +83,16 @@ pub async fn approve(
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RejectBody {
     reason: String,
 }
 
 /// `POST /api/v1/sync-requests/{id}/reject` with `{"reason": "..."}`
+#[utoipa::path(post, path = "/api/v1/sync-requests/{id}/reject", tag = "sync requests", params(("id" = i64, Path, description = "Sync request id")),
+    request_body(content = RejectBody, description = "Why (kept in the audit ledger)"),
+    responses((status = 200, description = "The rejected request", body = crate::store::SyncRequest), crate::http::openapi::Errors))]
 pub async fn reject(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -103,6 +112,8 @@ pub async fn reject(
 }
 
 /// `POST /api/v1/sync-requests/{id}/sync`: run an approved request now.
+#[utoipa::path(post, path = "/api/v1/sync-requests/{id}/sync", tag = "sync requests", params(("id" = i64, Path, description = "Sync request id")),
+    responses((status = 200, description = "Runs an approved request; the request as it ends", body = crate::store::SyncRequest), crate::http::openapi::Errors))]
 pub async fn sync(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -123,6 +134,8 @@ pub async fn sync(
 }
 
 /// `GET /api/v1/applications/{name}/revisions`: known-good revisions (rollback targets).
+#[utoipa::path(get, path = "/api/v1/applications/{name}/revisions", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    responses((status = 200, description = "Known-good revisions (rollback targets) and the pin", body = crate::http::openapi::RevisionsAnswer), crate::http::openapi::Errors))]
 pub async fn revisions(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let result = async {
         if state
@@ -144,13 +157,13 @@ pub async fn revisions(State(state): State<AppState>, Path(name): Path<String>) 
             .pin_of(&name)
             .await
             .map_err(|e| internal_error(&e))?;
-        Ok(json!({"items": items, "pinned": pin}))
+        Ok(super::openapi::RevisionsAnswer { items, pinned: pin })
     }
     .await;
     respond(result)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollbackBody {
     revision: String,
@@ -158,6 +171,9 @@ pub struct RollbackBody {
 }
 
 /// `POST /api/v1/applications/{name}/rollback` with `{"revision": SHA, "reason": "..."}`
+#[utoipa::path(post, path = "/api/v1/applications/{name}/rollback", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    request_body(content = RollbackBody, description = "A known-good revision (full or short SHA) and why"),
+    responses((status = 200, description = "The rollback's sync (or the sync request it opened)", body = Object), crate::http::openapi::Errors))]
 pub async fn rollback(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
@@ -186,6 +202,8 @@ pub async fn rollback(
 }
 
 /// `POST /api/v1/applications/{name}/unpin`
+#[utoipa::path(post, path = "/api/v1/applications/{name}/unpin", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    responses((status = 200, description = "The application follows Git again", body = Object), crate::http::openapi::Errors))]
 pub async fn unpin(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,

@@ -11,7 +11,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{internal_error, AppState};
+use super::{internal_error, openapi, AppState};
 use crate::auth::guard::ClientIp;
 use crate::auth::visibility::Visibility;
 use crate::auth::Principal;
@@ -25,6 +25,10 @@ pub struct PageQuery {
 }
 
 /// `GET /api/v1/applications/{name}/commits?cursor=&limit=`
+#[utoipa::path(get, path = "/api/v1/applications/{name}/commits", tag = "applications",
+    params(("name" = String, Path, description = "Application name"), ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Commits per page (1-500, default 50)")),
+    responses((status = 200, description = "The application's commits with signature verdicts, newest first", body = crate::http::openapi::CommitPage), crate::http::openapi::Errors))]
 pub async fn commits(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -54,7 +58,7 @@ pub async fn commits(
         for c in &mut items {
             c.signature = signatures.remove(&c.sha);
         }
-        Ok(Json(json!({"items": items, "next": next})))
+        Ok(Json(openapi::CommitPage { items, next }))
     }
     .await;
     match result {
@@ -64,6 +68,8 @@ pub async fn commits(
 }
 
 /// `POST /api/v1/applications/{name}/refresh`: fetch the application's repository now.
+#[utoipa::path(post, path = "/api/v1/applications/{name}/refresh", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    responses((status = 202, description = "A fetch of the repository is scheduled", body = crate::http::openapi::RefreshAnswer), crate::http::openapi::Errors))]
 pub async fn refresh(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let source = match state.store.app_source(&name).await {
         Ok(Some(s)) => s,
@@ -87,7 +93,10 @@ pub async fn refresh(State(state): State<AppState>, Path(name): Path<String>) ->
     }
     (
         StatusCode::ACCEPTED,
-        Json(json!({"status": "fetch scheduled", "repository": source.repository})),
+        Json(openapi::RefreshAnswer {
+            status: "fetch scheduled".into(),
+            repository: source.repository,
+        }),
     )
         .into_response()
 }
@@ -101,6 +110,10 @@ pub struct DiffQuery {
 /// `GET /api/v1/applications/{name}/diff?from=&to=`: between two stored revisions (per resource
 /// and field); without them, every resource of the target revision compared with
 /// the cluster (status and field changes; Secret values redacted).
+#[utoipa::path(get, path = "/api/v1/applications/{name}/diff", tag = "applications",
+    params(("name" = String, Path, description = "Application name"), ("from" = Option<String>, Query, description = "A stored revision (with `to`)"),
+        ("to" = Option<String>, Query, description = "A stored revision (with `from`)")),
+    responses((status = 200, description = "Per resource and field; Secret values redacted", body = crate::http::openapi::DiffAnswer), crate::http::openapi::Errors))]
 pub async fn diff(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -135,9 +148,13 @@ pub async fn diff(
         let resources =
             crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore)
                 .await?;
-        Ok::<_, crate::reconcile::ReconcileError>(
-            json!({"revision": revision, "digest": digest, "resources": resources}),
-        )
+        Ok::<_, crate::reconcile::ReconcileError>(openapi::DiffAnswer {
+            revision: Some(revision),
+            digest: Some(digest),
+            from: None,
+            to: None,
+            resources: serde_json::to_value(resources).unwrap_or_default(),
+        })
     }
     .await;
     respond(result.map_err(reconcile_error))
@@ -168,6 +185,8 @@ async fn source_of(state: &AppState, name: &str) -> Result<crate::store::AppSour
 /// `GET /api/v1/applications`
 ///
 /// Only the applications of the projects the caller may see ([`Visibility`]).
+#[utoipa::path(get, path = "/api/v1/applications", tag = "applications",
+    responses((status = 200, description = "Applications the caller may see, by name", body = [app::model::AppSummary]), crate::http::openapi::Errors))]
 pub async fn applications(
     State(state): State<AppState>,
     Extension(visibility): Extension<Visibility>,
@@ -207,6 +226,8 @@ fn helm_shown(helm: &crate::domain::source::HelmOptions) -> serde_json::Value {
 }
 
 /// `GET /api/v1/applications/{name}`: the application with its last comparison and open drift.
+#[utoipa::path(get, path = "/api/v1/applications/{name}", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    responses((status = 200, description = "The application with its last comparison", body = crate::http::openapi::ApplicationDetail), crate::http::openapi::Errors))]
 pub async fn application(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let result = async {
         let source = source_of(&state, &name).await?;
@@ -216,23 +237,47 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
             .await
             .map_err(|e| internal_error(&e))?
             .ok_or_else(|| AppError::NotFound(format!("application {name}")))?;
-        let status = state.store.app_status(&name).await.map_err(|e| internal_error(&e))?;
-        let drift = state.store.open_drift(&name).await.map_err(|e| internal_error(&e))?;
+        let status = state
+            .store
+            .app_status(&name)
+            .await
+            .map_err(|e| internal_error(&e))?;
+        let drift = state
+            .store
+            .open_drift(&name)
+            .await
+            .map_err(|e| internal_error(&e))?;
         let (target_signature, held_back) = target_signature(&state, &source).await?;
-        Ok(json!({
-            "application": summary,
-            "status": status.as_ref().map(|s| json!({"sync_status": s.sync_status, "health": s.health,
-                "health_message": s.health_message, "target_revision": s.target_sha,
-                "deployed_revision": s.deployed_sha, "compared_at": s.compared_at})),
-            "open_drift": drift.map(|d| json!({"id": d.id, "since": d.opened_at})),
-            "pinned": state.store.pin_of(&name).await.map_err(|e| internal_error(&e))?,
-            "require_signed": source.require_signed,
-            "source": source.render.source,
-            "helm": helm_shown(&source.render.helm),
-            "target_signature": target_signature,
-            "held_back": held_back,
-            "declared_by": state.store.generator_of(&name).await.map_err(|e| internal_error(&e))?,
-        }))
+        Ok(openapi::ApplicationDetail {
+            application: summary,
+            status: status.map(|s| openapi::AppStatusView {
+                sync_status: s.sync_status,
+                health: s.health,
+                health_message: Some(s.health_message).filter(|m| !m.is_empty()),
+                target_revision: s.target_sha,
+                deployed_revision: s.deployed_sha,
+                compared_at: s.compared_at,
+            }),
+            open_drift: drift.map(|d| openapi::OpenDriftView {
+                id: d.id,
+                since: d.opened_at,
+            }),
+            pinned: state
+                .store
+                .pin_of(&name)
+                .await
+                .map_err(|e| internal_error(&e))?,
+            require_signed: source.require_signed,
+            source: source.render.source,
+            helm: helm_shown(&source.render.helm),
+            target_signature,
+            held_back,
+            declared_by: state
+                .store
+                .generator_of(&name)
+                .await
+                .map_err(|e| internal_error(&e))?,
+        })
     }
     .await;
     respond(result)
@@ -279,6 +324,8 @@ pub(super) async fn target_signature(
 
 /// `GET /api/v1/applications/{name}/resources`: each resource's status and health from the last
 /// comparison.
+#[utoipa::path(get, path = "/api/v1/applications/{name}/resources", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    responses((status = 200, description = "Resources from the last comparison", body = crate::http::openapi::ResourcesAnswer), crate::http::openapi::Errors))]
 pub async fn resources(State(state): State<AppState>, Path(name): Path<String>) -> Response {
     let result = async {
         source_of(&state, &name).await?;
@@ -287,7 +334,9 @@ pub async fn resources(State(state): State<AppState>, Path(name): Path<String>) 
             .app_status(&name)
             .await
             .map_err(|e| internal_error(&e))?;
-        Ok(json!({"resources": status.map(|s| s.resources).unwrap_or_else(|| json!([]))}))
+        Ok(openapi::ResourcesAnswer {
+            resources: status.map(|s| s.resources).unwrap_or_else(|| json!([])),
+        })
     }
     .await;
     respond(result)
@@ -302,6 +351,11 @@ pub struct TimelineQuery {
 }
 
 /// `GET /api/v1/applications/{name}/timeline?cursor=&limit=&kinds=`
+#[utoipa::path(get, path = "/api/v1/applications/{name}/timeline", tag = "applications",
+    params(("name" = String, Path, description = "Application name"), ("cursor" = Option<String>, Query, description = "`next` of the previous page"),
+        ("limit" = Option<u32>, Query, description = "Entries per page (1-500, default 50)"),
+        ("kinds" = Option<String>, Query, description = "Comma-separated kinds, e.g. `sync,drift_opened`")),
+    responses((status = 200, description = "The timeline, newest first", body = crate::http::openapi::TimelinePage), crate::http::openapi::Errors))]
 pub async fn timeline(
     State(state): State<AppState>,
     Path(name): Path<String>,
@@ -323,13 +377,13 @@ pub async fn timeline(
             .timeline_page(&name, q.cursor.as_deref(), q.limit.unwrap_or(50), &kinds)
             .await
             .map_err(|e| internal_error(&e))?;
-        Ok(json!({"items": items, "next": next}))
+        Ok(openapi::TimelinePage { items, next })
     }
     .await;
     respond(result)
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SyncBody {
     #[serde(default)]
@@ -338,6 +392,9 @@ pub struct SyncBody {
 
 /// `POST /api/v1/applications/{name}/sync` (`{"dry_run": true}` previews: the exact diff the UI
 /// shows, nothing applied).
+#[utoipa::path(post, path = "/api/v1/applications/{name}/sync", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    request_body(content = Option<SyncBody>, description = "`{\"dry_run\": true}` previews; no body syncs"),
+    responses((status = 200, description = "The sync's outcome, or the preview", body = crate::http::openapi::SyncAnswer), crate::http::openapi::Errors))]
 pub async fn sync(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -354,11 +411,25 @@ pub async fn sync(
             .cloned()
             .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
         let _guard = state.app_locks.lock(&source.name).await;
-        let (revision, digest, desired) = crate::reconcile::desired(&state.store, &cluster, &source).await.map_err(reconcile_error)?;
+        let (revision, digest, desired) =
+            crate::reconcile::desired(&state.store, &cluster, &source)
+                .await
+                .map_err(reconcile_error)?;
         if !body.dry_run && !source.auto_sync && source.approvals.required > 0 {
-            let pending = state.store.sync_requests(None, Some(&source.name), None, 1).await.map_err(|e| internal_error(&e))?;
-            let hint = pending.first().filter(|r| r.status.is_open())
-                .map(|r| format!(": approve sync request #{} (POST /api/v1/sync-requests/{}/approve)", r.id, r.id))
+            let pending = state
+                .store
+                .sync_requests(None, Some(&source.name), None, 1)
+                .await
+                .map_err(|e| internal_error(&e))?;
+            let hint = pending
+                .first()
+                .filter(|r| r.status.is_open())
+                .map(|r| {
+                    format!(
+                        ": approve sync request #{} (POST /api/v1/sync-requests/{}/approve)",
+                        r.id, r.id
+                    )
+                })
                 .unwrap_or_default();
             return Err(AppError::Conflict(format!(
                 "application {} syncs after {} approval(s){hint}",
@@ -366,16 +437,48 @@ pub async fn sync(
             )));
         }
         if body.dry_run {
-            let resources = crate::reconcile::compare(&state.store, &cluster, &source, &desired, &source.ignore).await.map_err(reconcile_error)?;
-            return Ok(json!({"dry_run": true, "revision": revision, "digest": digest, "resources": resources}));
+            let resources = crate::reconcile::compare(
+                &state.store,
+                &cluster,
+                &source,
+                &desired,
+                &source.ignore,
+            )
+            .await
+            .map_err(reconcile_error)?;
+            return Ok(openapi::SyncAnswer {
+                dry_run: Some(true),
+                revision,
+                digest: Some(digest),
+                resources: Some(serde_json::to_value(resources).unwrap_or_default()),
+                sync: None,
+                status: None,
+                results: None,
+            });
         }
         let (id, status, results) = crate::reconcile::sync(
-            &state.store, &cluster, &source, &revision, &digest, &desired, source.prune, "manual", &principal.actor(&ip),
+            &state.store,
+            &cluster,
+            &source,
+            &revision,
+            &digest,
+            &desired,
+            source.prune,
+            "manual",
+            &principal.actor(&ip),
         )
         .await
         .map_err(reconcile_error)?;
         state.queue.enqueue(&source.name);
-        Ok(json!({"sync": id, "status": status, "revision": revision, "results": results}))
+        Ok(openapi::SyncAnswer {
+            dry_run: None,
+            revision,
+            digest: None,
+            resources: None,
+            sync: Some(id),
+            status: Some(status.to_string()),
+            results: Some(serde_json::to_value(results).unwrap_or_default()),
+        })
     }
     .await;
     respond(result)
@@ -487,15 +590,25 @@ async fn save_application(
     match result {
         Ok("created") => (
             StatusCode::CREATED,
-            Json(json!({"status": "created", "name": app.name})),
+            Json(openapi::SaveAnswer {
+                status: "created".into(),
+                name: app.name,
+            }),
         )
             .into_response(),
-        Ok(_) => Json(json!({"status": "updated", "name": app.name})).into_response(),
+        Ok(_) => Json(openapi::SaveAnswer {
+            status: "updated".into(),
+            name: app.name,
+        })
+        .into_response(),
         Err(e) => e.into_response(),
     }
 }
 
 /// `POST /api/v1/applications`
+#[utoipa::path(post, path = "/api/v1/applications", tag = "applications",
+    request_body(content = Object, description = "The fields of `[[applications]]` (name, project, repository, path, revision, cluster, namespace, sync_policy, self_heal, prune, ignore, approvals, compare, require_signed, source, helm)"),
+    responses((status = 201, description = "Created", body = crate::http::openapi::SaveAnswer), crate::http::openapi::Errors))]
 pub async fn create_application(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -507,6 +620,9 @@ pub async fn create_application(
 }
 
 /// `PUT /api/v1/applications/{name}`
+#[utoipa::path(put, path = "/api/v1/applications/{name}", tag = "applications", params(("name" = String, Path, description = "Application name")),
+    request_body(content = Object, description = "The application's fields, as for POST"),
+    responses((status = 200, description = "Updated", body = crate::http::openapi::SaveAnswer), crate::http::openapi::Errors))]
 pub async fn update_application(
     State(state): State<AppState>,
     Extension(principal): Extension<Principal>,
@@ -527,6 +643,8 @@ pub async fn update_application(
 /// "roots": [{root, applications}]}` — `last_run` (revision, applications, refused with
 /// reasons, error, updated_at in ms) is `null` before the first fetch; a root is an
 /// application whose definitions declare others.
+#[utoipa::path(get, path = "/api/v1/generators", tag = "generators",
+    responses((status = 200, description = "Directory generators with their last run, and apps of apps", body = crate::http::openapi::GeneratorsAnswer), crate::http::openapi::Errors))]
 pub async fn generators(
     State(state): State<AppState>,
     Extension(visibility): Extension<Visibility>,
@@ -547,10 +665,14 @@ pub async fn generators(
                 .generator_run(&g.name)
                 .await
                 .map_err(|e| internal_error(&e))?;
-            out.push(
-                json!({"name": g.name, "project": g.project, "repository": g.repository,
-                "revision": g.revision, "path_glob": g.path_glob, "last_run": run}),
-            );
+            out.push(openapi::GeneratorView {
+                name: g.name.clone(),
+                project: g.project.clone(),
+                repository: g.repository.clone(),
+                revision: g.revision.clone(),
+                path_glob: g.path_glob.clone(),
+                last_run: run,
+            });
         }
         let mut roots: std::collections::BTreeMap<String, Vec<String>> = Default::default();
         for (name, generator) in state
@@ -572,9 +694,12 @@ pub async fn generators(
         }
         let roots: Vec<_> = roots
             .into_iter()
-            .map(|(root, applications)| json!({"root": root, "applications": applications}))
+            .map(|(root, applications)| openapi::RootView { root, applications })
             .collect();
-        Ok(json!({"generators": out, "roots": roots}))
+        Ok(openapi::GeneratorsAnswer {
+            generators: out,
+            roots,
+        })
     }
     .await;
     respond(result)

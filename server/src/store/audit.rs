@@ -9,7 +9,7 @@ use super::{Store, StoreError};
 use crate::clock::Millis;
 
 /// One audit ledger row before it is chained.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub at: Millis,
     pub actor_id: String,
@@ -18,6 +18,7 @@ pub struct AuditEvent {
     pub action: String,
     pub target: String,
     /// JSON object; never holds secrets (callers pass only names, reasons and outcomes).
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
     pub source_ip: String,
     pub outcome: String,
@@ -69,7 +70,7 @@ impl Actor {
 }
 
 /// A stored audit row.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditRow {
     pub seq: i64,
     #[serde(flatten)]
@@ -108,7 +109,7 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
 }
 
 /// What `audit_verify` found.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct AuditVerification {
     pub ok: bool,
     /// The last sequence number whose row and chain up to it are intact.

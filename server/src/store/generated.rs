@@ -19,7 +19,7 @@ pub struct DeclaredApp {
 }
 
 /// A definition Git declares that Tidemark did not accept, and why.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RefusedApp {
     /// The application's name, when the definition has one.
     pub name: String,
@@ -49,7 +49,7 @@ impl GeneratedChanges {
 }
 
 /// The last run of a directory generator (`GET /api/v1/generators`).
-#[derive(Debug, Clone, Default, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize, utoipa::ToSchema)]
 pub struct GeneratorRun {
     pub name: String,
     /// The commit it ran on (full SHA).

@@ -84,7 +84,7 @@ pub struct AppGitState {
 }
 
 /// One stored commit of an application's history.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StoredCommit {
     pub sha: String,
     pub parents: Vec<String>,
@@ -102,12 +102,13 @@ pub struct StoredCommit {
 }
 
 /// One event of an application's timeline.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, utoipa::ToSchema)]
 pub struct TimelineEntry {
     pub id: i64,
     pub kind: String,
     pub occurred_at: Millis,
     pub message: String,
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 

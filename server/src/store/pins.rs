@@ -7,7 +7,7 @@ use super::{append_audit, AuditEvent, Store, StoreError};
 use crate::clock::Millis;
 
 /// An application held at a revision by a rollback.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Pin {
     pub revision: String,
     pub digest: String,
@@ -18,7 +18,7 @@ pub struct Pin {
 }
 
 /// A revision that synced and became healthy: a rollback target.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct KnownGood {
     pub sync_id: i64,
     pub revision: String,

@@ -9,7 +9,7 @@ use crate::clock::Millis;
 pub use app::model::RequestStatus;
 
 /// A sync request with its (non-void and void) approvals.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct SyncRequest {
     pub id: i64,
     pub application: String,
@@ -28,7 +28,7 @@ pub struct SyncRequest {
     pub approvals: Vec<Approval>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Approval {
     pub user_id: String,
     pub user_name: String,

@@ -300,3 +300,109 @@ async fn by_again(store: &Store, actor: &str, action: &str, target: &str) -> boo
         .iter()
         .any(|r| r.event.actor_id == actor && r.event.action == action && r.event.target == target)
 }
+
+#[tokio::test]
+async fn declared_applications_are_shown_over_rest_and_cannot_be_changed_there() {
+    let db = TestDb::sqlite();
+    let repo = GitRepo::new();
+    let cache = tempfile::tempdir().unwrap();
+    repo.write("apps/web/cm.yaml", &configmap("web"));
+    repo.write(
+        "root/apps.yaml",
+        &[
+            definition(
+                "extra",
+                "  path: apps/web\n  cluster: sandbox\n  namespace: team-extra\n",
+            ),
+            definition(
+                "escape",
+                "  path: apps/web\n  cluster: sandbox\n  namespace: kube-system\n",
+            ),
+        ]
+        .join("---\n"),
+    );
+    repo.commit("platform");
+    let s = settings(&repo, &db, cache.path());
+    let server = crate::helpers::TestServer::start(s).await;
+    let get = |path: &'static str| {
+        let (client, base) = (server.client.clone(), server.base.clone());
+        async move {
+            let resp = client.get(format!("{base}{path}")).send().await.unwrap();
+            let status = resp.status().as_u16();
+            (status, resp.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let mut generators = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, v) = get("/api/v1/generators").await;
+        if v["generators"][0]["last_run"]["revision"].is_string()
+            && v["roots"][0]["applications"] == serde_json::json!(["extra"])
+        {
+            generators = v;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(generators["generators"][0]["name"], "apps", "{generators}");
+    assert_eq!(
+        generators["generators"][0]["last_run"]["applications"],
+        serde_json::json!(["web"])
+    );
+    assert_eq!(generators["roots"][0]["root"], "root");
+    // A caller scoped to another project sees neither.
+    let other =
+        crate::helpers::bearer_client(&server.token(app::model::Role::Viewer, Some("other")).await);
+    let scoped: serde_json::Value = other
+        .get(format!("{}/api/v1/generators", server.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(scoped, serde_json::json!({"generators": [], "roots": []}));
+    let (status, web) = get("/api/v1/applications/web").await;
+    assert_eq!(status, 200, "{web}");
+    assert_eq!(web["declared_by"], "generator/apps");
+    let (_, timeline) = get("/api/v1/applications/root/timeline").await;
+    assert!(
+        timeline["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "generator_refused"
+                && e["message"].as_str().unwrap().contains("kube-system")),
+        "{timeline}"
+    );
+    // Declared in Git: the API refuses to change it, naming the generator.
+    let body = serde_json::json!({"name": "web", "project": "team", "repository": "platform",
+        "path": "apps/web", "cluster": "sandbox", "namespace": "team-web"});
+    let resp = server
+        .client
+        .put(format!("{}/api/v1/applications/web", server.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 409);
+    let err: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        err["message"]
+            .as_str()
+            .unwrap()
+            .contains("declared in Git by generator/apps"),
+        "{err}"
+    );
+    // The framework's own rejections are JSON too.
+    let resp = server
+        .client
+        .post(format!("{}/api/v1/applications", server.base))
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let err: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(err["error"], "bad_request", "{err}");
+}
