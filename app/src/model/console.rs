@@ -264,6 +264,8 @@ pub const TIMELINE_GROUPS: &[(&str, &str, &[&str])] = &[
             "webhook",
             "refresh",
             "application",
+            "generated",
+            "generator_refused",
         ],
     ),
     (
@@ -303,6 +305,8 @@ pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) 
         "webhook" => ("↯", "Webhook", "unknown"),
         "refresh" => ("↻", "Refresh", "unknown"),
         "application" => ("✎", "Application", "unknown"),
+        "generated" => ("⊕", "Declared in Git", "info"),
+        "generator_refused" => ("⊘", "Definition refused", "bad"),
         "kube_event" => ("☸", "Kubernetes event", "unknown"),
         "kube_warning" => ("⚠", "Kubernetes warning", "bad"),
         "resource_action" => ("⚙", "Resource action", "warn"),

@@ -658,9 +658,10 @@ impl GitSources {
     ) -> Result<crate::store::GeneratedChanges, SyncError> {
         let now = clock::now();
         let actor = generators::actor(id);
+        let refused_names: Vec<String> = refused.iter().map(|r| r.name.clone()).collect();
         let mut changes = self
             .store
-            .apply_generated(id, &actor, tip, &accepted, root, now)
+            .apply_generated(id, &actor, tip, (&accepted, &refused_names), root, now)
             .await?;
         refused.append(&mut changes.refused);
         for r in &refused {

@@ -99,7 +99,8 @@ pub struct ApplicationDetail {
 pub struct AppStatusView {
     pub sync_status: String,
     pub health: String,
-    pub health_message: Option<String>,
+    /// Empty when healthy.
+    pub health_message: String,
     pub target_revision: Option<String>,
     pub deployed_revision: Option<String>,
     /// Milliseconds since the epoch.

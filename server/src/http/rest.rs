@@ -253,7 +253,7 @@ pub async fn application(State(state): State<AppState>, Path(name): Path<String>
             status: status.map(|s| openapi::AppStatusView {
                 sync_status: s.sync_status,
                 health: s.health,
-                health_message: Some(s.health_message).filter(|m| !m.is_empty()),
+                health_message: s.health_message,
                 target_revision: s.target_sha,
                 deployed_revision: s.deployed_sha,
                 compared_at: s.compared_at,

@@ -342,7 +342,7 @@ impl Store {
 
 /// The columns of an application summary, up to the WHERE clause.
 /// The columns of an application summary (`a` is the application).
-const SUMMARY_COLUMNS: &str = "a.name, a.project, a.repository, r.url AS repo_url, a.path, a.render_options, a.target_revision,
+const SUMMARY_COLUMNS: &str = "a.name, a.project, a.repository, r.url AS repo_url, a.path, a.render_options, a.generator, a.target_revision,
                     a.cluster, a.namespace, a.sync_policy, g.target_sha,
                     COALESCE(rs.last_error, g.last_error) AS git_error,
                     st.sync_status, st.health, st.health_message,
@@ -404,7 +404,13 @@ fn summary_from(row: &sqlx::any::AnyRow) -> Result<AppSummary, StoreError> {
     Ok(AppSummary {
         name: row.try_get("name")?,
         project: row.try_get("project")?,
-        source: source_label(&repository, &repo_url, &path, &options),
+        source: {
+            let label = source_label(&repository, &repo_url, &path, &options);
+            match row.try_get::<Option<String>, _>("generator")? {
+                Some(g) => format!("{label} · declared in Git by {g}"),
+                None => label,
+            }
+        },
         repository,
         repo_url,
         path,

@@ -91,7 +91,8 @@ impl Store {
     /// creates new ones, rewrites changed ones (or ones retired earlier), retires those no longer
     /// declared (history kept). A name already taken by an application declared elsewhere is
     /// refused. Each change gets an audit row by `actor` and a timeline entry on the
-    /// application; with `root`, a summary entry on the root's timeline too.
+    /// application; with `root`, a summary entry on the root's timeline too. Applications named in
+    /// `refused` (still declared, but refused this time) are kept as they were.
     ///
     /// Errors: [`StoreError`] only; nothing is written then.
     pub async fn apply_generated(
@@ -99,7 +100,7 @@ impl Store {
         generator: &str,
         actor: &super::Actor,
         revision: &str,
-        declared: &[DeclaredApp],
+        (declared, refused): (&[DeclaredApp], &[String]),
         root: Option<&str>,
         now: Millis,
     ) -> Result<GeneratedChanges, StoreError> {
@@ -123,13 +124,20 @@ impl Store {
                     let owner: Option<String> = r.try_get("generator")?;
                     let spec: Option<String> = r.try_get("declared_spec")?;
                     let retired: Option<i64> = r.try_get("retired_at")?;
-                    if retired.is_none() && owner.as_deref() != Some(generator) {
+                    // Only this generator's own rows: a retired application declared elsewhere
+                    // (tidemark.toml, the API, another generator) keeps its history to itself.
+                    if owner.as_deref() != Some(generator) {
                         changes.refused.push(RefusedApp {
                             name: app.name.clone(),
                             origin: d.origin.clone(),
                             reason: format!(
-                                "application {} already exists ({})",
+                                "application {} {} ({})",
                                 app.name,
+                                if retired.is_none() {
+                                    "already exists"
+                                } else {
+                                    "existed before"
+                                },
                                 origin_of(&source, owner.as_deref())
                             ),
                         });
@@ -189,7 +197,9 @@ impl Store {
         .fetch_all(&mut *tx)
         .await?;
         for name in active {
-            if kept.contains(&name.as_str()) {
+            // A definition that is still there but refused (a typo, out of bounds) keeps the
+            // application as it was: only a definition that is gone retires it.
+            if kept.contains(&name.as_str()) || refused.contains(&name) {
                 continue;
             }
             sqlx::query("UPDATE applications SET retired_at = $1, updated_at = $1 WHERE name = $2")

@@ -271,6 +271,30 @@ async fn generators_create_update_and_retire_applications_as_git_changes_within_
         let run = store.generator_run("apps").await.unwrap().unwrap();
         assert_eq!(run.revision.as_deref(), Some(second.as_str()));
 
+        // A definition edited into something refused keeps the application as it was.
+        repo.write(
+            "root/apps.yaml",
+            &definition(
+                "extra",
+                "  path: apps/db\n  cluster: sandbox\n  namespace: kube-system\n",
+            ),
+        );
+        repo.commit("extra out of bounds");
+        git.sync_repository("platform").await.unwrap();
+        assert_eq!(
+            store.app_source("extra").await.unwrap().unwrap().namespace,
+            "team-extra"
+        );
+        repo.write(
+            "root/apps.yaml",
+            &definition(
+                "extra",
+                "  path: apps/db\n  cluster: sandbox\n  namespace: team-extra\n",
+            ),
+        );
+        repo.commit("extra back in bounds");
+        git.sync_repository("platform").await.unwrap();
+
         // A directory named like an application declared elsewhere is refused, not taken over.
         repo.write("apps/root/cm.yaml", &configmap("x"));
         repo.commit("a directory named like the root");
@@ -364,6 +388,10 @@ async fn declared_applications_are_shown_over_rest_and_cannot_be_changed_there()
     let (status, web) = get("/api/v1/applications/web").await;
     assert_eq!(status, 200, "{web}");
     assert_eq!(web["declared_by"], "generator/apps");
+    assert_eq!(
+        web["application"]["source"],
+        "platform / apps/web · declared in Git by generator/apps"
+    );
     let (_, timeline) = get("/api/v1/applications/root/timeline").await;
     assert!(
         timeline["items"]
