@@ -249,8 +249,10 @@ pub fn matching_directories(
                     format!("{prefix}/{name}")
                 };
                 next.push((path, repo.find_tree(entry.id())?));
+                // Over the limit at any level: the caller reports it and changes nothing
+                // (a truncated list would retire applications).
                 if next.len() > MAX_APPLICATIONS {
-                    break;
+                    return Ok(next.into_iter().map(|(p, _)| p).collect());
                 }
             }
         }

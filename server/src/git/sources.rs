@@ -768,6 +768,23 @@ impl GitSources {
                                 Err(r) => refused.push(r),
                             }
                         }
+                        // Two directories with one name (`envs/*/apps/*`): both are refused.
+                        let mut names: HashMap<String, usize> = HashMap::new();
+                        for d in &accepted {
+                            *names.entry(d.settings.name.clone()).or_default() += 1;
+                        }
+                        let (unique, twice): (Vec<_>, Vec<_>) = accepted
+                            .into_iter()
+                            .partition(|d| names[&d.settings.name] == 1);
+                        accepted = unique;
+                        refused.extend(twice.into_iter().map(|d| RefusedApp {
+                            name: d.settings.name.clone(),
+                            origin: d.origin,
+                            reason: format!(
+                                "more than one directory is named `{}`",
+                                d.settings.name
+                            ),
+                        }));
                         let changes = self
                             .apply_declared(&id, &tip, accepted, refused, None)
                             .await?;

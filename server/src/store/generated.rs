@@ -308,6 +308,18 @@ impl Store {
             tx.commit().await?;
             retired.push(name);
         }
+        // A generator configured again later runs afresh.
+        let runs: Vec<String> = sqlx::query_scalar("SELECT name FROM generators")
+            .fetch_all(&self.pool)
+            .await?;
+        for run in runs {
+            if !generators.contains(&format!("generator/{run}")) {
+                sqlx::query("DELETE FROM generators WHERE name = $1")
+                    .bind(&run)
+                    .execute(&self.pool)
+                    .await?;
+            }
+        }
         Ok(retired)
     }
 
