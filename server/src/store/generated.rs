@@ -202,25 +202,12 @@ impl Store {
             if kept.contains(&name.as_str()) || refused.contains(&name) {
                 continue;
             }
-            sqlx::query("UPDATE applications SET retired_at = $1, updated_at = $1 WHERE name = $2")
-                .bind(now)
-                .bind(&name)
-                .execute(&mut *tx)
-                .await?;
-            let event = actor.event(
-                "application_retire",
-                &format!("application:{name}"),
-                "success",
-                json!({"generator": generator, "revision": revision}),
-                now,
-            );
-            super::append_audit(&mut tx, &event).await?;
-            super::notify::insert_event(
+            retire_in(
                 &mut tx,
                 &name,
-                "application",
+                actor,
+                json!({"generator": generator, "revision": revision}),
                 &format!("application retired by {generator}: no longer declared at {short}"),
-                &json!({"generator": generator, "revision": revision}),
                 now,
             )
             .await?;
@@ -283,25 +270,12 @@ impl Store {
                 continue;
             }
             let mut tx = self.write_tx().await?;
-            sqlx::query("UPDATE applications SET retired_at = $1, updated_at = $1 WHERE name = $2")
-                .bind(now)
-                .bind(&name)
-                .execute(&mut *tx)
-                .await?;
-            let event = super::Actor::system().event(
-                "application_retire",
-                &format!("application:{name}"),
-                "success",
-                json!({"generator": generator, "reason": "its generator is gone"}),
-                now,
-            );
-            super::append_audit(&mut tx, &event).await?;
-            super::notify::insert_event(
+            retire_in(
                 &mut tx,
                 &name,
-                "application",
+                &super::Actor::system(),
+                json!({"generator": generator, "reason": "its generator is gone"}),
                 &format!("application retired: {generator} no longer exists"),
-                &json!({"generator": generator}),
                 now,
             )
             .await?;
@@ -373,6 +347,33 @@ impl Store {
         .fetch_all(&self.pool)
         .await?)
     }
+}
+
+/// Retires application `name` in `tx`: the row, an `application_retire` audit row by `actor`
+/// with `details`, and `message` on its timeline.
+async fn retire_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    name: &str,
+    actor: &super::Actor,
+    details: serde_json::Value,
+    message: &str,
+    now: Millis,
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE applications SET retired_at = $1, updated_at = $1 WHERE name = $2")
+        .bind(now)
+        .bind(name)
+        .execute(&mut **tx)
+        .await?;
+    let event = actor.event(
+        "application_retire",
+        &format!("application:{name}"),
+        "success",
+        details.clone(),
+        now,
+    );
+    super::append_audit(tx, &event).await?;
+    super::notify::insert_event(tx, name, "application", message, &details, now).await?;
+    Ok(())
 }
 
 fn run_of(r: &sqlx::any::AnyRow) -> Result<GeneratorRun, StoreError> {

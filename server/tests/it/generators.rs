@@ -7,7 +7,7 @@ use server::config::{DestinationBound, GeneratorSettings, ProjectSettings, Setti
 use server::git::sources::GitSources;
 use server::store::{AppOrigin, Store};
 
-use crate::git::GitRepo;
+use crate::git::{declared, GitRepo};
 use crate::helpers::TestDb;
 
 fn configmap(name: &str) -> String {
@@ -64,17 +64,6 @@ fn settings(repo: &GitRepo, db: &TestDb, cache: &std::path::Path) -> Settings {
         template: toml::from_str(template).unwrap(),
     }];
     s
-}
-
-async fn declared(db: &TestDb, s: &Settings) -> Store {
-    let store = db.store().await;
-    let catalog = server::store::DeclaredCatalog {
-        repositories: &s.repositories,
-        clusters: &s.clusters,
-        applications: &s.applications,
-    };
-    store.sync_declared(catalog, 0).await.unwrap();
-    store
 }
 
 async fn active(store: &Store) -> Vec<(String, String)> {

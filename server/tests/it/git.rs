@@ -347,7 +347,7 @@ fn settings_for(repo: &GitRepo, db: &TestDb, cache: &Path) -> Settings {
     s
 }
 
-async fn declared(db: &TestDb, s: &Settings) -> server::store::Store {
+pub(crate) async fn declared(db: &TestDb, s: &Settings) -> server::store::Store {
     let store = db.store().await;
     let catalog = server::store::DeclaredCatalog {
         repositories: &s.repositories,
