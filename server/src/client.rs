@@ -168,7 +168,9 @@ pub enum AuditRemoteCommand {
         #[arg(long)]
         until: Option<String>,
     },
-    /// Ask the server to verify the hash chain (exit 1 naming the first bad row).
+    /// Ask the server to verify the hash chain (exit 1 naming the first bad row); shown as
+    /// `tidemark audit verify --remote`.
+    #[command(skip)]
     Verify,
 }
 

@@ -121,31 +121,9 @@ enum AuditCommand {
         #[arg(long)]
         remote: bool,
     },
-    /// Ledger rows, newest first (from a running Tidemark).
-    List {
-        #[arg(long)]
-        actor: Option<String>,
-        #[arg(long)]
-        action: Option<String>,
-        #[arg(long)]
-        app: Option<String>,
-        /// RFC 3339 time or milliseconds since the epoch.
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long, default_value_t = 50)]
-        limit: u32,
-    },
-    /// Every row as JSON lines or CSV on standard output (from a running Tidemark).
-    Export {
-        #[arg(long, value_parser = ["jsonl", "csv"], default_value = "jsonl")]
-        format: String,
-        #[arg(long)]
-        since: Option<String>,
-        #[arg(long)]
-        until: Option<String>,
-    },
+    /// `list` and `export` from a running Tidemark.
+    #[command(flatten)]
+    Remote(client::AuditRemoteCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,30 +203,7 @@ fn client_command(cli: &Cli) -> Option<ClientRun> {
             let command = match command {
                 AuditCommand::Verify { remote: false } => return None,
                 AuditCommand::Verify { remote: true } => client::AuditRemoteCommand::Verify,
-                AuditCommand::List {
-                    actor,
-                    action,
-                    app,
-                    since,
-                    until,
-                    limit,
-                } => client::AuditRemoteCommand::List {
-                    actor: actor.clone(),
-                    action: action.clone(),
-                    app: app.clone(),
-                    since: since.clone(),
-                    until: until.clone(),
-                    limit: *limit,
-                },
-                AuditCommand::Export {
-                    format,
-                    since,
-                    until,
-                } => client::AuditRemoteCommand::Export {
-                    format: format.clone(),
-                    since: since.clone(),
-                    until: until.clone(),
-                },
+                AuditCommand::Remote(c) => c.clone(),
             };
             let remote = remote.clone();
             Some(Box::pin(
