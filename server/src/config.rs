@@ -119,6 +119,87 @@ pub struct ProjectSettings {
     /// Clusters and namespaces applications declared in Git may deploy to; empty: none.
     #[serde(default)]
     pub destinations: Vec<DestinationBound>,
+    /// Cluster-scoped kinds (Namespace, ClusterRole, CustomResourceDefinition…) applications
+    /// declared in Git may sync (Argo CD's `clusterResourceWhitelist`); empty: none.
+    #[serde(default)]
+    pub cluster_resources: Vec<ResourceKindBound>,
+}
+
+impl ProjectSettings {
+    /// What every object of an application declared in Git in this project is held to.
+    pub fn declared_bounds(&self) -> DeclaredBounds {
+        DeclaredBounds {
+            destinations: self.destinations.clone(),
+            cluster_resources: self.cluster_resources.clone(),
+        }
+    }
+}
+
+impl DeclaredBounds {
+    /// Whether an application on `cluster` may sync `obj` (placed: namespaced objects carry
+    /// their namespace, cluster-scoped ones none). A namespaced object's namespace must be
+    /// among the destinations on `cluster`; a cluster-scoped kind among `cluster_resources` —
+    /// and a Namespace's name among the destinations too (a namespace the application could not
+    /// deploy into is not its to make).
+    ///
+    /// Errors: why not, naming the object and the project setting that refuses it.
+    pub fn admits(&self, cluster: &str, obj: &serde_json::Value) -> Result<(), String> {
+        let kind = obj["kind"].as_str().unwrap_or_default();
+        let name = obj["metadata"]["name"].as_str().unwrap_or_default();
+        let group = obj["apiVersion"]
+            .as_str()
+            .unwrap_or_default()
+            .rsplit_once('/')
+            .map_or("", |(g, _)| g);
+        let matches = |pattern: &str, value: &str| {
+            glob::Pattern::new(pattern).is_ok_and(|p| p.matches(value))
+        };
+        let destination = |namespace: &str| {
+            self.destinations
+                .iter()
+                .any(|d| matches(&d.cluster, cluster) && matches(&d.namespace, namespace))
+        };
+        match obj["metadata"]["namespace"].as_str() {
+            Some(namespace) if !destination(namespace) => Err(format!(
+                "{kind} {namespace}/{name}: namespace `{namespace}` on cluster `{cluster}` is not among the project's destinations"
+            )),
+            Some(_) => Ok(()),
+            None if !self
+                .cluster_resources
+                .iter()
+                .any(|r| matches(&r.group, group) && matches(&r.kind, kind)) =>
+            {
+                Err(format!(
+                    "{kind} {name}: cluster-scoped kind `{kind}` (group `{group}`) is not among the project's cluster_resources"
+                ))
+            }
+            None if kind == "Namespace" && group.is_empty() && !destination(name) => Err(format!(
+                "Namespace {name}: `{name}` on cluster `{cluster}` is not among the project's destinations"
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A cluster-scoped kind a project's Git-declared applications may sync
+/// (`[[projects.cluster_resources]]`). `group` is the API group (`""` for the core API, e.g.
+/// Namespace); `*` in a field matches any run of characters.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResourceKindBound {
+    pub group: String,
+    pub kind: String,
+}
+
+/// A project's bounds on the objects its Git-declared applications sync, checked before any is
+/// applied (stored as JSON in `project_policies.declared_bounds`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct DeclaredBounds {
+    /// Where namespaced objects may go (`cluster`, `namespace` patterns).
+    pub destinations: Vec<DestinationBound>,
+    /// Which cluster-scoped kinds may be synced at all.
+    pub cluster_resources: Vec<ResourceKindBound>,
 }
 
 /// Encryption at rest of the Secret data in stored renders (see [`crate::secrets`]). Without a
@@ -1291,6 +1372,54 @@ fn typed_scalar(raw: &str) -> toml::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every object of a Git-declared application against its project's bounds: namespaced by
+    /// destination, cluster-scoped by kind, a Namespace by both.
+    #[test]
+    fn declared_bounds_admit_objects_by_namespace_and_cluster_scoped_kind() {
+        let bounds = DeclaredBounds {
+            destinations: vec![DestinationBound {
+                cluster: "prod-*".into(),
+                namespace: "team-a-*".into(),
+            }],
+            cluster_resources: vec![ResourceKindBound {
+                group: "".into(),
+                kind: "Namespace".into(),
+            }],
+        };
+        let obj = |api: &str, kind: &str, name: &str, ns: Option<&str>| {
+            let mut o =
+                serde_json::json!({"apiVersion": api, "kind": kind, "metadata": {"name": name}});
+            if let Some(ns) = ns {
+                o["metadata"]["namespace"] = ns.into();
+            }
+            o
+        };
+        let deploy = obj("apps/v1", "Deployment", "web", Some("team-a-web"));
+        assert_eq!(bounds.admits("prod-eu", &deploy), Ok(()));
+        // Another cluster, another namespace: refused, saying which.
+        let err = bounds.admits("staging", &deploy).unwrap_err();
+        assert!(err.contains("cluster `staging`"), "{err}");
+        let stray = obj("v1", "ConfigMap", "c", Some("kube-system"));
+        let err = bounds.admits("prod-eu", &stray).unwrap_err();
+        assert!(err.contains("namespace `kube-system`"), "{err}");
+        // Cluster-scoped: only the listed kinds, and a Namespace only where it may deploy.
+        let role = obj("rbac.authorization.k8s.io/v1", "ClusterRole", "admin", None);
+        let err = bounds.admits("prod-eu", &role).unwrap_err();
+        assert!(err.contains("cluster_resources"), "{err}");
+        assert_eq!(
+            bounds.admits("prod-eu", &obj("v1", "Namespace", "team-a-web", None)),
+            Ok(())
+        );
+        let err = bounds
+            .admits("prod-eu", &obj("v1", "Namespace", "kube-system", None))
+            .unwrap_err();
+        assert!(err.contains("destinations"), "{err}");
+        // No bounds at all: nothing is admitted.
+        assert!(DeclaredBounds::default()
+            .admits("prod-eu", &deploy)
+            .is_err());
+    }
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs

@@ -230,7 +230,11 @@ pub const TIMELINE_GROUPS: &[(&str, &str, &[&str])] = &[
         "Commits & signatures",
         &["commit", "revision_blocked", "trusted_keys_changed"],
     ),
-    ("syncs", "Syncs", &["sync", "sync_interrupted", "conflict"]),
+    (
+        "syncs",
+        "Syncs",
+        &["sync", "sync_interrupted", "conflict", "sync_refused"],
+    ),
     (
         "approvals",
         "Requests & approvals",
@@ -286,6 +290,7 @@ pub fn timeline_style(kind: &str) -> (&'static str, &'static str, &'static str) 
         "sync" => ("⟳", "Sync", "ok"),
         "sync_interrupted" => ("⚠", "Sync interrupted", "warn"),
         "conflict" => ("⚠", "Conflict", "bad"),
+        "sync_refused" => ("⊘", "Not synced: outside project", "bad"),
         "sync_requested" => ("◇", "Sync requested", "info"),
         "approval" => ("✔", "Approved", "ok"),
         "sync_request_rejected" => ("✖", "Rejected", "bad"),

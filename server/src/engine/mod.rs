@@ -75,6 +75,7 @@ impl From<ReconcileError> for EngineError {
                 EngineError::Corrupt(format!("snapshot {digest}"))
             }
             ReconcileError::Unverified(why) => EngineError::Conflict(why),
+            ReconcileError::OutsideProject(why) => EngineError::Conflict(why),
         }
     }
 }

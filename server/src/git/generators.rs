@@ -24,8 +24,13 @@ use crate::store::{Actor, DeclaredApp, RefusedApp};
 /// The API group and version of an application definition.
 pub const API_VERSION: &str = "tidemark.dev/v1";
 
-/// Most applications one generator may declare (a glob matching a whole monorepo stops here).
+/// Most applications one generator or app of apps may declare (a glob matching a whole
+/// monorepo stops here).
 pub const MAX_APPLICATIONS: usize = 500;
+
+/// Most app-of-apps levels below an application of tidemark.toml or the API: an application
+/// declared this deep declares nothing.
+pub const MAX_NESTING: usize = 3;
 
 /// Whether `obj` is an application definition (`tidemark.dev/v1` `Application`).
 pub fn is_definition(obj: &Value) -> bool {
@@ -53,13 +58,14 @@ pub fn actor(id: &str) -> Actor {
     }
 }
 
-/// Reads one definition of the app of apps `root` (in project `root_project`, repository
-/// `root_repository`). Errors: the reason it cannot be an application.
+/// Reads one definition of an app of apps whose root is in project `root_project`, reads
+/// repository `root_repository` and requires signed revisions or not (`root_signed`: then so
+/// does every application it declares, whatever the definition says). Errors: the reason it
+/// cannot be an application.
 pub fn from_definition(
     obj: &Value,
     origin: &str,
-    root_project: &str,
-    root_repository: &str,
+    (root_project, root_repository, root_signed): (&str, &str, bool),
     settings: &Settings,
 ) -> Result<DeclaredApp, RefusedApp> {
     let name = obj["metadata"]["name"]
@@ -86,6 +92,9 @@ pub fn from_definition(
         .or_insert_with(|| Value::String(root_project.to_owned()));
     spec.entry("repository")
         .or_insert_with(|| Value::String(root_repository.to_owned()));
+    if root_signed {
+        spec.insert("require_signed".into(), Value::Bool(true));
+    }
     declared(Value::Object(spec), origin, root_project, settings).map_err(refuse)
 }
 
@@ -312,4 +321,43 @@ pub fn check_settings(settings: &Settings) -> Result<(), (String, String)> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        toml::from_str(
+            r#"
+            [[repositories]]
+            name = "platform"
+            url = "file:///x"
+            [[clusters]]
+            name = "c"
+            url = "http://127.0.0.1:1"
+            [[projects]]
+            name = "team"
+            source_repositories = ["platform"]
+            destinations = [{ cluster = "c", namespace = "team-*" }]
+            "#,
+        )
+        .unwrap()
+    }
+
+    /// A root under `require_signed` passes it on: a definition cannot opt its application out.
+    #[test]
+    fn applications_declared_by_a_signed_root_require_signed_revisions_too() {
+        let obj = serde_json::json!({"apiVersion": API_VERSION, "kind": "Application",
+            "metadata": {"name": "web"},
+            "spec": {"path": "apps/web", "cluster": "c", "namespace": "team-web", "require_signed": false}});
+        let s = settings();
+        let signed = from_definition(&obj, "root/a.yaml", ("team", "platform", true), &s).unwrap();
+        assert!(signed.settings.require_signed);
+        let unsigned =
+            from_definition(&obj, "root/a.yaml", ("team", "platform", false), &s).unwrap();
+        assert!(!unsigned.settings.require_signed);
+        // The stored spec differs too, so turning the root's policy on updates its children.
+        assert_ne!(signed.spec, unsigned.spec);
+    }
 }

@@ -439,15 +439,16 @@ impl GitSources {
         let mut apps = self.store.apps_of_repository(repository).await?;
         let mut out = Vec::new();
         let mut seen = std::collections::HashSet::new();
-        // An app of apps may declare applications of this repository while it is ingested:
-        // they are ingested in the same fetch (a few rounds, for roots declaring roots).
+        // An app of apps may declare (or redeclare) applications of this repository while it
+        // is ingested: they are ingested in the same fetch (a few rounds, for roots declaring
+        // roots); one ingested already is ingested again when what it renders changed.
         for _round in 0..4 {
-            apps.retain(|a| !seen.contains(&a.name));
+            apps.retain(|a| !seen.contains(&ingest_key(a)));
             if apps.is_empty() {
                 break;
             }
             for app in std::mem::take(&mut apps) {
-                seen.insert(app.name.clone());
+                seen.insert(ingest_key(&app));
                 if recovered {
                     self.store
                         .add_timeline(
@@ -622,14 +623,37 @@ impl GitSources {
         {
             return Ok(());
         }
+        // A root's declarations are held whole (nothing created, updated or retired) when its
+        // revision is not one it may deploy, it declares too many, or it sits too deep.
+        let held = match crate::reconcile::signature_gate(&self.store, root, tip).await {
+            Err(crate::reconcile::ReconcileError::Unverified(why)) => Some(why),
+            Err(crate::reconcile::ReconcileError::Store(e)) => return Err(e.into()),
+            Err(e) => Some(e.to_string()),
+            Ok(_) if definitions.len() > generators::MAX_APPLICATIONS => Some(format!(
+                "it holds {} application definitions; at most {} are read",
+                definitions.len(),
+                generators::MAX_APPLICATIONS
+            )),
+            Ok(_) if !definitions.is_empty() && self.nesting(&root.name).await? >= generators::MAX_NESTING => {
+                Some(format!(
+                    "{} is itself declared {} levels below an application of tidemark.toml or the API; at most {} levels are followed",
+                    root.name,
+                    generators::MAX_NESTING,
+                    generators::MAX_NESTING
+                ))
+            }
+            Ok(_) => None,
+        };
+        if let Some(why) = held {
+            return self.hold_declarations(root, &id, tip, &why).await;
+        }
         let mut accepted = Vec::new();
         let mut refused = Vec::new();
         for (origin, obj) in definitions {
             match generators::from_definition(
                 obj,
                 origin,
-                &root.project,
-                &root.repository,
+                (&root.project, &root.repository, root.require_signed),
                 &self.declaring,
             ) {
                 Ok(d) if d.settings.name == root.name => refused.push(RefusedApp {
@@ -644,6 +668,60 @@ impl GitSources {
         self.apply_declared(&id, tip, accepted, refused, Some(&root.name))
             .await
             .map(|_| ())
+    }
+
+    /// How many app-of-apps levels declare `name` (0: declared in tidemark.toml or through the
+    /// API, or not at all).
+    async fn nesting(&self, name: &str) -> Result<usize, SyncError> {
+        let mut depth = 0;
+        let mut name = name.to_owned();
+        while depth <= generators::MAX_NESTING {
+            match self.store.generator_of(&name).await? {
+                Some(g) => {
+                    depth += 1;
+                    match g.strip_prefix("application/") {
+                        Some(parent) => name = parent.to_owned(),
+                        None => break,
+                    }
+                }
+                None => break,
+            }
+        }
+        Ok(depth)
+    }
+
+    /// Leaves what root `root` declared as it was, saying why on its timeline and in the audit
+    /// ledger (as the generator `id`).
+    async fn hold_declarations(
+        &self,
+        root: &AppSource,
+        id: &str,
+        tip: &str,
+        why: &str,
+    ) -> Result<(), SyncError> {
+        let now = clock::now();
+        let event = generators::actor(id).event(
+            "application_declare",
+            &format!("application:{}", root.name),
+            "refused",
+            json!({"generator": id, "revision": tip, "reason": why}),
+            now,
+        );
+        self.store.audit(&event).await?;
+        let message = format!(
+            "declarations at {} not applied (applications stay as they were): {why}",
+            app::model::short_revision(tip)
+        );
+        self.store
+            .add_timeline(
+                &root.name,
+                "generator_refused",
+                &message,
+                &json!({"revision": tip, "held": true}),
+                now,
+            )
+            .await?;
+        Ok(())
     }
 
     /// Applies one generator run: the catalog changes, then each refusal as an audit row by
@@ -1171,6 +1249,18 @@ impl GitSources {
     }
 }
 
+/// What makes an application's ingest differ: its name and what it renders.
+fn ingest_key(app: &AppSource) -> String {
+    format!(
+        "{}\0{}\0{}\0{}\0{}",
+        app.name,
+        app.repository,
+        app.path,
+        app.revision,
+        serde_json::to_string(&app.render).unwrap_or_default()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1194,6 +1284,7 @@ mod tests {
             compare: Default::default(),
             require_signed: false,
             render,
+            bounds: None,
         }
     }
 

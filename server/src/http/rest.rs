@@ -415,6 +415,8 @@ pub async fn sync(
             crate::reconcile::desired(&state.store, &cluster, &source)
                 .await
                 .map_err(reconcile_error)?;
+        // A preview of a sync that would be refused says so, as the sync would.
+        crate::reconcile::bounds_gate(&source, &desired).map_err(reconcile_error)?;
         if !body.dry_run && !source.auto_sync && source.approvals.required > 0 {
             let pending = state
                 .store

@@ -36,6 +36,10 @@ pub enum ReconcileError {
     /// `require_signed` and the revision is not signed by a trusted key: nothing is applied.
     #[error("{0}")]
     Unverified(String),
+    /// An application declared in Git would sync objects outside its project's bounds:
+    /// nothing is applied.
+    #[error("{0}")]
+    OutsideProject(String),
 }
 
 impl ReconcileError {
@@ -47,6 +51,7 @@ impl ReconcileError {
             ReconcileError::NotRendered(_) => "render",
             ReconcileError::CorruptSnapshot(_) => "snapshot",
             ReconcileError::Unverified(_) => "unverified",
+            ReconcileError::OutsideProject(_) => "bounds",
         }
     }
 }
@@ -315,6 +320,39 @@ pub async fn signature_gate(
     Ok(verdict)
 }
 
+/// For an application declared in Git: every object of `desired` within its project's bounds,
+/// else [`ReconcileError::OutsideProject`] naming the first few that are not (nothing is
+/// applied then: Argo CD refuses such a sync whole as well).
+pub fn bounds_gate(app: &AppSource, desired: &[serde_json::Value]) -> Result<(), ReconcileError> {
+    let Some(bounds) = &app.bounds else {
+        return Ok(());
+    };
+    let refused: Vec<String> = desired
+        .iter()
+        .filter_map(|o| bounds.admits(&app.cluster, o).err())
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let shown = refused
+        .iter()
+        .take(5)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("; ");
+    let more = match refused.len() {
+        n if n > 5 => format!(" (and {} more)", n - 5),
+        _ => String::new(),
+    };
+    Err(ReconcileError::OutsideProject(format!(
+        "{} is declared in Git and {} of its {} objects fall outside project `{}`'s bounds, so nothing is applied: {shown}{more}",
+        app.name,
+        refused.len(),
+        desired.len(),
+        app.project
+    )))
+}
+
 /// `revision 1a2b3c4 of web is not deployed: unsigned (require_signed: only commits signed by a
 /// trusted key are synced)`.
 pub fn unverified_message(
@@ -378,6 +416,33 @@ async fn record_blocked(
             "revision_blocked",
             &unverified_message(app, sha, verdict),
             &json!({"revision": sha, "signature": status, "fingerprint": verdict.and_then(|v| v.fingerprint.clone())}),
+            now,
+        )
+        .await?;
+    Ok(())
+}
+
+/// An automated sync refused by [`bounds_gate`]: a `sync_refused` timeline entry, once per
+/// rendered target (the reconcile loop tries every interval).
+async fn record_outside_project(
+    store: &Store,
+    app: &AppSource,
+    digest: &str,
+    why: &str,
+    now: clock::Millis,
+) -> Result<(), ReconcileError> {
+    let last = store
+        .last_timeline_detail(&app.name, "sync_refused")
+        .await?;
+    if last.as_ref().is_some_and(|d| d["digest"] == digest) {
+        return Ok(());
+    }
+    store
+        .add_timeline(
+            &app.name,
+            "sync_refused",
+            why,
+            &json!({"digest": digest, "reason": "bounds"}),
             now,
         )
         .await?;
@@ -454,7 +519,7 @@ pub async fn reconcile_app(
                 record_blocked(store, app, &sha, verdict.as_ref(), now).await?
             }
             plan::Step::Sync(cause) => {
-                let (id, status, _) = sync(
+                let result = sync(
                     store,
                     cluster,
                     app,
@@ -465,9 +530,18 @@ pub async fn reconcile_app(
                     cause.as_str(),
                     &Actor::system(),
                 )
-                .await?;
-                synced = Some((id, status));
-                (diffs, live) = observe(store, cluster, app, &desired_objects, &app.ignore).await?;
+                .await;
+                match result {
+                    Ok((id, status, _)) => {
+                        synced = Some((id, status));
+                        (diffs, live) =
+                            observe(store, cluster, app, &desired_objects, &app.ignore).await?;
+                    }
+                    Err(ReconcileError::OutsideProject(why)) => {
+                        record_outside_project(store, app, &digest, &why, now).await?
+                    }
+                    Err(e) => return Err(e),
+                }
             }
         }
     }

@@ -371,6 +371,8 @@ pub async fn sync(
     // `require_signed`: nothing unverified is applied, whoever asks (auto, a click, an approval,
     // a rollback). The verdict at deploy time is kept with the sync.
     let signature = super::signature_gate(store, app, revision).await?;
+    // Declared in Git: every object within the project's bounds, or nothing is applied.
+    super::bounds_gate(app, desired)?;
     let new = NewSync {
         application: &app.name,
         revision,

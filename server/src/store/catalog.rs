@@ -24,16 +24,47 @@ pub enum AppOrigin {
     Git(String),
 }
 
+/// Forgets the render of application `app`'s current target when what it renders (repository,
+/// path, revision, render options) is about to change: the next ingest renders it afresh
+/// instead of keeping the old path's objects until the next commit. Run before the row is
+/// rewritten.
+pub(super) async fn forget_render_if_moved(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    app: &ApplicationSettings,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE app_git_state SET target_sha = NULL
+         WHERE application = $1 AND EXISTS (SELECT 1 FROM applications a WHERE a.name = $1
+             AND (a.repository <> $2 OR a.path <> $3 OR a.target_revision <> $4 OR a.render_options <> $5))",
+    )
+    .bind(&app.name)
+    .bind(&app.repository)
+    .bind(&app.path)
+    .bind(&app.revision)
+    .bind(super::RenderOptions::of(app))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
 /// Writes an application owned by the API (`generated: None`) or declared in Git by
 /// `generated = Some((generator, declared_spec))`, creating it or rewriting it (and bringing it
-/// back if it was retired). The caller has checked who may own the name.
+/// back if it was retired). The caller has checked who may own the name; for a generated one the
+/// write itself checks again (another replica may have taken the name since): `false` when the
+/// name belongs to something else and nothing was written.
 pub(super) async fn upsert_application(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     app: &ApplicationSettings,
     generated: Option<(&str, &str)>,
     now: Millis,
-) -> Result<(), StoreError> {
-    sqlx::query(
+) -> Result<bool, StoreError> {
+    forget_render_if_moved(tx, app).await?;
+    let owned = if generated.is_some() {
+        " WHERE applications.generator = excluded.generator"
+    } else {
+        ""
+    };
+    let written = sqlx::query(&format!(
         "INSERT INTO applications (name, project, repository, path, target_revision, cluster, namespace,
              sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options, source, generator, declared_spec, created_at, updated_at, retired_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14, $15, $16, 'api', $17, $18, $12, $12, NULL)
@@ -44,8 +75,8 @@ pub(super) async fn upsert_application(
              approval_policy = excluded.approval_policy, compare_options = excluded.compare_options,
              require_signed = excluded.require_signed, render_options = excluded.render_options,
              source = 'api', generator = excluded.generator, declared_spec = excluded.declared_spec,
-             updated_at = excluded.updated_at, retired_at = NULL",
-    )
+             updated_at = excluded.updated_at, retired_at = NULL{owned}",
+    ))
     .bind(&app.name)
     .bind(&app.project)
     .bind(&app.repository)
@@ -66,7 +97,7 @@ pub(super) async fn upsert_application(
     .bind(generated.map(|g| g.1))
     .execute(&mut **tx)
     .await?;
-    Ok(())
+    Ok(written.rows_affected() > 0)
 }
 
 impl Store {
@@ -148,6 +179,7 @@ impl Store {
             .await?;
         }
         for app in declared.applications {
+            forget_render_if_moved(&mut tx, app).await?;
             sqlx::query(
                 "INSERT INTO applications (name, project, repository, path, target_revision,
                      cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options, source, created_at, updated_at, retired_at)

@@ -153,9 +153,18 @@ impl Store {
                     }
                 }
             };
+            if !super::catalog::upsert_application(&mut tx, app, Some((generator, &d.spec)), now)
+                .await?
+            {
+                // Taken since it was read (another replica, another generator).
+                changes.refused.push(RefusedApp {
+                    name: app.name.clone(),
+                    origin: d.origin.clone(),
+                    reason: format!("application {} was just declared elsewhere", app.name),
+                });
+                continue;
+            }
             kept.push(&app.name);
-            super::catalog::upsert_application(&mut tx, app, Some((generator, &d.spec)), now)
-                .await?;
             let event = actor.event(
                 &format!("application_{verb}"),
                 &format!("application:{}", app.name),

@@ -141,6 +141,10 @@ pub struct AppSource {
     pub require_signed: bool,
     /// How the path is rendered (`None`: detected) and the Helm options.
     pub render: RenderOptions,
+    /// For an application declared in Git (app of apps, generator): its project's bounds, which
+    /// every object it syncs must fall within (`None`: declared in tidemark.toml or through the
+    /// API, trusted as written; a project without bounds gives empty ones).
+    pub bounds: Option<crate::config::DeclaredBounds>,
 }
 
 /// How an application is rendered, as stored in `applications.render_options`.
@@ -207,12 +211,27 @@ fn app_source(r: &sqlx::any::AnyRow) -> Result<AppSource, StoreError> {
                 value: options,
             })?
         },
+        bounds: match r.try_get::<Option<String>, _>("generator")? {
+            None => None,
+            Some(_) => match r.try_get::<Option<String>, _>("project_bounds")? {
+                None => Some(Default::default()),
+                Some(bounds) => {
+                    Some(
+                        serde_json::from_str(&bounds).map_err(|_| StoreError::Corrupt {
+                            column: "project_policies.declared_bounds",
+                            value: bounds,
+                        })?,
+                    )
+                }
+            },
+        },
     })
 }
 
 const APP_SOURCE_COLUMNS: &str =
-    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options,
-     COALESCE((SELECT pp.require_signed FROM project_policies pp WHERE pp.project = applications.project), 0) AS project_require_signed";
+    "name, project, repository, path, target_revision, cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options, generator,
+     COALESCE((SELECT pp.require_signed FROM project_policies pp WHERE pp.project = applications.project), 0) AS project_require_signed,
+     (SELECT pp.declared_bounds FROM project_policies pp WHERE pp.project = applications.project) AS project_bounds";
 
 impl Store {
     /// Active applications reading from `repository`.

@@ -206,7 +206,8 @@ impl Store {
             .remove(sha))
     }
 
-    /// Makes the stored project policies equal to the configured ones.
+    /// Makes the stored project policies (`require_signed`, the bounds of Git-declared
+    /// applications) equal to the configured ones.
     pub async fn sync_project_policies(
         &self,
         projects: &[crate::config::ProjectSettings],
@@ -217,11 +218,13 @@ impl Store {
             .await?;
         for p in projects {
             sqlx::query(
-                "INSERT INTO project_policies (project, require_signed) VALUES ($1, $2)
-                 ON CONFLICT (project) DO UPDATE SET require_signed = excluded.require_signed",
+                "INSERT INTO project_policies (project, require_signed, declared_bounds) VALUES ($1, $2, $3)
+                 ON CONFLICT (project) DO UPDATE SET require_signed = excluded.require_signed,
+                     declared_bounds = excluded.declared_bounds",
             )
             .bind(&p.name)
             .bind(i64::from(p.require_signed))
+            .bind(serde_json::to_string(&p.declared_bounds()).unwrap_or_else(|_| "{}".into()))
             .execute(&mut *tx)
             .await?;
         }

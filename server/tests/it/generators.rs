@@ -230,6 +230,19 @@ async fn generators_create_update_and_retire_applications_as_git_changes_within_
             store.app_source("extra").await.unwrap().unwrap().path,
             "apps/db"
         );
+        // Its target is the new path's render at once, not the old path's until the next commit
+        // (`extra` was ingested before `root` redeclared it in this very fetch).
+        let state = store.app_git_state("extra").await.unwrap();
+        assert_eq!(state.target_sha.as_deref(), Some(second.as_str()));
+        let (_, extra_render) = store
+            .rendered_snapshot("extra", &second)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            extra_render.contains("\"name\":\"db\"") && !extra_render.contains("\"name\":\"web\""),
+            "{extra_render}"
+        );
         assert_eq!(store.app_origin("api").await.unwrap(), None);
         // The retired application's history stays.
         let api_timeline = store.timeline("api", 20).await.unwrap();
@@ -422,4 +435,296 @@ async fn declared_applications_are_shown_over_rest_and_cannot_be_changed_there()
     assert_eq!(resp.status(), 400);
     let err: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(err["error"], "bad_request", "{err}");
+}
+
+fn timeline_of(entries: &[(String, String)], kind: &str) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|(k, _)| k == kind)
+        .map(|(_, m)| m.clone())
+        .collect()
+}
+
+/// An app of apps is held whole — nothing created, updated or retired, the reason on its
+/// timeline — when its revision is unsigned under `require_signed`, when it holds more than 500
+/// definitions, or when it is itself declared three levels deep (a chain of roots stops).
+#[tokio::test]
+async fn an_app_of_apps_is_held_when_unsigned_too_large_or_nested_too_deep() {
+    for db in TestDb::both().await {
+        let repo = GitRepo::new();
+        let cache = tempfile::tempdir().unwrap();
+        let level = |name: &str, next: &str| {
+            definition(
+                name,
+                &format!("  path: {next}\n  cluster: sandbox\n  namespace: team-{name}\n"),
+            )
+        };
+        repo.write("root/apps.yaml", &level("l1", "l1"));
+        repo.write("l1/apps.yaml", &level("l2", "l2"));
+        repo.write("l2/apps.yaml", &level("l3", "l3"));
+        repo.write("l3/apps.yaml", &level("l4", "l4"));
+        repo.write("l4/cm.yaml", &configmap("l4"));
+        repo.commit("a chain of roots");
+        let mut s = settings(&repo, &db, cache.path());
+        s.generators.clear();
+        let store = declared(&db, &s).await;
+        store.sync_project_policies(&s.projects).await.unwrap();
+        let git = GitSources::new(store.clone(), &s);
+        git.sync_repository("platform").await.unwrap();
+        let chain: Vec<(String, String)> = ["l1", "l2", "l3"]
+            .iter()
+            .zip(["root", "l1", "l2"])
+            .map(|(a, r)| ((*a).to_owned(), format!("application/{r}")))
+            .collect();
+        assert_eq!(active(&store).await, chain, "on {}", db.url);
+        let held = timeline_of(
+            &store.timeline("l3", 50).await.unwrap(),
+            "generator_refused",
+        );
+        assert!(
+            held.iter().any(|m| m.contains("at most 3 levels")),
+            "{held:?}"
+        );
+
+        // 501 definitions: none is read, and l1 is not retired for want of its definition.
+        let many: Vec<String> = (0..501).map(|i| level(&format!("m{i}"), "l4")).collect();
+        repo.write("root/apps.yaml", &many.join("---\n"));
+        repo.commit("too many");
+        git.sync_repository("platform").await.unwrap();
+        assert_eq!(active(&store).await, chain, "on {}", db.url);
+        let held = timeline_of(
+            &store.timeline("root", 50).await.unwrap(),
+            "generator_refused",
+        );
+        assert!(
+            held.iter()
+                .any(|m| m.contains("501 application definitions; at most 500")),
+            "{held:?}"
+        );
+
+        // Under `require_signed`, an unsigned revision of the root changes nothing either.
+        repo.write("root/apps.yaml", &level("l1", "l1"));
+        repo.commit("back to one");
+        git.sync_repository("platform").await.unwrap();
+        let mut signed = s.clone();
+        signed.projects[0].require_signed = true;
+        store.sync_project_policies(&signed.projects).await.unwrap();
+        repo.git(&["rm", "-q", "root/apps.yaml"]);
+        repo.write("root/cm.yaml", &configmap("root"));
+        repo.commit("drop l1, unsigned");
+        git.sync_repository("platform").await.unwrap();
+        assert_eq!(active(&store).await, chain, "on {}", db.url);
+        let held = timeline_of(
+            &store.timeline("root", 50).await.unwrap(),
+            "generator_refused",
+        );
+        assert!(
+            held.iter()
+                .any(|m| m.contains("not applied") && m.contains("unsigned")),
+            "{held:?}"
+        );
+        let audit = store.audit_rows(0, 500).await.unwrap();
+        assert!(audit
+            .iter()
+            .any(|r| r.event.actor_id == "git:application/root"
+                && r.event.action == "application_declare"
+                && r.event.target == "application:root"
+                && r.event.outcome == "refused"));
+        store.close().await;
+        db.drop_db().await;
+    }
+}
+
+/// Directory generators: two directories with one name are both refused (neither wins by
+/// order), more than 500 matches change nothing and say why, and a generator removed from the
+/// configuration has its applications retired and its last run forgotten at start.
+#[tokio::test]
+async fn a_generator_refuses_duplicate_names_stops_at_500_and_is_forgotten_when_removed() {
+    let db = TestDb::sqlite();
+    let repo = GitRepo::new();
+    let cache = tempfile::tempdir().unwrap();
+    repo.write("teams/a/web/cm.yaml", &configmap("a-web"));
+    repo.write("teams/b/web/cm.yaml", &configmap("b-web"));
+    repo.write("teams/a/api/cm.yaml", &configmap("api"));
+    for i in 0..501 {
+        repo.write(&format!("many/d{i}/cm.yaml"), &configmap(&format!("d{i}")));
+    }
+    let first = repo.commit("teams");
+    let mut s = settings(&repo, &db, cache.path());
+    s.applications.clear();
+    let template = s.generators[0].template.clone();
+    s.generators = ["teams/*/*", "many/*"]
+        .iter()
+        .zip(["teams", "many"])
+        .map(|(glob, name)| GeneratorSettings {
+            name: name.into(),
+            project: "team".into(),
+            repository: "platform".into(),
+            revision: "main".into(),
+            path_glob: (*glob).into(),
+            template: template.clone(),
+        })
+        .collect();
+    let store = declared(&db, &s).await;
+    let git = GitSources::new(store.clone(), &s);
+    git.sync_repository("platform").await.unwrap();
+    assert_eq!(
+        active(&store).await,
+        [("api".to_owned(), "generator/teams".to_owned())]
+    );
+    let run = store.generator_run("teams").await.unwrap().unwrap();
+    let dupes: Vec<&str> = run
+        .refused
+        .iter()
+        .filter(|r| r.name == "web")
+        .map(|r| r.origin.as_str())
+        .collect();
+    assert_eq!(dupes, ["teams/a/web", "teams/b/web"], "{:?}", run.refused);
+    let many = store.generator_run("many").await.unwrap().unwrap();
+    assert_eq!(many.revision.as_deref(), Some(first.as_str()));
+    assert!(
+        many.error.as_deref().is_some_and(|e| e.contains("500")),
+        "{many:?}"
+    );
+    assert!(many.applications.is_empty());
+
+    // `teams` leaves the configuration: at start its application is retired, its run forgotten.
+    store
+        .retire_orphaned_generated(&["generator/many".to_owned()], 1)
+        .await
+        .unwrap();
+    assert!(active(&store).await.is_empty());
+    assert!(store.generator_run("teams").await.unwrap().is_none());
+    assert!(store.generator_run("many").await.unwrap().is_some());
+    store.close().await;
+}
+
+/// Every object a Git-declared application syncs stays within its project's bounds — an object
+/// naming another namespace, or a cluster-scoped kind the project does not list, stops the whole
+/// sync (automated: a `sync_refused` entry, once; by hand: a refusal naming the objects) — on the
+/// cluster under test (the real control plane in `make test`).
+#[tokio::test]
+async fn git_declared_applications_sync_only_objects_within_their_project_bounds() {
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use k8s_openapi::api::rbac::v1::ClusterRole;
+    let c = crate::sandbox::TestCluster::start().await;
+    let ns = c.ns.clone();
+    let db = TestDb::sqlite();
+    let repo = GitRepo::new();
+    let cache = tempfile::tempdir().unwrap();
+    let role = format!("tidemark-test-{ns}-reader");
+    repo.write("apps/ok/cm.yaml", &configmap("ok"));
+    repo.write("apps/web/cm.yaml", &configmap("web"));
+    repo.write(
+        "apps/web/stray.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: stray\n  namespace: kube-system\ndata:\n  k: v\n",
+    );
+    repo.write("apps/admin/cm.yaml", &configmap("admin"));
+    repo.write(
+        "apps/admin/role.yaml",
+        &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {role}\nrules: []\n"),
+    );
+    repo.commit("three applications");
+    let mut s = settings(&repo, &db, cache.path());
+    s.applications.clear();
+    s.clusters = vec![match &c.sandbox {
+        Some(_) => server::config::ClusterSettings {
+            name: "sandbox".into(),
+            url: c.url.clone(),
+            ..Default::default()
+        },
+        None => server::config::ClusterSettings {
+            name: "sandbox".into(),
+            kubeconfig: std::env::var_os("TIDEMARK_TEST_KUBECONFIG").map(Into::into),
+            ..Default::default()
+        },
+    }];
+    s.projects[0].destinations[0].namespace = ns.clone();
+    s.generators[0].template = toml::from_str(&format!(
+        "cluster = \"sandbox\"\nnamespace = \"{ns}\"\nsync_policy = \"auto\"\n"
+    ))
+    .unwrap();
+    let store = declared(&db, &s).await;
+    store.sync_project_policies(&s.projects).await.unwrap();
+    let git = GitSources::new(store.clone(), &s);
+    git.sync_repository("platform").await.unwrap();
+    let cluster = server::cluster::client::ClusterClient::connect(&s.clusters[0])
+        .await
+        .unwrap();
+    let cluster = std::sync::Arc::new(cluster);
+    let reconcile = |name: &'static str| {
+        let (store, cluster) = (store.clone(), cluster.clone());
+        async move {
+            let app = store.app_source(name).await.unwrap().unwrap();
+            server::reconcile::reconcile_app(&store, &cluster, &app)
+                .await
+                .unwrap()
+        }
+    };
+    for name in ["ok", "web", "admin"] {
+        reconcile(name).await;
+    }
+    let cms: kube::Api<ConfigMap> = kube::Api::namespaced(c.client.clone(), &ns);
+    let roles: kube::Api<ClusterRole> = kube::Api::all(c.client.clone());
+    assert!(cms.get_opt("ok").await.unwrap().is_some());
+    // Nothing of a refused sync is applied, not even its objects that are within bounds.
+    assert!(cms.get_opt("web").await.unwrap().is_none());
+    assert!(cms.get_opt("admin").await.unwrap().is_none());
+    let system: kube::Api<ConfigMap> = kube::Api::namespaced(c.client.clone(), "kube-system");
+    assert!(system.get_opt("stray").await.unwrap().is_none());
+    assert!(roles.get_opt(&role).await.unwrap().is_none());
+    let refused = |name: &'static str| {
+        let store = store.clone();
+        async move { timeline_of(&store.timeline(name, 50).await.unwrap(), "sync_refused") }
+    };
+    let web = refused("web").await;
+    assert_eq!(web.len(), 1, "{web:?}");
+    assert!(
+        web[0].contains("ConfigMap kube-system/stray") && web[0].contains("nothing is applied"),
+        "{web:?}"
+    );
+    let admin = refused("admin").await;
+    assert!(
+        admin.len() == 1
+            && admin[0].contains("ClusterRole")
+            && admin[0].contains("cluster_resources"),
+        "{admin:?}"
+    );
+    // Every interval tries again; the timeline says it once per target.
+    reconcile("web").await;
+    assert_eq!(refused("web").await.len(), 1);
+    // By hand: refused with the reason, nothing applied.
+    let app = store.app_source("web").await.unwrap().unwrap();
+    let (revision, digest, desired) = server::reconcile::desired(&store, &cluster, &app)
+        .await
+        .unwrap();
+    let by_hand = server::reconcile::sync(
+        &store,
+        &cluster,
+        &app,
+        &revision,
+        &digest,
+        &desired,
+        false,
+        "manual",
+        &server::store::Actor::system(),
+    )
+    .await;
+    assert!(
+        matches!(&by_hand, Err(server::reconcile::ReconcileError::OutsideProject(why)) if why.contains("kube-system")),
+        "{by_hand:?}"
+    );
+    assert!(cms.get_opt("web").await.unwrap().is_none());
+
+    // The project lists ClusterRole: the admin application syncs, its ClusterRole included.
+    s.projects[0].cluster_resources = vec![server::config::ResourceKindBound {
+        group: "rbac.authorization.k8s.io".into(),
+        kind: "ClusterRole".into(),
+    }];
+    store.sync_project_policies(&s.projects).await.unwrap();
+    reconcile("admin").await;
+    assert!(cms.get_opt("admin").await.unwrap().is_some());
+    assert!(roles.get_opt(&role).await.unwrap().is_some());
+    roles.delete(&role, &Default::default()).await.unwrap();
+    store.close().await;
 }

@@ -1,0 +1,6 @@
+-- A project's bounds for applications declared in Git, as JSON
+-- (`{"destinations": [{"cluster", "namespace"}], "cluster_resources": [{"group", "kind"}]}`):
+-- every object such an application syncs is checked against them (its namespace among the
+-- destinations, a cluster-scoped kind among `cluster_resources`). NULL: no bounds, nothing of
+-- a Git-declared application in this project is applied.
+ALTER TABLE project_policies ADD COLUMN declared_bounds TEXT;
