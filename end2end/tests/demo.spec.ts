@@ -34,7 +34,7 @@ async function newUser(browser: Browser, user: "deployer1" | "deployer2"): Promi
 test.describe.serial("the README walkthrough on the demo", () => {
   test.setTimeout(180_000);
 
-  test("1. the demo's story has played: four applications, guestbook degraded", async ({ page }) => {
+  test("1. the demo's story has played: eight applications, guestbook degraded", async ({ page }) => {
     // The demo writes this file when its story has played.
     await expect.poll(() => existsSync(`${dir}/story-done`), { timeout: 150_000 }).toBe(true);
     await signIn(page, "admin");
@@ -44,7 +44,8 @@ test.describe.serial("the README walkthrough on the demo", () => {
       await expect(guestbook.locator("[data-health]")).toHaveText(/Degraded/, { timeout: 1_000 });
       await expect(page.locator('tr[data-app="frontend"] [data-health]')).toHaveText(/Healthy/, { timeout: 1_000 });
     }).toPass({ timeout: 150_000 });
-    await expect(page.locator("tbody tr")).toHaveCount(4);
+    // Four from tidemark.toml, the app of apps `platform`, and three it and the generator declared.
+    await expect(page.locator("tbody tr")).toHaveCount(8);
     await expect(page.locator('tr[data-app="shop"] [data-health]')).toHaveText(/Healthy/);
     await expect(guestbook).toContainText("Deployer");
     await expect(page.locator('tr[data-app="podinfo"] [data-testid="pending"]')).toContainText("0 of 1");
@@ -157,6 +158,23 @@ test.describe.serial("the README walkthrough on the demo", () => {
       expect(actions, `audit actions ${[...actions]}`).toContain(action);
     }
     await expect(page.locator("#chain-status")).toContainText("verified");
+  });
+
+  test("6b. applications declared in Git: the root's timeline says what it declared and refused", async ({ page }) => {
+    await signIn(page, "admin");
+    await page.goto("/applications/blog");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    await expect(page.locator("main")).toContainText("declared in Git by generator/teams");
+    await expect(page.locator('[data-health]').first()).toHaveText(/Healthy/, { timeout: 30_000 });
+    await page.goto("/applications/platform?tab=timeline");
+    await expect(page.locator("body")).toHaveAttribute("data-hydrated", "true");
+    const timeline = page.getByTestId("timeline");
+    await expect(timeline).toContainText("Declared in Git");
+    await expect(timeline).toContainText("created at");
+    await expect(timeline).toContainText("docs");
+    await expect(timeline).toContainText("Definition refused");
+    await expect(timeline).toContainText("kube-system");
+    await page.screenshot({ path: shot("declared"), fullPage: true });
   });
 
   test("7. each step was also sent as a signed notification", async ({ page }) => {

@@ -66,6 +66,13 @@ const AUTHORS: [(&str, &str); 3] = [
     ("Carol Example", "carol@example.com"),
 ];
 
+/// The demo's `[[projects]]` and `[[generators]]`, written as a user would in tidemark.toml.
+#[derive(serde::Deserialize)]
+struct DemoProjects {
+    projects: Vec<crate::config::ProjectSettings>,
+    generators: Vec<crate::config::GeneratorSettings>,
+}
+
 fn git(
     repo: &Path,
     args: &[&str],
@@ -395,6 +402,39 @@ fn seed_repository(repo: &Path) -> Result<(), DemoError> {
         let age = (total - u32::try_from(i).unwrap_or(0)) * 6;
         git(repo, &["commit", "-q", "-m", message], i, Some(age))?;
     }
+    // Applications declared in Git: one per directory under teams/ (the `teams` generator), and
+    // the app of apps `platform`, one of whose definitions leaves the project's bounds.
+    for team in ["blog", "wiki"] {
+        write(
+            repo,
+            &format!("teams/{team}/config.yaml"),
+            &format!(
+                "apiVersion: v1\nkind: Namespace\nmetadata: {{name: team-{team}}}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {team}-settings}}\ndata: {{owner: team-{team}}}\n"
+            ),
+        )?;
+    }
+    write(
+        repo,
+        "apps/docs/config.yaml",
+        "apiVersion: v1\nkind: Namespace\nmetadata: {name: docs}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: docs-site}\ndata: {theme: tide}\n",
+    )?;
+    write(
+        repo,
+        "platform/applications.yaml",
+        "apiVersion: tidemark.dev/v1\nkind: Application\nmetadata: {name: docs}\nspec: {path: apps/docs, cluster: sandbox, namespace: docs, sync_policy: auto, prune: true}\n---\napiVersion: tidemark.dev/v1\nkind: Application\nmetadata: {name: metrics}\nspec: {path: apps/docs, cluster: sandbox, namespace: kube-system}\n",
+    )?;
+    git(repo, &["add", "-A"], 1, None)?;
+    git(
+        repo,
+        &[
+            "commit",
+            "-q",
+            "-m",
+            "platform: applications declared in Git",
+        ],
+        1,
+        Some(2),
+    )?;
     Ok(())
 }
 
@@ -508,7 +548,35 @@ impl Demo {
                 0,
             ),
             shop,
+            app(
+                "platform",
+                "platform",
+                app::model::SyncPolicy::Auto,
+                false,
+                0,
+            ),
         ];
+        // What Git may declare in the demo project (the `platform` root and `teams` generator).
+        settings.projects = toml::from_str::<DemoProjects>(
+            r#"
+            [[projects]]
+            name = "demo"
+            source_repositories = ["demo"]
+            destinations = [{ cluster = "sandbox", namespace = "team-*" }, { cluster = "sandbox", namespace = "docs" }]
+            cluster_resources = [{ group = "", kind = "Namespace" }]
+            [[generators]]
+            name = "teams"
+            project = "demo"
+            repository = "demo"
+            path_glob = "teams/*"
+            template = { cluster = "sandbox", namespace = "team-{{name}}", sync_policy = "auto", prune = true }
+            "#,
+        )
+        .map(|d| {
+            settings.generators = d.generators;
+            d.projects
+        })
+        .map_err(|e| DemoError::Io(format!("demo project settings: {e}")))?;
         // Notifications: every trigger, signed, to a receiver inside the demo process that
         // appends them to notifications.jsonl.
         let inbox = std::net::TcpListener::bind("127.0.0.1:0")
@@ -591,7 +659,9 @@ impl Demo {
             &format!("    deployer2  {}", c.deployer2),
             "",
             "Applications: guestbook (manual, 2 approvals), podinfo (Kustomize, manual, 1 approval),",
-            "frontend (auto-sync + self-heal), shop (a Helm chart with per-environment values, auto-sync).",
+            "frontend (auto-sync + self-heal), shop (a Helm chart with per-environment values, auto-sync);",
+            "declared in Git: docs (by the app of apps platform, which refuses metrics: kube-system is out",
+            "of bounds) and blog, wiki (one per directory under teams/, by the generator teams).",
             "The repository is polled every 5 s.",
             "",
             "Create drift (guestbook shows it; frontend heals itself):",
