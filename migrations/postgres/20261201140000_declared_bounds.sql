@@ -4,3 +4,8 @@
 -- destinations, a cluster-scoped kind among `cluster_resources`). NULL: no bounds, nothing of
 -- a Git-declared application in this project is applied.
 ALTER TABLE project_policies ADD COLUMN declared_bounds TEXT;
+
+-- The revision at which an app of apps' declarations were last held (unsigned under
+-- `require_signed`, too many, nested too deep): that revision is rendered and read again on
+-- each fetch until they are applied. NULL: nothing held.
+ALTER TABLE app_git_state ADD COLUMN declarations_held TEXT;

@@ -544,10 +544,11 @@ impl ClusterClient {
     }
 
     /// Fills in `namespace` on namespaced objects that have none; removes it from
-    /// cluster-scoped ones. The scope is `declared` (by a CustomResourceDefinition in the same
-    /// desired set, which is what the cluster serves once it is applied) or else discovered; an
-    /// object of a kind neither declares nor serves keeps the namespace it was written with, or
-    /// gets `default_namespace` (applying it then fails for that object alone, with the reason).
+    /// cluster-scoped ones. The scope is discovered; for a kind the cluster does not serve yet it
+    /// is `declared` (by a CustomResourceDefinition in the same desired set, which is what the
+    /// cluster serves once it is applied); an object of a kind neither serves nor declares keeps
+    /// the namespace it was written with, or gets `default_namespace` (applying it then fails for
+    /// that object alone, with the reason).
     pub async fn place(
         &self,
         mut obj: Value,
@@ -556,13 +557,13 @@ impl ClusterClient {
     ) -> Result<Value, ClusterError> {
         let api_version = obj["apiVersion"].as_str().unwrap_or_default().to_owned();
         let kind = obj["kind"].as_str().unwrap_or_default().to_owned();
-        let namespaced = match declared {
-            Some(namespaced) => namespaced,
-            None => match self.resolve(&api_version, &kind).await {
-                Ok((_, namespaced)) => namespaced,
-                Err(ClusterError::UnknownKind { .. }) => true,
-                Err(e) => return Err(e),
-            },
+        // What the cluster serves wins: a CustomResourceDefinition in the snapshot cannot
+        // change a served kind's scope (the API server would not either), so it cannot dress a
+        // cluster-scoped object up as namespaced.
+        let namespaced = match self.resolve(&api_version, &kind).await {
+            Ok((_, namespaced)) => namespaced,
+            Err(ClusterError::UnknownKind { .. }) => declared.unwrap_or(true),
+            Err(e) => return Err(e),
         };
         if namespaced {
             if obj["metadata"]["namespace"]

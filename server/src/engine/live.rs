@@ -392,9 +392,17 @@ pub async fn act(
         }));
     }
     let nodes = tree(store, cluster, source).await?;
-    if find(&nodes, name).is_none() {
+    let Some(node) = find(&nodes, name) else {
         return Err(EngineError::NotFound(format!(
             "{} in application {}",
+            name.describe(),
+            source.name
+        )));
+    };
+    // Git naming an object does not make it this application's to restart or delete.
+    if node.status == NOT_OURS {
+        return Err(EngineError::Conflict(format!(
+            "{} exists, but was not applied by application {}: it cannot be acted on from here",
             name.describe(),
             source.name
         )));

@@ -447,8 +447,15 @@ impl GitSources {
             if apps.is_empty() {
                 break;
             }
-            for app in std::mem::take(&mut apps) {
-                seen.insert(ingest_key(&app));
+            for listed in std::mem::take(&mut apps) {
+                // Read again: a root ingested earlier in this round may have redeclared it
+                // (or retired it, or moved it to another repository).
+                let Some(app) = self.store.app_source(&listed.name).await? else {
+                    continue;
+                };
+                if app.repository != repository || !seen.insert(ingest_key(&app)) {
+                    continue;
+                }
                 if recovered {
                     self.store
                         .add_timeline(
@@ -489,7 +496,12 @@ impl GitSources {
         let state = self.store.app_git_state(&app.name).await?;
         let (m, a, limits) = (mirror.clone(), app.clone(), self.limits.clone());
         let previous = state.ingested_tip.clone();
-        let already_rendered = state.target_sha.clone();
+        // A revision whose declarations were held is rendered and read again (a verdict may
+        // have come, a policy changed) until they are applied.
+        let already_rendered = state
+            .target_sha
+            .clone()
+            .filter(|sha| state.declarations_held.as_deref() != Some(sha.as_str()));
         let previous_digest = state.target_digest.clone();
         // The cluster is asked for `.Capabilities` only when a chart is about to be rendered.
         let (m2, a2, rendered_sha) = (mirror.clone(), app.clone(), already_rendered.clone());
@@ -626,26 +638,43 @@ impl GitSources {
         // A root's declarations are held whole (nothing created, updated or retired) when its
         // revision is not one it may deploy, it declares too many, or it sits too deep.
         let held = match crate::reconcile::signature_gate(&self.store, root, tip).await {
-            Err(crate::reconcile::ReconcileError::Unverified(why)) => Some(why),
+            Err(crate::reconcile::ReconcileError::Unverified(why)) => Some((why, true)),
             Err(crate::reconcile::ReconcileError::Store(e)) => return Err(e.into()),
-            Err(e) => Some(e.to_string()),
-            Ok(_) if definitions.len() > generators::MAX_APPLICATIONS => Some(format!(
-                "it holds {} application definitions; at most {} are read",
-                definitions.len(),
-                generators::MAX_APPLICATIONS
+            Err(e) => Some((e.to_string(), true)),
+            Ok(_) if definitions.len() > generators::MAX_APPLICATIONS => Some((
+                format!(
+                    "it holds {} application definitions; at most {} are read",
+                    definitions.len(),
+                    generators::MAX_APPLICATIONS
+                ),
+                false,
             )),
             Ok(_) if !definitions.is_empty() && self.nesting(&root.name).await? >= generators::MAX_NESTING => {
-                Some(format!(
+                Some((
+                    format!(
                     "{} is itself declared {} levels below an application of tidemark.toml or the API; at most {} levels are followed",
                     root.name,
                     generators::MAX_NESTING,
                     generators::MAX_NESTING
+                    ),
+                    false,
                 ))
             }
             Ok(_) => None,
         };
-        if let Some(why) = held {
-            return self.hold_declarations(root, &id, tip, &why).await;
+        if let Some((why, again)) = held {
+            return self.hold_declarations(root, &id, tip, &why, again).await;
+        }
+        if self
+            .store
+            .app_git_state(&root.name)
+            .await?
+            .declarations_held
+            .is_some()
+        {
+            self.store
+                .set_declarations_held(&root.name, None, clock::now())
+                .await?;
         }
         let mut accepted = Vec::new();
         let mut refused = Vec::new();
@@ -691,15 +720,30 @@ impl GitSources {
     }
 
     /// Leaves what root `root` declared as it was, saying why on its timeline and in the audit
-    /// ledger (as the generator `id`).
+    /// ledger (as the generator `id`). With `again` (a signature verdict, which a new key or
+    /// policy can change), the revision is read again on each fetch until it is applied.
     async fn hold_declarations(
         &self,
         root: &AppSource,
         id: &str,
         tip: &str,
         why: &str,
+        again: bool,
     ) -> Result<(), SyncError> {
         let now = clock::now();
+        if again {
+            self.store
+                .set_declarations_held(&root.name, Some(tip), now)
+                .await?;
+        }
+        // Read again on each fetch: said once per revision and reason.
+        let last = self
+            .store
+            .last_timeline_detail(&root.name, "generator_refused")
+            .await?;
+        if last.is_some_and(|d| d["held"] == true && d["revision"] == tip && d["reason"] == why) {
+            return Ok(());
+        }
         let event = generators::actor(id).event(
             "application_declare",
             &format!("application:{}", root.name),
@@ -717,7 +761,7 @@ impl GitSources {
                 &root.name,
                 "generator_refused",
                 &message,
-                &json!({"revision": tip, "held": true}),
+                &json!({"revision": tip, "held": true, "reason": why}),
                 now,
             )
             .await?;
@@ -1249,14 +1293,17 @@ impl GitSources {
     }
 }
 
-/// What makes an application's ingest differ: its name and what it renders.
+/// What makes an application's ingest differ: its name and what it renders (Helm reads the
+/// namespace and the cluster's capabilities too).
 fn ingest_key(app: &AppSource) -> String {
     format!(
-        "{}\0{}\0{}\0{}\0{}",
+        "{}\0{}\0{}\0{}\0{}\0{}\0{}",
         app.name,
         app.repository,
         app.path,
         app.revision,
+        app.namespace,
+        app.cluster,
         serde_json::to_string(&app.render).unwrap_or_default()
     )
 }

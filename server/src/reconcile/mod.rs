@@ -154,6 +154,17 @@ pub async fn observe(
             continue;
         }
         let object = ObjectRef::of(o);
+        // Declared in Git and outside the project's bounds: never applied, and not read either
+        // (Git naming an object must not show its live state to this application's viewers).
+        if let Some(Err(why)) = app.bounds.as_ref().map(|b| b.admits(&app.cluster, o)) {
+            out.push(ResourceDiff {
+                object,
+                status: ResourceStatus::OutOfSync,
+                changes: Vec::new(),
+                compared_by: format!("not compared, outside the project's bounds: {why}"),
+            });
+            continue;
+        }
         let found = match cluster.get(o).await {
             Ok(found) => found,
             Err(ClusterError::UnknownKind { .. }) => None,
@@ -422,8 +433,9 @@ async fn record_blocked(
     Ok(())
 }
 
-/// An automated sync refused by [`bounds_gate`]: a `sync_refused` timeline entry, once per
-/// rendered target (the reconcile loop tries every interval).
+/// An automated sync (or an approval request) refused by [`bounds_gate`]: a `sync_refused`
+/// timeline entry, once per rendered target and reason (the reconcile loop tries every
+/// interval).
 async fn record_outside_project(
     store: &Store,
     app: &AppSource,
@@ -434,7 +446,10 @@ async fn record_outside_project(
     let last = store
         .last_timeline_detail(&app.name, "sync_refused")
         .await?;
-    if last.as_ref().is_some_and(|d| d["digest"] == digest) {
+    if last
+        .as_ref()
+        .is_some_and(|d| d["digest"] == digest && d["why"] == why)
+    {
         return Ok(());
     }
     store
@@ -442,7 +457,7 @@ async fn record_outside_project(
             &app.name,
             "sync_refused",
             why,
-            &json!({"digest": digest, "reason": "bounds"}),
+            &json!({"digest": digest, "reason": "bounds", "why": why}),
             now,
         )
         .await?;
@@ -499,9 +514,27 @@ pub async fn reconcile_app(
         &policy,
     );
 
+    // Declared in Git with objects outside its project's bounds: nothing to sync or approve
+    // (as an unverified target), said once.
+    let outside = bounds_gate(app, &desired_objects)
+        .err()
+        .map(|e| e.to_string());
+
     // Execute.
     let mut synced = None;
     for step in steps {
+        if let (Some(why), plan::Step::RequestApproval(_) | plan::Step::Sync(_)) = (&outside, step)
+        {
+            record_outside_project(store, app, &digest, why, now).await?;
+            close_open_request(
+                store,
+                app,
+                "its target is outside the project's bounds",
+                now,
+            )
+            .await?;
+            continue;
+        }
         match step {
             plan::Step::OpenDriftEpisode => open_drift(store, app, &diffs, now).await?,
             plan::Step::CloseDriftEpisode => {

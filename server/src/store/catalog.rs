@@ -25,26 +25,60 @@ pub enum AppOrigin {
 }
 
 /// Forgets the render of application `app`'s current target when what it renders (repository,
-/// path, revision, render options) is about to change: the next ingest renders it afresh
-/// instead of keeping the old path's objects until the next commit. Run before the row is
-/// rewritten.
-pub(super) async fn forget_render_if_moved(
+/// path, revision, render options, and — for Helm's `.Release.Namespace` and `.Capabilities` —
+/// namespace and cluster) changed: the next ingest renders it afresh instead of keeping the old
+/// objects until the next commit. Run after the row is rewritten, with the values it had.
+async fn forget_render_if_moved(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     app: &ApplicationSettings,
+    before: Option<&RenderedAs>,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "UPDATE app_git_state SET target_sha = NULL
-         WHERE application = $1 AND EXISTS (SELECT 1 FROM applications a WHERE a.name = $1
-             AND (a.repository <> $2 OR a.path <> $3 OR a.target_revision <> $4 OR a.render_options <> $5))",
-    )
-    .bind(&app.name)
-    .bind(&app.repository)
-    .bind(&app.path)
-    .bind(&app.revision)
-    .bind(super::RenderOptions::of(app))
-    .execute(&mut **tx)
-    .await?;
+    if before.is_none_or(|b| *b == RenderedAs::of(app)) {
+        return Ok(());
+    }
+    sqlx::query("UPDATE app_git_state SET target_sha = NULL WHERE application = $1")
+        .bind(&app.name)
+        .execute(&mut **tx)
+        .await?;
     Ok(())
+}
+
+/// What an application's render depends on, besides its Git revision.
+#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
+struct RenderedAs {
+    repository: String,
+    path: String,
+    target_revision: String,
+    render_options: String,
+    namespace: String,
+    cluster: String,
+}
+
+impl RenderedAs {
+    fn of(app: &ApplicationSettings) -> Self {
+        Self {
+            repository: app.repository.clone(),
+            path: app.path.clone(),
+            target_revision: app.revision.clone(),
+            render_options: super::RenderOptions::of(app),
+            namespace: app.namespace.clone(),
+            cluster: app.cluster.clone(),
+        }
+    }
+
+    /// The stored values of application `name`, if it exists.
+    async fn read(
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        name: &str,
+    ) -> Result<Option<Self>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT repository, path, target_revision, render_options, namespace, cluster
+             FROM applications WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?)
+    }
 }
 
 /// Writes an application owned by the API (`generated: None`) or declared in Git by
@@ -58,7 +92,7 @@ pub(super) async fn upsert_application(
     generated: Option<(&str, &str)>,
     now: Millis,
 ) -> Result<bool, StoreError> {
-    forget_render_if_moved(tx, app).await?;
+    let before = RenderedAs::read(tx, &app.name).await?;
     let owned = if generated.is_some() {
         " WHERE applications.generator = excluded.generator"
     } else {
@@ -97,7 +131,11 @@ pub(super) async fn upsert_application(
     .bind(generated.map(|g| g.1))
     .execute(&mut **tx)
     .await?;
-    Ok(written.rows_affected() > 0)
+    if written.rows_affected() == 0 {
+        return Ok(false);
+    }
+    forget_render_if_moved(tx, app, before.as_ref()).await?;
+    Ok(true)
 }
 
 impl Store {
@@ -179,7 +217,7 @@ impl Store {
             .await?;
         }
         for app in declared.applications {
-            forget_render_if_moved(&mut tx, app).await?;
+            let before = RenderedAs::read(&mut tx, &app.name).await?;
             sqlx::query(
                 "INSERT INTO applications (name, project, repository, path, target_revision,
                      cluster, namespace, sync_policy, self_heal, prune, ignore_rules, approval_policy, compare_options, require_signed, render_options, source, created_at, updated_at, retired_at)
@@ -210,6 +248,7 @@ impl Store {
             .bind(super::RenderOptions::of(app))
             .execute(&mut *tx)
             .await?;
+            forget_render_if_moved(&mut tx, app, before.as_ref()).await?;
         }
         let active: Vec<(String,)> = sqlx::query_as(
             "SELECT name FROM applications WHERE source = 'config' AND retired_at IS NULL",

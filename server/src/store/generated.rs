@@ -223,6 +223,31 @@ impl Store {
             touched.push(name.clone());
             changes.retired.push(name);
         }
+        // What a retired application declared goes with it (history kept), level by level.
+        let mut parents = changes.retired.clone();
+        while let Some(parent) = parents.pop() {
+            let declared_by = format!("application/{parent}");
+            let children: Vec<String> = sqlx::query_scalar(
+                "SELECT name FROM applications WHERE generator = $1 AND retired_at IS NULL ORDER BY name",
+            )
+            .bind(&declared_by)
+            .fetch_all(&mut *tx)
+            .await?;
+            for child in children {
+                retire_in(
+                    &mut tx,
+                    &child,
+                    actor,
+                    json!({"generator": declared_by, "revision": revision, "with": parent}),
+                    &format!("application retired with {parent}, which declared it, at {short}"),
+                    now,
+                )
+                .await?;
+                touched.push(child.clone());
+                changes.retired.push(child.clone());
+                parents.push(child);
+            }
+        }
         if let Some(root) = root {
             for (verb, names) in [
                 ("created", &changes.created),

@@ -81,6 +81,9 @@ pub struct AppGitState {
     pub target_sha: Option<String>,
     pub target_digest: Option<String>,
     pub last_error: Option<String>,
+    /// The revision at which this app of apps' declarations were held (read again on the next
+    /// fetch), if any.
+    pub declarations_held: Option<String>,
 }
 
 /// One stored commit of an application's history.
@@ -270,7 +273,7 @@ impl Store {
     /// The application's ingest state (default when never ingested).
     pub async fn app_git_state(&self, app: &str) -> Result<AppGitState, StoreError> {
         let row = sqlx::query(
-            "SELECT ingested_tip, target_sha, target_digest, last_error FROM app_git_state WHERE application = $1",
+            "SELECT ingested_tip, target_sha, target_digest, last_error, declarations_held FROM app_git_state WHERE application = $1",
         )
         .bind(app)
         .fetch_optional(&self.pool)
@@ -281,9 +284,29 @@ impl Store {
                 target_sha: r.try_get("target_sha")?,
                 target_digest: r.try_get("target_digest")?,
                 last_error: r.try_get("last_error")?,
+                declarations_held: r.try_get("declarations_held")?,
             },
             None => AppGitState::default(),
         })
+    }
+
+    /// Records that app of apps `app`'s declarations at `revision` were held (`None`: applied).
+    pub async fn set_declarations_held(
+        &self,
+        app: &str,
+        revision: Option<&str>,
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO app_git_state (application, declarations_held, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (application) DO UPDATE SET declarations_held = excluded.declarations_held",
+        )
+        .bind(app)
+        .bind(revision)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
     }
 
     /// Stores the commits of one walk of an application's history, in one transaction.

@@ -530,6 +530,18 @@ async fn an_app_of_apps_is_held_when_unsigned_too_large_or_nested_too_deep() {
                 && r.event.action == "application_declare"
                 && r.event.target == "application:root"
                 && r.event.outcome == "refused"));
+        // Read again on each fetch, said once.
+        git.sync_repository("platform").await.unwrap();
+        let again = timeline_of(
+            &store.timeline("root", 50).await.unwrap(),
+            "generator_refused",
+        );
+        assert_eq!(again.len(), held.len(), "{again:?}");
+        // The policy lifted (in production: a key trusted, a verdict come): the same revision's
+        // declarations apply at the next fetch, without a new commit.
+        store.sync_project_policies(&s.projects).await.unwrap();
+        git.sync_repository("platform").await.unwrap();
+        assert!(active(&store).await.is_empty(), "on {}", db.url);
         store.close().await;
         db.drop_db().await;
     }
@@ -624,7 +636,17 @@ async fn git_declared_applications_sync_only_objects_within_their_project_bounds
         "apps/admin/role.yaml",
         &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {role}\nrules: []\n"),
     );
-    repo.commit("three applications");
+    // A CustomResourceDefinition in Git cannot make a served cluster-scoped kind namespaced
+    // (and so within the destinations), even where the project lets Git make CRDs.
+    repo.write(
+        "apps/forge/crd.yaml",
+        "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: clusterroles.rbac.authorization.k8s.io\nspec:\n  group: rbac.authorization.k8s.io\n  scope: Namespaced\n  names: {kind: ClusterRole, plural: clusterroles}\n  versions: [{name: v1, served: true, storage: true, schema: {openAPIV3Schema: {type: object}}}]\n",
+    );
+    repo.write(
+        "apps/forge/role.yaml",
+        &format!("apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {role}-forged\n  namespace: {ns}\nrules: []\n"),
+    );
+    repo.commit("four applications");
     let mut s = settings(&repo, &db, cache.path());
     s.applications.clear();
     s.clusters = vec![match &c.sandbox {
@@ -640,6 +662,10 @@ async fn git_declared_applications_sync_only_objects_within_their_project_bounds
         },
     }];
     s.projects[0].destinations[0].namespace = ns.clone();
+    s.projects[0].cluster_resources = vec![server::config::ResourceKindBound {
+        group: "apiextensions.k8s.io".into(),
+        kind: "CustomResourceDefinition".into(),
+    }];
     s.generators[0].template = toml::from_str(&format!(
         "cluster = \"sandbox\"\nnamespace = \"{ns}\"\nsync_policy = \"auto\"\n"
     ))
@@ -661,7 +687,7 @@ async fn git_declared_applications_sync_only_objects_within_their_project_bounds
                 .unwrap()
         }
     };
-    for name in ["ok", "web", "admin"] {
+    for name in ["ok", "web", "admin", "forge"] {
         reconcile(name).await;
     }
     let cms: kube::Api<ConfigMap> = kube::Api::namespaced(c.client.clone(), &ns);
@@ -673,6 +699,11 @@ async fn git_declared_applications_sync_only_objects_within_their_project_bounds
     let system: kube::Api<ConfigMap> = kube::Api::namespaced(c.client.clone(), "kube-system");
     assert!(system.get_opt("stray").await.unwrap().is_none());
     assert!(roles.get_opt(&role).await.unwrap().is_none());
+    assert!(roles
+        .get_opt(&format!("{role}-forged"))
+        .await
+        .unwrap()
+        .is_none());
     let refused = |name: &'static str| {
         let store = store.clone();
         async move { timeline_of(&store.timeline(name, 50).await.unwrap(), "sync_refused") }
@@ -689,6 +720,13 @@ async fn git_declared_applications_sync_only_objects_within_their_project_bounds
             && admin[0].contains("ClusterRole")
             && admin[0].contains("cluster_resources"),
         "{admin:?}"
+    );
+    let forge = refused("forge").await;
+    assert!(
+        forge.len() == 1
+            && forge[0].contains("ClusterRole")
+            && forge[0].contains("cluster_resources"),
+        "{forge:?}"
     );
     // Every interval tries again; the timeline says it once per target.
     reconcile("web").await;
@@ -717,10 +755,12 @@ async fn git_declared_applications_sync_only_objects_within_their_project_bounds
     assert!(cms.get_opt("web").await.unwrap().is_none());
 
     // The project lists ClusterRole: the admin application syncs, its ClusterRole included.
-    s.projects[0].cluster_resources = vec![server::config::ResourceKindBound {
-        group: "rbac.authorization.k8s.io".into(),
-        kind: "ClusterRole".into(),
-    }];
+    s.projects[0]
+        .cluster_resources
+        .push(server::config::ResourceKindBound {
+            group: "rbac.authorization.k8s.io".into(),
+            kind: "ClusterRole".into(),
+        });
     store.sync_project_policies(&s.projects).await.unwrap();
     reconcile("admin").await;
     assert!(cms.get_opt("admin").await.unwrap().is_some());

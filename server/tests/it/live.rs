@@ -524,6 +524,48 @@ async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked
     .await;
     assert_eq!(code, 409, "{body}");
     assert!(!body.to_string().contains("fast"), "no live data: {body}");
+    // Nor is it restarted: Git naming a Deployment does not make it this application's.
+    let deploys: Api<DynamicObject> = Api::namespaced_with(
+        l.cluster.client.clone(),
+        &l.ns,
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "apps",
+            "v1",
+            "Deployment",
+        )),
+    );
+    deploys
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                "tidemark.dev/tracking-id": format!("payments:apps/Deployment:{}/web", l.ns)}}})),
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let r = deployer
+            .post(format!("{base}/resources/actions"))
+            .json(&restart)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let body: Value = r.json().await.unwrap();
+        if status == 409 {
+            assert!(
+                body["message"].as_str().unwrap().contains("not applied by"),
+                "{body}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }
 
 /// On the real control plane: pods that cannot be scheduled give Warning events on the
