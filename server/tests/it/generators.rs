@@ -753,6 +753,19 @@ async fn git_declared_applications_sync_only_objects_within_their_project_bounds
         "{by_hand:?}"
     );
     assert!(cms.get_opt("web").await.unwrap().is_none());
+    // Nor is it read: the diff names it as not compared.
+    let diffs = server::reconcile::compare(&store, &cluster, &app, &desired, &app.ignore)
+        .await
+        .unwrap();
+    let stray = diffs.iter().find(|d| d.object.name == "stray").unwrap();
+    assert_eq!(stray.status, server::diff::ResourceStatus::OutOfSync);
+    assert!(
+        stray
+            .compared_by
+            .starts_with("not compared, outside the project's bounds")
+            && stray.changes.is_empty(),
+        "{stray:?}"
+    );
 
     // The project lists ClusterRole: the admin application syncs, its ClusterRole included.
     s.projects[0]
