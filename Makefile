@@ -64,7 +64,7 @@ bench-ssr: build
 	SSR_SECONDS=$${SSR_SECONDS:-5} cargo bench -p server --bench ssr_pages
 
 # A real Kubernetes control plane for tests (docs/testing.md): binaries built from tools/kubeenv
-# into $(TARGET_DIR)/kubeenv/bin (cached; the first build takes many minutes), state in KUBE_DIR.
+# into ~/.cache/tidemark/kubeenv/bin (cached outside the clone; the first build takes many minutes), state in KUBE_DIR.
 KUBE_DIR ?= $(TARGET_DIR)/kubeenv/run
 
 kube-build:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Builds a real Kubernetes control plane from Go modules (tools/kubeenv): kube-apiserver,
-# kube-controller-manager, kube-scheduler, etcd and kwok, into a cache outside git:
-#   ${CARGO_TARGET_DIR:-target}/kubeenv/bin   (override with KUBEENV_BIN=/abs/dir)
+# kube-controller-manager, kube-scheduler, etcd and kwok, into a cache outside the clone (so a
+# clean clone — CI — reuses it):
+#   ${XDG_CACHE_HOME:-~/.cache}/tidemark/kubeenv/bin   (override with KUBEENV_BIN=/abs/dir)
 # It rebuilds only when tools/kubeenv's go.mod/go.sum, the mains or this script change (a stamp
 # file holds their hash). Every go command runs under `nice -n 19`: it only takes idle CPU.
 # Prints the binary directory on its last line.
@@ -10,9 +11,7 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SRC=$ROOT/tools/kubeenv
-TD=${CARGO_TARGET_DIR:-target}
-case $TD in /*) ;; *) TD=$ROOT/$TD ;; esac
-BIN=${KUBEENV_BIN:-$TD/kubeenv/bin}
+BIN=${KUBEENV_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/tidemark/kubeenv/bin}
 FORCE=${1:-}
 
 command -v go >/dev/null 2>&1 || export PATH=/usr/local/go/bin:$PATH

@@ -220,7 +220,7 @@ default_sa() { api GET /api/v1/namespaces/default/serviceaccounts/default; }
 
 kwok_stages() { # the Stage objects kube-build.sh writes next to the kwok binary
   local s
-  for s in "$(dirname "$BIN_kwok")/kwok-stages.yaml" "${KUBEENV_BIN:-$TD/kubeenv/bin}/kwok-stages.yaml"; do
+  for s in "$(dirname "$BIN_kwok")/kwok-stages.yaml" "${KUBEENV_BIN:-${XDG_CACHE_HOME:-$HOME/.cache}/tidemark/kubeenv/bin}/kwok-stages.yaml"; do
     [ -f "$s" ] && { echo "$s"; return; }
   done
   die "kwok-stages.yaml not found next to $BIN_kwok (scripts/kube-build.sh writes it)"

@@ -551,10 +551,7 @@ fn path_param(pattern: &str, path: &str, name: &str) -> Option<String> {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
+    html_escape::encode_quoted_attribute(s).into_owned()
 }
 
 /// The 403 page: who you are, what is needed, what to do.

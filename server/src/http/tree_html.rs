@@ -35,20 +35,10 @@ pub struct Rights {
     pub logs: bool,
 }
 
-/// Escapes text for HTML element content and attribute values.
+/// Escapes text for HTML element content and quoted attribute values (`&`, `<`, `>`, `"`,
+/// `'`).
 pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    html_escape::encode_quoted_attribute(s).into_owned()
 }
 
 fn q(s: &str) -> String {
