@@ -91,8 +91,25 @@ pub async fn tree(
     cluster: &ClusterClient,
     source: &AppSource,
 ) -> Result<Vec<TreeNode>, EngineError> {
+    Ok(live_tree(store, cluster, source).await?.nodes)
+}
+
+/// The live tree and the desired objects it was built from: read once, for a page that shows
+/// the tree and a panel of one of its objects ([`manifest_in`], [`log_target_in`]).
+pub struct LiveTree {
+    pub nodes: Vec<TreeNode>,
+    desired: Vec<Value>,
+}
+
+/// [`tree`], keeping the desired objects.
+pub async fn live_tree(
+    store: &Store,
+    cluster: &ClusterClient,
+    source: &AppSource,
+) -> Result<LiveTree, EngineError> {
     let desired = desired(store, cluster, source).await?;
-    tree_of(cluster, source, &desired).await
+    let nodes = tree_of(cluster, source, &desired).await?;
+    Ok(LiveTree { nodes, desired })
 }
 
 /// [`tree`] over desired objects the caller has already read.
@@ -195,15 +212,26 @@ pub async fn manifest(
     name: &ObjectName,
     managed_fields: bool,
 ) -> Result<Manifest, EngineError> {
-    let desired_objects = desired(store, cluster, source).await?;
-    let nodes = tree_of(cluster, source, &desired_objects).await?;
-    let desired = desired_objects.into_iter().find(|o| {
+    let tree = live_tree(store, cluster, source).await?;
+    manifest_in(cluster, source, &tree, name, managed_fields).await
+}
+
+/// [`manifest`] of an object of a tree already read.
+pub async fn manifest_in(
+    cluster: &ClusterClient,
+    source: &AppSource,
+    tree: &LiveTree,
+    name: &ObjectName,
+    managed_fields: bool,
+) -> Result<Manifest, EngineError> {
+    let nodes = &tree.nodes;
+    let desired = tree.desired.iter().find(|o| {
         o["apiVersion"] == name.api_version.as_str()
             && o["kind"] == name.kind.as_str()
             && o["metadata"]["name"] == name.name.as_str()
             && o["metadata"]["namespace"].as_str().unwrap_or_default() == name.namespace
     });
-    let Some(node) = find(&nodes, name) else {
+    let Some(node) = find(nodes, name) else {
         return Err(EngineError::NotFound(format!(
             "{} in application {}",
             name.describe(),
@@ -232,7 +260,7 @@ pub async fn manifest(
     Ok(Manifest {
         object: name.clone(),
         live,
-        desired: desired.map(redact_secret),
+        desired: desired.cloned().map(redact_secret),
         managed_fields,
     })
 }
@@ -269,14 +297,26 @@ pub async fn log_target(
     pod: &str,
     query: &LogQuery,
 ) -> Result<(String, Vec<String>, kube::api::LogParams), EngineError> {
+    let nodes = tree(store, cluster, source).await?;
+    log_target_in(cluster, source, &nodes, namespace, pod, query).await
+}
+
+/// [`log_target`] in a tree already read.
+pub async fn log_target_in(
+    cluster: &ClusterClient,
+    source: &AppSource,
+    nodes: &[TreeNode],
+    namespace: &str,
+    pod: &str,
+    query: &LogQuery,
+) -> Result<(String, Vec<String>, kube::api::LogParams), EngineError> {
     let name = ObjectName {
         api_version: "v1".into(),
         kind: "Pod".into(),
         namespace: namespace.into(),
         name: pod.into(),
     };
-    let nodes = tree(store, cluster, source).await?;
-    if find(&nodes, &name).is_none() {
+    if find(nodes, &name).is_none() {
         return Err(EngineError::NotFound(format!(
             "pod {namespace}/{pod} in application {}",
             source.name

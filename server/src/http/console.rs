@@ -618,9 +618,10 @@ impl Catalog for ConsoleCatalog {
             .get(&source.cluster)
             .cloned()
             .ok_or_else(|| AppError::NotFound(format!("cluster {}", source.cluster)))?;
-        let nodes = live::tree(&state.store, &cluster, &source).await?;
+        // Read once: the tree and the panel of one of its objects.
+        let tree = live::live_tree(&state.store, &cluster, &source).await?;
         let filter = super::live::TreeFilter { kind, health };
-        let shown = filter.apply(nodes.clone());
+        let shown = filter.apply(tree.nodes.clone());
         let rights = Rights {
             act: role_gap(state, &principal, Action::ResourceAction, &source.project).is_none(),
             logs: role_gap(state, &principal, Action::ReadLogs, &source.project).is_none(),
@@ -635,7 +636,7 @@ impl Catalog for ConsoleCatalog {
                         namespace: (*namespace).into(),
                         name: (*object).into(),
                     };
-                    match live::manifest(&state.store, &cluster, &source, &object, managed).await {
+                    match live::manifest_in(&cluster, &source, &tree, &object, managed).await {
                         Ok(m) => Panel::Manifest(m),
                         Err(e) => Panel::Error(AppError::from(e).to_string()),
                     }
@@ -650,7 +651,8 @@ impl Catalog for ConsoleCatalog {
                 tail: Some(200),
                 ..Default::default()
             };
-            match live::log_target(&state.store, &cluster, &source, namespace, pod, &query).await {
+            match live::log_target_in(&cluster, &source, &tree.nodes, namespace, pod, &query).await
+            {
                 Ok((container, containers, params)) => {
                     let event = principal.actor(&ip).event(
                         "pod_logs",
@@ -680,7 +682,7 @@ impl Catalog for ConsoleCatalog {
         Ok(tree_html::tab(
             name,
             &shown,
-            &nodes,
+            &tree.nodes,
             &filter.kind,
             &filter.health,
             &panel,

@@ -649,18 +649,7 @@ async fn git_declared_applications_sync_only_objects_within_their_project_bounds
     repo.commit("four applications");
     let mut s = settings(&repo, &db, cache.path());
     s.applications.clear();
-    s.clusters = vec![match &c.sandbox {
-        Some(_) => server::config::ClusterSettings {
-            name: "sandbox".into(),
-            url: c.url.clone(),
-            ..Default::default()
-        },
-        None => server::config::ClusterSettings {
-            name: "sandbox".into(),
-            kubeconfig: std::env::var_os("TIDEMARK_TEST_KUBECONFIG").map(Into::into),
-            ..Default::default()
-        },
-    }];
+    s.clusters = vec![c.cluster_settings("sandbox")];
     s.projects[0].destinations[0].namespace = ns.clone();
     s.projects[0].cluster_resources = vec![server::config::ResourceKindBound {
         group: "apiextensions.k8s.io".into(),

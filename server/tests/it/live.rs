@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Api, DynamicObject};
 use serde_json::{json, Value};
-use server::config::{ApplicationSettings, ClusterSettings, RepositorySettings};
+use server::config::{ApplicationSettings, RepositorySettings};
 
 use crate::git::GitRepo;
 use crate::helpers::{bearer_client, TestDb, TestServer};
@@ -54,18 +54,7 @@ async fn start(extra_pod_spec: &str) -> Live {
     let mut s = db.settings();
     s.git.cache_dir = cache.path().to_path_buf();
     s.repositories = vec![RepositorySettings::new("demo", repo.url())];
-    s.clusters = vec![match &cluster.sandbox {
-        Some(_) => ClusterSettings {
-            name: "c".into(),
-            url: cluster.url.clone(),
-            ..Default::default()
-        },
-        None => ClusterSettings {
-            name: "c".into(),
-            kubeconfig: std::env::var_os("TIDEMARK_TEST_KUBECONFIG").map(Into::into),
-            ..Default::default()
-        },
-    }];
+    s.clusters = vec![cluster.cluster_settings("c")];
     s.applications = vec![ApplicationSettings {
         name: "shop".into(),
         project: "demo".into(),

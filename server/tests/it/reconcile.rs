@@ -17,9 +17,7 @@ mod sync;
 
 use serde_json::json;
 use server::cluster::client::ClusterClient;
-use server::config::{
-    ApplicationSettings, ApprovalPolicy, ClusterSettings, RepositorySettings, Settings,
-};
+use server::config::{ApplicationSettings, ApprovalPolicy, RepositorySettings, Settings};
 use server::git::sources::GitSources;
 use server::reconcile;
 use server::store::{DeclaredCatalog, RequestStatus, Store, SyncStatus};
@@ -165,18 +163,7 @@ async fn fixture_on(
     let mut s: Settings = db.settings();
     s.git.cache_dir = cache.path().to_path_buf();
     s.repositories = vec![RepositorySettings::new("demo", repo.url())];
-    s.clusters = vec![match &c.sandbox {
-        Some(_) => ClusterSettings {
-            name: "sandbox".into(),
-            url: c.url.clone(),
-            ..Default::default()
-        },
-        None => ClusterSettings {
-            name: "sandbox".into(),
-            kubeconfig: std::env::var_os("TIDEMARK_TEST_KUBECONFIG").map(Into::into),
-            ..Default::default()
-        },
-    }];
+    s.clusters = vec![c.cluster_settings("sandbox")];
     s.applications = vec![ApplicationSettings {
         name: "guestbook".into(),
         project: "demo".into(),

@@ -28,6 +28,23 @@ pub struct TestCluster {
 }
 
 impl TestCluster {
+    /// The `[[clusters]]` entry named `name` that reaches this cluster: the sandbox's URL, or
+    /// the real control plane's kubeconfig (`TIDEMARK_TEST_KUBECONFIG`).
+    pub fn cluster_settings(&self, name: &str) -> server::config::ClusterSettings {
+        match &self.sandbox {
+            Some(_) => server::config::ClusterSettings {
+                name: name.into(),
+                url: self.url.clone(),
+                ..Default::default()
+            },
+            None => server::config::ClusterSettings {
+                name: name.into(),
+                kubeconfig: std::env::var_os("TIDEMARK_TEST_KUBECONFIG").map(Into::into),
+                ..Default::default()
+            },
+        }
+    }
+
     /// The cluster for a test whose assertions hold on any conformant cluster.
     pub async fn start() -> Self {
         match std::env::var("TIDEMARK_TEST_KUBECONFIG") {
