@@ -9,3 +9,7 @@ ALTER TABLE project_policies ADD COLUMN declared_bounds TEXT;
 -- `require_signed`, too many, nested too deep): that revision is rendered and read again on
 -- each fetch until they are applied. NULL: nothing held.
 ALTER TABLE app_git_state ADD COLUMN declarations_held TEXT;
+
+-- What an app of apps' last reading refused (JSON array of {name, origin, reason}): a refusal
+-- already said is not said again at each new revision of the repository.
+ALTER TABLE app_git_state ADD COLUMN declaration_refusals TEXT;

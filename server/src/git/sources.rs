@@ -694,9 +694,16 @@ impl GitSources {
                 Err(r) => refused.push(r),
             }
         }
-        self.apply_declared(&id, tip, accepted, refused, Some(&root.name))
-            .await
-            .map(|_| ())
+        let previous = self.store.declaration_refusals(&root.name).await?;
+        let changes = self
+            .apply_declared(&id, tip, accepted, refused, Some(&root.name), &previous)
+            .await?;
+        if changes.refused != previous {
+            self.store
+                .set_declaration_refusals(&root.name, &changes.refused, clock::now())
+                .await?;
+        }
+        Ok(())
     }
 
     /// How many app-of-apps levels declare `name` (0: declared in tidemark.toml or through the
@@ -769,7 +776,8 @@ impl GitSources {
     }
 
     /// Applies one generator run: the catalog changes, then each refusal as an audit row by
-    /// the generator and, for an app of apps, a timeline entry on the root.
+    /// the generator and, for an app of apps, a timeline entry on the root — except those the
+    /// `previous` run refused the same way (a refusal is said once, not at every commit).
     async fn apply_declared(
         &self,
         id: &str,
@@ -777,6 +785,7 @@ impl GitSources {
         accepted: Vec<crate::store::DeclaredApp>,
         mut refused: Vec<RefusedApp>,
         root: Option<&str>,
+        previous: &[RefusedApp],
     ) -> Result<crate::store::GeneratedChanges, SyncError> {
         let now = clock::now();
         let actor = generators::actor(id);
@@ -786,7 +795,7 @@ impl GitSources {
             .apply_generated(id, &actor, tip, (&accepted, &refused_names), root, now)
             .await?;
         refused.append(&mut changes.refused);
-        for r in &refused {
+        for r in refused.iter().filter(|r| !previous.contains(r)) {
             let event = actor.event(
                 "application_declare",
                 &format!("application:{}", r.name),
@@ -908,7 +917,14 @@ impl GitSources {
                             ),
                         }));
                         let changes = self
-                            .apply_declared(&id, &tip, accepted, refused, None)
+                            .apply_declared(
+                                &id,
+                                &tip,
+                                accepted,
+                                refused,
+                                None,
+                                last.as_ref().map_or(&[][..], |l| &l.refused),
+                            )
                             .await?;
                         if !changes.is_empty() {
                             tracing::info!(generator = %g.name, created = ?changes.created, updated = ?changes.updated, retired = ?changes.retired, refused = changes.refused.len(), "generator ran");

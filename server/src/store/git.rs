@@ -290,6 +290,45 @@ impl Store {
         })
     }
 
+    /// What app of apps `app`'s last reading refused (empty: nothing, or never read).
+    pub async fn declaration_refusals(
+        &self,
+        app: &str,
+    ) -> Result<Vec<super::RefusedApp>, StoreError> {
+        let text: Option<Option<String>> = sqlx::query_scalar(
+            "SELECT declaration_refusals FROM app_git_state WHERE application = $1",
+        )
+        .bind(app)
+        .fetch_optional(&self.pool)
+        .await?;
+        match text.flatten() {
+            None => Ok(Vec::new()),
+            Some(t) => serde_json::from_str(&t).map_err(|_| StoreError::Corrupt {
+                column: "app_git_state.declaration_refusals",
+                value: t,
+            }),
+        }
+    }
+
+    /// Records what app of apps `app`'s reading refused.
+    pub async fn set_declaration_refusals(
+        &self,
+        app: &str,
+        refused: &[super::RefusedApp],
+        now: Millis,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO app_git_state (application, declaration_refusals, updated_at) VALUES ($1, $2, $3)
+             ON CONFLICT (application) DO UPDATE SET declaration_refusals = excluded.declaration_refusals",
+        )
+        .bind(app)
+        .bind(serde_json::to_string(refused).unwrap_or_else(|_| "[]".into()))
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Records that app of apps `app`'s declarations at `revision` were held (`None`: applied).
     pub async fn set_declarations_held(
         &self,

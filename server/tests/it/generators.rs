@@ -203,6 +203,30 @@ async fn generators_create_update_and_retire_applications_as_git_changes_within_
         let rows = store.audit_rows(0, 500).await.unwrap().len();
         git.sync_repository("platform").await.unwrap();
         assert_eq!(store.audit_rows(0, 500).await.unwrap().len(), rows);
+        // A commit elsewhere in the repository: the same refusals are not said again.
+        let said = timeline_of(
+            &store.timeline("root", 100).await.unwrap(),
+            "generator_refused",
+        );
+        repo.write("docs/README.md", "unrelated");
+        repo.commit("docs");
+        git.sync_repository("platform").await.unwrap();
+        let again = timeline_of(
+            &store.timeline("root", 100).await.unwrap(),
+            "generator_refused",
+        );
+        assert_eq!(again, said, "on {}", db.url);
+        let declares = |rows: &[server::store::AuditRow]| {
+            rows.iter()
+                .filter(|r| r.event.action == "application_declare")
+                .count()
+        };
+        assert_eq!(
+            declares(&store.audit_rows(0, 500).await.unwrap()),
+            declares(&audit),
+            "on {}",
+            db.url
+        );
 
         // A directory goes, another comes; a definition goes, another changes.
         repo.git(&["rm", "-q", "-r", "apps/api"]);
