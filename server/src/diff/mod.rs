@@ -86,6 +86,9 @@ pub struct ResourceDiff {
 
 /// `compared_by` of a server-side apply dry run compared with the live object.
 pub const DRY_RUN: &str = "server-side apply dry run";
+/// `compared_by` prefix of an object of a Git-declared application outside its project's
+/// bounds: never applied and not read (so neither drift nor in sync).
+pub const OUTSIDE_BOUNDS: &str = "not compared, outside the project's bounds";
 /// `compared_by` prefix of the desired object compared with the live one field by field.
 pub const PURE: &str = "desired fields only";
 

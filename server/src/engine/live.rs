@@ -120,7 +120,18 @@ async fn tree_of(
 ) -> Result<Vec<TreeNode>, EngineError> {
     let mut roots = Vec::with_capacity(desired.len());
     let mut foreign = Vec::new();
+    let mut outside = Vec::new();
     for obj in desired.iter().cloned() {
+        // Declared in Git and outside the project's bounds: never this application's, not read.
+        if let Some(Err(why)) = source
+            .bounds
+            .as_ref()
+            .map(|b| b.admits(&source.cluster, &obj))
+        {
+            outside.push((roots.len(), why));
+            roots.push((obj, None));
+            continue;
+        }
         let live = match cluster.get(&obj).await {
             Ok(live) => live,
             // A kind the cluster does not serve yet (its CRD comes later): missing.
@@ -154,6 +165,12 @@ async fn tree_of(
         n.health = crate::cluster::health::Health::Unknown;
         n.status = NOT_OURS.into();
         n.message = "exists, but was not applied by this application (its tracking annotation names another owner, or none): not shown until a sync takes it over".into();
+    }
+    for (i, why) in outside {
+        let n = &mut nodes[i];
+        n.health = crate::cluster::health::Health::Unknown;
+        n.status = NOT_OURS.into();
+        n.message = format!("outside the project's bounds, never applied nor read: {why}");
     }
     Ok(nodes)
 }
@@ -316,11 +333,21 @@ pub async fn log_target_in(
         namespace: namespace.into(),
         name: pod.into(),
     };
-    if find(nodes, &name).is_none() {
-        return Err(EngineError::NotFound(format!(
-            "pod {namespace}/{pod} in application {}",
-            source.name
-        )));
+    match find(nodes, &name) {
+        None => {
+            return Err(EngineError::NotFound(format!(
+                "pod {namespace}/{pod} in application {}",
+                source.name
+            )))
+        }
+        // Git naming a pod does not make its logs this application's to read.
+        Some(node) if node.status == NOT_OURS => {
+            return Err(EngineError::Conflict(format!(
+                "pod {namespace}/{pod} exists, but was not applied by application {}: its logs are not shown",
+                source.name
+            )))
+        }
+        Some(_) => {}
     }
     let live = cluster
         .get(&name.reference())

@@ -633,6 +633,18 @@ impl GitSources {
                 .iter()
                 .any(|(_, g)| *g == id)
         {
+            // Nothing declared any more: a refusal said before is forgotten, so the same bad
+            // definition coming back is said again.
+            if !self
+                .store
+                .declaration_refusals(&root.name)
+                .await?
+                .is_empty()
+            {
+                self.store
+                    .set_declaration_refusals(&root.name, &[], clock::now())
+                    .await?;
+            }
             return Ok(());
         }
         // A root's declarations are held whole (nothing created, updated or retired) when its

@@ -161,7 +161,7 @@ pub async fn observe(
                 object,
                 status: ResourceStatus::OutOfSync,
                 changes: Vec::new(),
-                compared_by: format!("not compared, outside the project's bounds: {why}"),
+                compared_by: format!("{}: {why}", diff::OUTSIDE_BOUNDS),
             });
             continue;
         }
@@ -495,9 +495,20 @@ pub async fn reconcile_app(
     let now = clock::now();
 
     // Assess and plan.
+    // Declared in Git with objects outside its project's bounds: nothing to sync or approve
+    // (as an unverified target), said once. Those objects are not compared, so they are no
+    // drift (bounds tightened after a deploy open no episode); a target not deployed yet is
+    // out of sync, and the sync it needs is refused below.
+    let outside = bounds_gate(app, &desired_objects)
+        .err()
+        .map(|e| e.to_string());
+    let new_revision = deployed.as_ref().is_none_or(|(_, d)| *d != digest);
+    let compared_out = diffs.iter().any(|d| {
+        d.status != ResourceStatus::Synced && !d.compared_by.starts_with(diff::OUTSIDE_BOUNDS)
+    });
     let assessment = plan::assess(
-        diffs.iter().any(|d| d.status != ResourceStatus::Synced),
-        deployed.as_ref().is_none_or(|(_, d)| *d != digest),
+        compared_out || (outside.is_some() && new_revision),
+        new_revision,
     );
     let policy = plan::Policy {
         auto_sync: app.auto_sync,
@@ -513,12 +524,6 @@ pub async fn reconcile_app(
         target_verified,
         &policy,
     );
-
-    // Declared in Git with objects outside its project's bounds: nothing to sync or approve
-    // (as an unverified target), said once.
-    let outside = bounds_gate(app, &desired_objects)
-        .err()
-        .map(|e| e.to_string());
 
     // Execute.
     let mut synced = None;

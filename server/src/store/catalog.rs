@@ -26,25 +26,33 @@ pub enum AppOrigin {
 
 /// Forgets the render of application `app`'s current target when what it renders (repository,
 /// path, revision, render options, and — for Helm's `.Release.Namespace` and `.Capabilities` —
-/// namespace and cluster) changed: the next ingest renders it afresh instead of keeping the old
-/// objects until the next commit. Run after the row is rewritten, with the values it had.
+/// namespace and cluster) changed, or it was retired: the next ingest renders it afresh instead
+/// of keeping the old objects until the next commit. Run after the row is rewritten, with the
+/// values it had.
 async fn forget_render_if_moved(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     app: &ApplicationSettings,
     before: Option<&RenderedAs>,
 ) -> Result<(), StoreError> {
-    if before.is_none_or(|b| *b == RenderedAs::of(app)) {
+    if before.is_none_or(|b| b.retired_at.is_none() && *b == RenderedAs::of(app)) {
         return Ok(());
     }
-    sqlx::query("UPDATE app_git_state SET target_sha = NULL WHERE application = $1")
+    // The digest too, so the new render is announced as a new target; the refusals, so a
+    // revived or moved app of apps says them again.
+    sqlx::query(
+        "UPDATE app_git_state SET target_sha = NULL, target_digest = NULL, declaration_refusals = NULL
+         WHERE application = $1",
+    )
         .bind(&app.name)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
-/// What an application's render depends on, besides its Git revision.
-#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
+/// What an application's render depends on, besides its Git revision (compared without
+/// `retired_at`: a retired application brought back renders afresh too — an app of apps
+/// declares again what was retired with it).
+#[derive(Debug, sqlx::FromRow)]
 struct RenderedAs {
     repository: String,
     path: String,
@@ -52,6 +60,27 @@ struct RenderedAs {
     render_options: String,
     namespace: String,
     cluster: String,
+    retired_at: Option<i64>,
+}
+
+impl PartialEq for RenderedAs {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            &self.repository,
+            &self.path,
+            &self.target_revision,
+            &self.render_options,
+            &self.namespace,
+            &self.cluster,
+        ) == (
+            &other.repository,
+            &other.path,
+            &other.target_revision,
+            &other.render_options,
+            &other.namespace,
+            &other.cluster,
+        )
+    }
 }
 
 impl RenderedAs {
@@ -63,6 +92,7 @@ impl RenderedAs {
             render_options: super::RenderOptions::of(app),
             namespace: app.namespace.clone(),
             cluster: app.cluster.clone(),
+            retired_at: None,
         }
     }
 
@@ -72,7 +102,7 @@ impl RenderedAs {
         name: &str,
     ) -> Result<Option<Self>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT repository, path, target_revision, render_options, namespace, cluster
+            "SELECT repository, path, target_revision, render_options, namespace, cluster, retired_at
              FROM applications WHERE name = $1",
         )
         .bind(name)

@@ -566,6 +566,17 @@ async fn an_app_of_apps_is_held_when_unsigned_too_large_or_nested_too_deep() {
         store.sync_project_policies(&s.projects).await.unwrap();
         git.sync_repository("platform").await.unwrap();
         assert!(active(&store).await.is_empty(), "on {}", db.url);
+        let l3 = store.timeline("l3", 50).await.unwrap();
+        assert!(
+            l3.iter()
+                .any(|(_, m)| m.contains("retired with l2, which declared it")),
+            "{l3:?}"
+        );
+        // The definition comes back: the whole chain comes back, with its history.
+        repo.write("root/apps.yaml", &level("l1", "l1"));
+        repo.commit("l1 again");
+        git.sync_repository("platform").await.unwrap();
+        assert_eq!(active(&store).await, chain, "on {}", db.url);
         store.close().await;
         db.drop_db().await;
     }
