@@ -26,10 +26,16 @@ pub enum Trigger {
     PinnedLong,
     /// `require_signed` holds back a target revision that is not signed by a trusted key.
     RevisionBlocked,
+    /// An application declared in Git would sync objects outside its project's bounds: nothing
+    /// was applied.
+    SyncRefused,
+    /// An app of apps or a directory generator declared an application that was refused (out of
+    /// bounds, invalid, a name taken), or its declarations were held.
+    DeclarationRefused,
 }
 
 impl Trigger {
-    pub const ALL: [Trigger; 10] = [
+    pub const ALL: [Trigger; 12] = [
         Trigger::DriftOpened,
         Trigger::DriftStale,
         Trigger::SyncFailed,
@@ -40,6 +46,8 @@ impl Trigger {
         Trigger::RollbackPerformed,
         Trigger::PinnedLong,
         Trigger::RevisionBlocked,
+        Trigger::SyncRefused,
+        Trigger::DeclarationRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -54,6 +62,8 @@ impl Trigger {
             Trigger::RollbackPerformed => "rollback_performed",
             Trigger::PinnedLong => "pinned_long",
             Trigger::RevisionBlocked => "revision_blocked",
+            Trigger::SyncRefused => "sync_refused",
+            Trigger::DeclarationRefused => "declaration_refused",
         }
     }
 
@@ -74,6 +84,8 @@ impl Trigger {
             Trigger::RollbackPerformed => "Rolled back",
             Trigger::PinnedLong => "Pinned for long",
             Trigger::RevisionBlocked => "Unverified revision held back",
+            Trigger::SyncRefused => "Sync refused: outside the project's bounds",
+            Trigger::DeclarationRefused => "Application definition refused",
         }
     }
 }
@@ -98,6 +110,8 @@ pub fn trigger_of(kind: &str, detail: &Value) -> Option<Trigger> {
         "rollback" => Some(Trigger::RollbackPerformed),
         "pinned_long" => Some(Trigger::PinnedLong),
         "revision_blocked" => Some(Trigger::RevisionBlocked),
+        "sync_refused" => Some(Trigger::SyncRefused),
+        "generator_refused" => Some(Trigger::DeclarationRefused),
         _ => None,
     }
 }

@@ -337,6 +337,14 @@ mod tests {
             None
         );
         assert_eq!(trigger_of("webhook", &json!({})), None);
+        assert_eq!(
+            trigger_of("sync_refused", &json!({"digest": "d"})),
+            Some(Trigger::SyncRefused)
+        );
+        assert_eq!(
+            trigger_of("generator_refused", &json!({"revision": "abc"})),
+            Some(Trigger::DeclarationRefused)
+        );
         for t in Trigger::ALL {
             assert_eq!(Trigger::parse(t.as_str()), Some(t));
         }

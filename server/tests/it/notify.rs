@@ -313,6 +313,18 @@ async fn every_trigger_notifies_once_retries_after_500_and_is_signed_on_both_bac
                 json!({"revision": "abc", "sync": 9}),
                 Some("rollback_performed"),
             ),
+            (
+                "sync_refused",
+                "guestbook is declared in Git and 1 of its 3 objects fall outside project `demo`'s bounds, so nothing is applied",
+                json!({"digest": "d", "reason": "bounds"}),
+                Some("sync_refused"),
+            ),
+            (
+                "generator_refused",
+                "refused metrics from apps.yaml#2 at abc: namespace `kube-system` is not among project `demo`'s destinations",
+                json!({"origin": "apps.yaml#2", "revision": "abc", "name": "metrics"}),
+                Some("declaration_refused"),
+            ),
             ("webhook", "push webhook", json!({}), None),
         ];
         for (kind, message, detail, _) in &events {
