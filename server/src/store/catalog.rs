@@ -32,9 +32,9 @@ pub enum AppOrigin {
 async fn forget_render_if_moved(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     app: &ApplicationSettings,
-    before: Option<&RenderedAs>,
+    before: Option<&(RenderedAs, bool)>,
 ) -> Result<(), StoreError> {
-    if before.is_none_or(|b| b.retired_at.is_none() && *b == RenderedAs::of(app)) {
+    if before.is_none_or(|(b, retired)| !retired && *b == RenderedAs::of(app)) {
         return Ok(());
     }
     // The digest too, so the new render is announced as a new target; the refusals, so a
@@ -49,10 +49,8 @@ async fn forget_render_if_moved(
     Ok(())
 }
 
-/// What an application's render depends on, besides its Git revision (compared without
-/// `retired_at`: a retired application brought back renders afresh too — an app of apps
-/// declares again what was retired with it).
-#[derive(Debug, sqlx::FromRow)]
+/// What an application's render depends on, besides its Git revision.
+#[derive(Debug, PartialEq, Eq)]
 struct RenderedAs {
     repository: String,
     path: String,
@@ -60,27 +58,6 @@ struct RenderedAs {
     render_options: String,
     namespace: String,
     cluster: String,
-    retired_at: Option<i64>,
-}
-
-impl PartialEq for RenderedAs {
-    fn eq(&self, other: &Self) -> bool {
-        (
-            &self.repository,
-            &self.path,
-            &self.target_revision,
-            &self.render_options,
-            &self.namespace,
-            &self.cluster,
-        ) == (
-            &other.repository,
-            &other.path,
-            &other.target_revision,
-            &other.render_options,
-            &other.namespace,
-            &other.cluster,
-        )
-    }
 }
 
 impl RenderedAs {
@@ -92,22 +69,37 @@ impl RenderedAs {
             render_options: super::RenderOptions::of(app),
             namespace: app.namespace.clone(),
             cluster: app.cluster.clone(),
-            retired_at: None,
         }
     }
 
-    /// The stored values of application `name`, if it exists.
+    /// The stored values of application `name`, if it exists, and whether it is retired (a
+    /// retired application brought back renders afresh too: an app of apps declares again what
+    /// was retired with it).
     async fn read(
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         name: &str,
-    ) -> Result<Option<Self>, StoreError> {
-        Ok(sqlx::query_as(
-            "SELECT repository, path, target_revision, render_options, namespace, cluster, retired_at
-             FROM applications WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(&mut **tx)
-        .await?)
+    ) -> Result<Option<(Self, bool)>, StoreError> {
+        let row: Option<(String, String, String, String, String, String, Option<i64>)> =
+            sqlx::query_as(
+                "SELECT repository, path, target_revision, render_options, namespace, cluster, retired_at
+                 FROM applications WHERE name = $1",
+            )
+            .bind(name)
+            .fetch_optional(&mut **tx)
+            .await?;
+        Ok(row.map(
+            |(repository, path, target_revision, render_options, namespace, cluster, retired)| {
+                let rendered = Self {
+                    repository,
+                    path,
+                    target_revision,
+                    render_options,
+                    namespace,
+                    cluster,
+                };
+                (rendered, retired.is_some())
+            },
+        ))
     }
 }
 
