@@ -50,7 +50,7 @@ async fn forget_render_if_moved(
 }
 
 /// What an application's render depends on, besides its Git revision.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq, sqlx::FromRow)]
 struct RenderedAs {
     repository: String,
     path: String,
@@ -79,27 +79,18 @@ impl RenderedAs {
         tx: &mut sqlx::Transaction<'static, sqlx::Any>,
         name: &str,
     ) -> Result<Option<(Self, bool)>, StoreError> {
-        let row: Option<(String, String, String, String, String, String, Option<i64>)> =
-            sqlx::query_as(
-                "SELECT repository, path, target_revision, render_options, namespace, cluster, retired_at
-                 FROM applications WHERE name = $1",
-            )
-            .bind(name)
-            .fetch_optional(&mut **tx)
-            .await?;
-        Ok(row.map(
-            |(repository, path, target_revision, render_options, namespace, cluster, retired)| {
-                let rendered = Self {
-                    repository,
-                    path,
-                    target_revision,
-                    render_options,
-                    namespace,
-                    cluster,
-                };
-                (rendered, retired.is_some())
-            },
-        ))
+        let row = sqlx::query(
+            "SELECT repository, path, target_revision, render_options, namespace, cluster, retired_at
+             FROM applications WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.map(|r| {
+            let retired: Option<i64> = r.try_get("retired_at")?;
+            Ok((<Self as sqlx::FromRow<_>>::from_row(&r)?, retired.is_some()))
+        })
+        .transpose()
     }
 }
 
