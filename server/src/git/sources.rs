@@ -596,7 +596,8 @@ impl GitSources {
                 .await?;
         }
         if let Some(Ok(r)) = &rendered {
-            self.declare_from_root(app, &tip, &r.definitions).await?;
+            self.declare_from_root(app, &state, &tip, &r.definitions)
+                .await?;
         }
         let rendered = self
             .store_render(
@@ -621,6 +622,7 @@ impl GitSources {
     async fn declare_from_root(
         &self,
         root: &AppSource,
+        state: &crate::store::AppGitState,
         tip: &str,
         definitions: &[(String, serde_json::Value)],
     ) -> Result<(), SyncError> {
@@ -635,12 +637,7 @@ impl GitSources {
         {
             // Nothing declared any more: a refusal said before is forgotten, so the same bad
             // definition coming back is said again.
-            if !self
-                .store
-                .declaration_refusals(&root.name)
-                .await?
-                .is_empty()
-            {
+            if !state.declaration_refusals.is_empty() {
                 self.store
                     .set_declaration_refusals(&root.name, &[], clock::now())
                     .await?;
@@ -677,13 +674,7 @@ impl GitSources {
         if let Some((why, again)) = held {
             return self.hold_declarations(root, &id, tip, &why, again).await;
         }
-        if self
-            .store
-            .app_git_state(&root.name)
-            .await?
-            .declarations_held
-            .is_some()
-        {
+        if state.declarations_held.is_some() {
             self.store
                 .set_declarations_held(&root.name, None, clock::now())
                 .await?;
@@ -706,11 +697,11 @@ impl GitSources {
                 Err(r) => refused.push(r),
             }
         }
-        let previous = self.store.declaration_refusals(&root.name).await?;
+        let previous = &state.declaration_refusals;
         let changes = self
-            .apply_declared(&id, tip, accepted, refused, Some(&root.name), &previous)
+            .apply_declared(&id, tip, accepted, refused, Some(&root.name), previous)
             .await?;
-        if changes.refused != previous {
+        if changes.refused != *previous {
             self.store
                 .set_declaration_refusals(&root.name, &changes.refused, clock::now())
                 .await?;
@@ -755,35 +746,32 @@ impl GitSources {
                 .set_declarations_held(&root.name, Some(tip), now)
                 .await?;
         }
-        // Read again on each fetch: said once per revision and reason.
-        let last = self
-            .store
-            .last_timeline_detail(&root.name, "generator_refused")
-            .await?;
-        if last.is_some_and(|d| d["held"] == true && d["revision"] == tip && d["reason"] == why) {
-            return Ok(());
-        }
-        let event = generators::actor(id).event(
-            "application_declare",
-            &format!("application:{}", root.name),
-            "refused",
-            json!({"generator": id, "revision": tip, "reason": why}),
-            now,
-        );
-        self.store.audit(&event).await?;
         let message = format!(
             "declarations at {} not applied (applications stay as they were): {why}",
             app::model::short_revision(tip)
         );
-        self.store
-            .add_timeline(
+        // Read again on each fetch: said once per revision and reason.
+        let said = self
+            .store
+            .add_timeline_once(
                 &root.name,
                 "generator_refused",
                 &message,
                 &json!({"revision": tip, "held": true, "reason": why}),
+                &["held", "revision", "reason"],
                 now,
             )
             .await?;
+        if said {
+            let event = generators::actor(id).event(
+                "application_declare",
+                &format!("application:{}", root.name),
+                "refused",
+                json!({"generator": id, "revision": tip, "reason": why}),
+                now,
+            );
+            self.store.audit(&event).await?;
+        }
         Ok(())
     }
 

@@ -443,21 +443,13 @@ async fn record_outside_project(
     why: &str,
     now: clock::Millis,
 ) -> Result<(), ReconcileError> {
-    let last = store
-        .last_timeline_detail(&app.name, "sync_refused")
-        .await?;
-    if last
-        .as_ref()
-        .is_some_and(|d| d["digest"] == digest && d["why"] == why)
-    {
-        return Ok(());
-    }
     store
-        .add_timeline(
+        .add_timeline_once(
             &app.name,
             "sync_refused",
             why,
             &json!({"digest": digest, "reason": "bounds", "why": why}),
+            &["digest", "why"],
             now,
         )
         .await?;

@@ -84,6 +84,8 @@ pub struct AppGitState {
     /// The revision at which this app of apps' declarations were held (read again on the next
     /// fetch), if any.
     pub declarations_held: Option<String>,
+    /// What this app of apps' last reading refused (said once).
+    pub declaration_refusals: Vec<super::RefusedApp>,
 }
 
 /// One stored commit of an application's history.
@@ -273,7 +275,7 @@ impl Store {
     /// The application's ingest state (default when never ingested).
     pub async fn app_git_state(&self, app: &str) -> Result<AppGitState, StoreError> {
         let row = sqlx::query(
-            "SELECT ingested_tip, target_sha, target_digest, last_error, declarations_held FROM app_git_state WHERE application = $1",
+            "SELECT ingested_tip, target_sha, target_digest, last_error, declarations_held, declaration_refusals FROM app_git_state WHERE application = $1",
         )
         .bind(app)
         .fetch_optional(&self.pool)
@@ -285,29 +287,18 @@ impl Store {
                 target_digest: r.try_get("target_digest")?,
                 last_error: r.try_get("last_error")?,
                 declarations_held: r.try_get("declarations_held")?,
+                declaration_refusals: match r
+                    .try_get::<Option<String>, _>("declaration_refusals")?
+                {
+                    None => Vec::new(),
+                    Some(t) => serde_json::from_str(&t).map_err(|_| StoreError::Corrupt {
+                        column: "app_git_state.declaration_refusals",
+                        value: t,
+                    })?,
+                },
             },
             None => AppGitState::default(),
         })
-    }
-
-    /// What app of apps `app`'s last reading refused (empty: nothing, or never read).
-    pub async fn declaration_refusals(
-        &self,
-        app: &str,
-    ) -> Result<Vec<super::RefusedApp>, StoreError> {
-        let text: Option<Option<String>> = sqlx::query_scalar(
-            "SELECT declaration_refusals FROM app_git_state WHERE application = $1",
-        )
-        .bind(app)
-        .fetch_optional(&self.pool)
-        .await?;
-        match text.flatten() {
-            None => Ok(Vec::new()),
-            Some(t) => serde_json::from_str(&t).map_err(|_| StoreError::Corrupt {
-                column: "app_git_state.declaration_refusals",
-                value: t,
-            }),
-        }
     }
 
     /// Records what app of apps `app`'s reading refused.

@@ -123,6 +123,26 @@ impl Store {
         Ok(())
     }
 
+    /// Adds a timeline event unless `app`'s newest event of `kind` carries the same values of
+    /// `keys` in its detail: a condition every loop finds again is said once. Returns whether
+    /// it was added.
+    pub async fn add_timeline_once(
+        &self,
+        app: &str,
+        kind: &str,
+        message: &str,
+        detail: &serde_json::Value,
+        keys: &[&str],
+        now: Millis,
+    ) -> Result<bool, StoreError> {
+        let last = self.last_timeline_detail(app, kind).await?;
+        if last.is_some_and(|l| keys.iter().all(|k| l[*k] == detail[*k])) {
+            return Ok(false);
+        }
+        self.add_timeline(app, kind, message, detail, now).await?;
+        Ok(true)
+    }
+
     /// The detail of `app`'s newest timeline event of `kind`, if any.
     pub async fn last_timeline_detail(
         &self,
