@@ -472,23 +472,7 @@ async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked
 
     // An object Git names but this application did not apply (here: its tracking annotation
     // rewritten to another application's) is not shown live, and nothing acts on it.
-    let cms: Api<DynamicObject> = Api::namespaced_with(
-        l.cluster.client.clone(),
-        &l.ns,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "",
-            "v1",
-            "ConfigMap",
-        )),
-    );
-    cms.patch(
-        "settings",
-        &kube::api::PatchParams::default(),
-        &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-            "tidemark.dev/tracking-id": format!("payments:/ConfigMap:{}/settings", l.ns)}}})),
-    )
-    .await
-    .unwrap();
+    mark_foreign(&l, "", "ConfigMap", "settings").await;
     let started = Instant::now();
     loop {
         let (_, t) = get_json(&l.server.client, &format!("{base}/tree")).await;
@@ -514,24 +498,7 @@ async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked
     assert_eq!(code, 409, "{body}");
     assert!(!body.to_string().contains("fast"), "no live data: {body}");
     // Nor is it restarted: Git naming a Deployment does not make it this application's.
-    let deploys: Api<DynamicObject> = Api::namespaced_with(
-        l.cluster.client.clone(),
-        &l.ns,
-        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
-            "apps",
-            "v1",
-            "Deployment",
-        )),
-    );
-    deploys
-        .patch(
-            "web",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
-                "tidemark.dev/tracking-id": format!("payments:apps/Deployment:{}/web", l.ns)}}})),
-        )
-        .await
-        .unwrap();
+    mark_foreign(&l, "apps", "Deployment", "web").await;
     let started = Instant::now();
     loop {
         let r = deployer
@@ -555,6 +522,25 @@ async fn the_tree_shows_descendants_with_health_and_actions_and_logs_are_checked
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+}
+
+/// Rewrites the tracking annotation of `kind` `name` (API version `v1` of `group`) in the test's namespace to another
+/// application's (`payments`): Git still names it, but this application no longer applied it.
+async fn mark_foreign(l: &Live, group: &str, kind: &str, name: &str) {
+    let objects: Api<DynamicObject> = Api::namespaced_with(
+        l.cluster.client.clone(),
+        &l.ns,
+        &kube::core::ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(group, "v1", kind)),
+    );
+    objects
+        .patch(
+            name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"metadata": {"annotations": {
+                "tidemark.dev/tracking-id": format!("payments:{group}/{kind}:{}/{name}", l.ns)}}})),
+        )
+        .await
+        .unwrap();
 }
 
 /// On the real control plane: pods that cannot be scheduled give Warning events on the
