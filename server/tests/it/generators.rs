@@ -204,17 +204,11 @@ async fn generators_create_update_and_retire_applications_as_git_changes_within_
         git.sync_repository("platform").await.unwrap();
         assert_eq!(store.audit_rows(0, 500).await.unwrap().len(), rows);
         // A commit elsewhere in the repository: the same refusals are not said again.
-        let said = timeline_of(
-            &store.timeline("root", 100).await.unwrap(),
-            "generator_refused",
-        );
+        let said = refusals(&store, "root").await;
         repo.write("docs/README.md", "unrelated");
         repo.commit("docs");
         git.sync_repository("platform").await.unwrap();
-        let again = timeline_of(
-            &store.timeline("root", 100).await.unwrap(),
-            "generator_refused",
-        );
+        let again = refusals(&store, "root").await;
         assert_eq!(again, said, "on {}", db.url);
         let declares = |rows: &[server::store::AuditRow]| {
             rows.iter()
@@ -469,6 +463,14 @@ fn timeline_of(entries: &[(String, String)], kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// The `generator_refused` messages on `app`'s timeline (newest 100).
+async fn refusals(store: &Store, app: &str) -> Vec<String> {
+    timeline_of(
+        &store.timeline(app, 100).await.unwrap(),
+        "generator_refused",
+    )
+}
+
 /// An app of apps is held whole — nothing created, updated or retired, the reason on its
 /// timeline — when its revision is unsigned under `require_signed`, when it holds more than 500
 /// definitions, or when it is itself declared three levels deep (a chain of roots stops).
@@ -501,10 +503,7 @@ async fn an_app_of_apps_is_held_when_unsigned_too_large_or_nested_too_deep() {
             .map(|(a, r)| ((*a).to_owned(), format!("application/{r}")))
             .collect();
         assert_eq!(active(&store).await, chain, "on {}", db.url);
-        let held = timeline_of(
-            &store.timeline("l3", 50).await.unwrap(),
-            "generator_refused",
-        );
+        let held = refusals(&store, "l3").await;
         assert!(
             held.iter().any(|m| m.contains("at most 3 levels")),
             "{held:?}"
@@ -516,10 +515,7 @@ async fn an_app_of_apps_is_held_when_unsigned_too_large_or_nested_too_deep() {
         repo.commit("too many");
         git.sync_repository("platform").await.unwrap();
         assert_eq!(active(&store).await, chain, "on {}", db.url);
-        let held = timeline_of(
-            &store.timeline("root", 50).await.unwrap(),
-            "generator_refused",
-        );
+        let held = refusals(&store, "root").await;
         assert!(
             held.iter()
                 .any(|m| m.contains("501 application definitions; at most 500")),
@@ -538,10 +534,7 @@ async fn an_app_of_apps_is_held_when_unsigned_too_large_or_nested_too_deep() {
         repo.commit("drop l1, unsigned");
         git.sync_repository("platform").await.unwrap();
         assert_eq!(active(&store).await, chain, "on {}", db.url);
-        let held = timeline_of(
-            &store.timeline("root", 50).await.unwrap(),
-            "generator_refused",
-        );
+        let held = refusals(&store, "root").await;
         assert!(
             held.iter()
                 .any(|m| m.contains("not applied") && m.contains("unsigned")),
@@ -556,10 +549,7 @@ async fn an_app_of_apps_is_held_when_unsigned_too_large_or_nested_too_deep() {
                 && r.event.outcome == "refused"));
         // Read again on each fetch, said once.
         git.sync_repository("platform").await.unwrap();
-        let again = timeline_of(
-            &store.timeline("root", 50).await.unwrap(),
-            "generator_refused",
-        );
+        let again = refusals(&store, "root").await;
         assert_eq!(again.len(), held.len(), "{again:?}");
         // The policy lifted (in production: a key trusted, a verdict come): the same revision's
         // declarations apply at the next fetch, without a new commit.
