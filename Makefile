@@ -83,7 +83,7 @@ kube-status:
 # conformance suite (every `TestCluster::start` test of sandbox.rs, cluster.rs, kubectl.rs) and
 # reconcile's sync / drift / prune / self-heal tests (`fixture_any`). Sandbox-only tests in those
 # modules run on a sandbox again. The control plane is stopped afterwards, pass or fail.
-KUBE_TESTS := sandbox:: live:: cluster:: kubectl:: deploy:: reconcile::sync::sync_applies reconcile::drift::drift_opens reconcile::drift::self_heal reconcile::rollback::rollback_applies reconcile::crds:: reconcile::ownership:: reconcile::compare::
+KUBE_TESTS := sandbox:: live:: cluster:: kubectl:: deploy:: reconcile::sync::sync_applies reconcile::drift::drift_opens reconcile::drift::self_heal reconcile::rollback::rollback_applies reconcile::crds:: reconcile::ownership:: reconcile::compare:: generators::git_declared
 test-kube: check-postgres kube-build
 	@scripts/kube-env.sh up $(KUBE_DIR)
 	@TIDEMARK_TEST_KUBECONFIG=$(KUBE_DIR)/kubeconfig cargo test -p server --test it -- $(KUBE_TESTS); \
